@@ -1,0 +1,14 @@
+//! fedgate-catalog: the federation's shared vocabulary and the steward's dataset catalog.
+//!
+//! This is the lowest crate. It holds the names every other crate speaks ([`NodeId`], [`Region`],
+//! [`Level`], [`Grade`], [`Purpose`], [`DatasetId`]), the span-preserving TOML reader that gives
+//! every fedgate file the same `FILE:LINE:COL: message` errors, and the catalog model: datasets,
+//! fields, grades, sharing types and their validation into types that cannot hold an invalid
+//! value. It parses `&str`s handed to it and never touches the network or the clock.
+#![warn(missing_docs)]
+
+mod ids;
+pub mod toml_reader;
+
+pub use ids::{check_ident, DatasetId, Grade, Level, NameError, NodeId, Purpose, Region, MAX_LEVEL};
+pub use toml_reader::{Diagnostic, Diagnostics};
