@@ -1,1 +1,13 @@
-//! placeholder
+//! fedgate-gateway: the node, the thin async shell around fedgate's pure cores.
+//!
+//! It wires the certs crate's verification into a quinn endpoint ([`link`]), speaks the
+//! length-prefixed CBOR protocol ([`wire`]) between gateways, reads a node's `gateway.toml`
+//! ([`config`]) and runs the node ([`node`]): serving peers, reloading revocation lists. The
+//! `fedgate` binary (src/main.rs) is the command-line front end over all of it.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod link;
+pub mod node;
+pub mod wire;

@@ -1,1 +1,237 @@
-fn main(){}
+//! `fedgate`: the command-line front end. Parses arguments, runs one command, maps errors to a
+//! one-line reason and an exit code (0 success, 1 failure, 2 usage).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use fedgate_catalog::{NodeId, Region};
+use fedgate_certs::authority::{self, Authority, NodeProfile};
+use fedgate_certs::{inspect, store};
+use fedgate_gateway::{config, demo, node::RunningNode};
+use time::OffsetDateTime;
+
+/// fedgate: a federated data-exchange gateway. Each department runs one; gateways exchange
+/// classified, graded, desensitized records over mutual-TLS QUIC under usage-scope policies.
+#[derive(Parser)]
+#[command(name = "fedgate", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Federation PKI: create the root, region-bound intermediates and node certificates.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Run one gateway from its gateway.toml until Ctrl-C or SIGTERM.
+    ///
+    /// Listens for peers on `listen` (QUIC, mutual TLS). Revocation lists named under [tls] crls
+    /// are re-read when they change (every reload_secs, default 5) and on SIGHUP; connections
+    /// from peers that are now revoked are closed.
+    Serve {
+        /// The node's gateway.toml.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Build the demo federation in DIR, start every gateway and show them talking.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Folder to build the federation in; each node gets DIR/<node-id>/gateway.toml.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Synthetic records per dataset.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    records: u64,
+    /// Keep the federation running until Ctrl-C instead of exiting after the showcase.
+    #[arg(long)]
+    serve: bool,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a federation root CA: DIR/root.crt, DIR/root.key (0600) and DIR/crl.pem.
+    ///
+    /// The root is bound to the federation's top region, NAME (e.g. wuxi): everything it and its
+    /// intermediates issue must lie in that region.
+    Init {
+        /// The federation's name, which is also its top region (e.g. wuxi).
+        #[arg(long, value_name = "NAME")]
+        federation: Region,
+        /// Folder to write the root into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = authority::ROOT_DAYS)]
+        days: u32,
+        /// Replace an existing key in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create an intermediate CA bound to REGION: it may issue identities in REGION and below only.
+    ///
+    /// Writes DIR2/ca.crt (the intermediate and any intermediates above it), DIR2/ca.key (0600),
+    /// DIR2/trust.crt (the root) and DIR2/crl.pem.
+    IssueCa {
+        /// The issuing CA's folder (a root or another intermediate).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The region to bind the new CA to; must lie inside the issuing CA's region.
+        #[arg(long, value_name = "REGION")]
+        region: Region,
+        /// Folder to write the intermediate into.
+        #[arg(long, value_name = "DIR2")]
+        out: PathBuf,
+        /// Validity in days (never beyond the issuing CA's own).
+        #[arg(long, default_value_t = authority::CA_DAYS)]
+        days: u32,
+        /// Replace an existing key in DIR2.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a gateway certificate for NODE_ID (DEPARTMENT@REGION).
+    ///
+    /// Writes DIR3/node.crt (leaf then intermediates), DIR3/node.key (0600) and DIR3/trust.crt
+    /// (the federation root). The node id is carried as the URI SAN urn:fedgate:node:NODE_ID.
+    Issue {
+        /// The issuing CA's folder; its region must cover the node's region.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The node id, e.g. police@wuxi.liangxi.
+        #[arg(long, value_name = "NODE_ID")]
+        node: NodeId,
+        /// Folder to write the node's files into.
+        #[arg(long, value_name = "DIR3")]
+        out: PathBuf,
+        /// Validity in days (never beyond the issuing CA's own).
+        #[arg(long, default_value_t = authority::NODE_DAYS)]
+        days: u32,
+        /// Replace an existing key in DIR3.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a certificate issued by the CA in DIR: adds it to DIR/crl.pem.
+    ///
+    /// Gateways that list this CRL under [tls] crls pick it up within reload_secs (or on SIGHUP)
+    /// and close connections from the revoked peer.
+    Revoke {
+        /// The CA folder that issued the certificate.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The certificate to revoke (PEM; the first certificate in the file).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+    },
+    /// Print a certificate's node id (or CA region), level, issuer, validity, serial, fingerprint.
+    Show {
+        /// A PEM certificate file; with a chain, every certificate is shown.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fedgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pki(cmd) => pki(cmd),
+        Command::Serve { config } => serve(config),
+        Command::Demo(a) => runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve })),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn pki(cmd: PkiCommand) -> Result<()> {
+    let now = OffsetDateTime::now_utc();
+    match cmd {
+        PkiCommand::Init { federation, out, days, force } => {
+            let root = Authority::new_root(&federation, now, days)?;
+            store::write_authority(&out, &root, now, force)?;
+            println!("federation {federation}: root CA written to {}", out.display());
+        }
+        PkiCommand::IssueCa { ca, region, out, days, force } => {
+            let parent = store::load_authority(&ca)?;
+            let child = parent.issue_ca(&region, now, days)?;
+            store::write_authority(&out, &child, now, force)?;
+            println!("intermediate CA for {region} written to {}", out.display());
+        }
+        PkiCommand::Issue { ca, node, out, days, force } => {
+            let issuer = store::load_authority(&ca)?;
+            let issued = issuer.issue_node(&node, NodeProfile::gateway(now, days))?;
+            store::write_node(&out, &issued, issuer.root(), force)?;
+            println!("{node}: node.crt, node.key, trust.crt written to {}", out.display());
+        }
+        PkiCommand::Revoke { ca, cert } => {
+            let crl = store::revoke(&ca, &cert, now)?;
+            println!("revoked; updated {}", crl.display());
+        }
+        PkiCommand::Show { file } => {
+            let certs = store::read_certs(&file)?;
+            for (i, c) in certs.iter().enumerate() {
+                let info = inspect::parse(c).map_err(|e| anyhow::anyhow!("{}: certificate {}: {e}", file.display(), i + 1))?;
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", inspect::describe(&info));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(path: PathBuf) -> Result<()> {
+    let cfg = config::load(&path)?;
+    runtime()?.block_on(async move {
+        let node = RunningNode::start(cfg).await?;
+        wait_for_shutdown(&node).await;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown(node: &RunningNode) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                if let Err(e) = node.reload_trust() {
+                    tracing::warn!(error = %e, "reload on SIGHUP failed");
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown(_: &RunningNode) {
+    let _ = tokio::signal::ctrl_c().await;
+}

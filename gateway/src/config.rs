@@ -1,0 +1,210 @@
+//! A node's `gateway.toml`: who it is, where it listens, its TLS material and its peers.
+//!
+//! Paths are relative to the file's own folder, so a node folder can be moved as a whole. Errors
+//! come back as `FILE:LINE:COL: message`, every one of them, naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fedgate_catalog::toml_reader::{Source, Table};
+use fedgate_catalog::{Diagnostics, NodeId};
+use thiserror::Error;
+
+/// A config that could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file has problems; each is located.
+    #[error("{0}")]
+    Invalid(#[from] Diagnostics),
+}
+
+/// TLS material of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Leaf then intermediates (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM, 0600).
+    pub key: PathBuf,
+    /// The federation root (PEM).
+    pub trust: PathBuf,
+    /// CRLs to load, re-read when they change.
+    pub crls: Vec<PathBuf>,
+}
+
+/// A sibling gateway this node may dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its node id, which its certificate must carry.
+    pub node: NodeId,
+    /// Its QUIC address.
+    pub address: SocketAddr,
+}
+
+/// A parsed, validated `gateway.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The folder relative paths are resolved against.
+    pub dir: PathBuf,
+    /// This node's id.
+    pub node: NodeId,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Local HTTP API address.
+    pub api: SocketAddr,
+    /// TLS material.
+    pub tls: TlsFiles,
+    /// How often CRL files are checked for changes.
+    pub reload_interval: Duration,
+    /// Known peers.
+    pub peers: Vec<PeerConfig>,
+}
+
+impl Config {
+    /// The peer with node id `node`, if configured.
+    pub fn peer(&self, node: &NodeId) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| &p.node == node)
+    }
+}
+
+const TOP_KEYS: &[&str] = &["node", "listen", "api", "tls", "reload_secs", "peers"];
+const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
+const PEER_KEYS: &[&str] = &["node", "address"];
+
+/// Reads and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(path, &text).map_err(ConfigError::Invalid)
+}
+
+/// Parses config text; `path` names the file in messages and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+    let file = path.display().to_string();
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut src = Source::new(&file, text);
+    let Some(doc) = src.parse() else { return Err(Diagnostics(src.into_diagnostics())) };
+    let root = Table::root(&doc);
+    root.deny_unknown(&mut src, TOP_KEYS);
+    let node = root.parse::<NodeId>(&mut src, "node");
+    let listen = addr(&root, &mut src, "listen");
+    let api = addr(&root, &mut src, "api");
+    let reload_secs = match root.opt_int(&mut src, "reload_secs") {
+        Some((n, _)) if (1..=86_400).contains(&n) => n as u64,
+        Some((_, span)) => {
+            src.error(span, "`reload_secs` must be between 1 and 86400");
+            5
+        }
+        None => 5,
+    };
+    let tls = tls_files(&root, &mut src, &dir);
+    let mut peers = Vec::new();
+    for t in root.tables(&mut src, "peers") {
+        t.deny_unknown(&mut src, PEER_KEYS);
+        let n = t.parse::<NodeId>(&mut src, "node");
+        let a = addr(&t, &mut src, "address");
+        if let (Some(node), Some(address)) = (n, a) {
+            if peers.iter().any(|p: &PeerConfig| p.node == node) {
+                src.error(t.key_span("node"), format!("peer {node} is listed twice"));
+            }
+            peers.push(PeerConfig { node, address });
+        }
+    }
+    match (node, listen, api, tls) {
+        (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
+            path: path.to_owned(),
+            dir,
+            node,
+            listen,
+            api,
+            tls,
+            reload_interval: Duration::from_secs(reload_secs),
+            peers,
+        }),
+        _ => Err(Diagnostics(src.into_diagnostics())),
+    }
+}
+
+fn addr(t: &Table<'_, '_>, src: &mut Source<'_>, key: &str) -> Option<SocketAddr> {
+    let (s, span) = t.str(src, key)?;
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            src.error(span, format!("`{key}` must be HOST:PORT with a numeric IP, e.g. 127.0.0.1:7400 (got {s:?})"));
+            None
+        }
+    }
+}
+
+fn tls_files(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> Option<TlsFiles> {
+    let Some(t) = root.opt_table(src, "tls") else {
+        if root.get("tls").is_none() {
+            src.error(root.span(), "missing required table `[tls]` (cert, key, trust)");
+        }
+        return None;
+    };
+    t.deny_unknown(src, TLS_KEYS);
+    let cert = t.str(src, "cert").map(|(s, _)| dir.join(s));
+    let key = t.str(src, "key").map(|(s, _)| dir.join(s));
+    let trust = t.str(src, "trust").map(|(s, _)| dir.join(s));
+    let crls = t.str_list(src, "crls").into_iter().map(|(s, _)| dir.join(s)).collect();
+    Some(TlsFiles { cert: cert?, key: key?, trust: trust?, crls })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node = "police@wuxi.liangxi"
+listen = "127.0.0.1:7401"
+api = "127.0.0.1:7501"
+
+[tls]
+cert = "tls/node.crt"
+key = "tls/node.key"
+trust = "tls/trust.crt"
+crls = ["tls/root.crl"]
+
+[[peers]]
+node = "court@wuxi.xinwu"
+address = "127.0.0.1:7402"
+"#;
+
+    #[test]
+    fn good_config_resolves_paths_against_its_folder() {
+        let c = parse(Path::new("/srv/police/gateway.toml"), GOOD).unwrap();
+        assert_eq!(c.node.to_string(), "police@wuxi.liangxi");
+        assert_eq!(c.tls.key, Path::new("/srv/police/tls/node.key"));
+        assert_eq!(c.tls.crls, vec![PathBuf::from("/srv/police/tls/root.crl")]);
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_position() {
+        let bad = GOOD
+            .replace("node = \"police@wuxi.liangxi\"", "node = \"Police\"")
+            .replace("listen = ", "lisen = ")
+            .replace("127.0.0.1:7402", "somewhere");
+        let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("g.toml:2:8: `node`: invalid node id"), "{err}");
+        assert!(err.contains("g.toml:3:1: unknown key `lisen`, did you mean `listen`?"), "{err}");
+        assert!(err.contains("missing required key `listen`"), "{err}");
+        assert!(err.contains("g.toml:15:11: `address` must be HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = parse(Path::new("g.toml"), "node = = 1\n").unwrap_err();
+        assert!(err.to_string().starts_with("g.toml:1:"), "{err}");
+    }
+}

@@ -1,0 +1,330 @@
+//! The mutual-TLS QUIC link between gateways.
+//!
+//! One quinn endpoint per node both listens and dials. Every connection's peer identity is taken
+//! once from its verified certificate ([`VerifiedPeer`]) and travels with the connection; nothing
+//! the peer says can change it. Outbound connections are cached per peer, re-established when they
+//! fail, and checked with an application-level hello so a peer that refused our certificate is
+//! reported clearly (with TLS 1.3 client auth, the handshake alone can look successful).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fedgate_catalog::NodeId;
+use fedgate_certs::tls::{FederationVerifier, TlsBuilder};
+use fedgate_certs::{PeerError, Role, VerifiedPeer};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+
+use crate::wire::{self, frame, ErrorCode, FrameError, Message, PROTOCOL_VERSION};
+
+/// How long a dial (handshake plus hello) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no traffic for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Why talking to a peer failed. Messages name the peer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The local endpoint could not be set up.
+    #[error("cannot set up the QUIC endpoint on {addr}: {why}")]
+    Setup {
+        /// The listen address.
+        addr: SocketAddr,
+        /// What failed.
+        why: String,
+    },
+    /// The peer is not reachable or the handshake failed on our side.
+    #[error("cannot connect to {peer} at {addr}: {why}")]
+    Connect {
+        /// The peer we dialled.
+        peer: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// What failed.
+        why: String,
+    },
+    /// The peer closed the connection, e.g. because it rejected our certificate.
+    #[error("{peer} closed the connection: {reason}")]
+    Closed {
+        /// The peer.
+        peer: String,
+        /// The reason it gave.
+        reason: String,
+    },
+    /// The peer's certificate was refused.
+    #[error("{peer}: certificate rejected: {error}")]
+    Rejected {
+        /// Who it claimed to be.
+        peer: String,
+        /// Why it was refused.
+        error: PeerError,
+    },
+    /// The peer sent bytes that do not decode.
+    #[error("{peer} sent a malformed frame: {error}")]
+    Frame {
+        /// The peer.
+        peer: String,
+        /// The decoding failure.
+        error: FrameError,
+    },
+    /// The peer answered with a typed error.
+    #[error("{peer} answered {code:?}: {message}")]
+    Remote {
+        /// The peer.
+        peer: String,
+        /// Its error code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The peer broke the protocol (wrong message, early end of stream).
+    #[error("{peer} violated the protocol: {why}")]
+    Protocol {
+        /// The peer.
+        peer: String,
+        /// What it did.
+        why: String,
+    },
+    /// Took too long.
+    #[error("{peer}: timed out after {after:?}")]
+    Timeout {
+        /// The peer.
+        peer: String,
+        /// The limit.
+        after: Duration,
+    },
+}
+
+/// A live, authenticated connection and who is at the other end.
+#[derive(Clone, Debug)]
+pub struct PeerConnection {
+    /// The quinn connection.
+    pub conn: quinn::Connection,
+    /// The peer's verified identity.
+    pub peer: VerifiedPeer,
+}
+
+/// A node's QUIC endpoint.
+pub struct Link {
+    endpoint: quinn::Endpoint,
+    local: NodeId,
+    verifier: Arc<FederationVerifier>,
+    client: quinn::ClientConfig,
+    outbound: Mutex<HashMap<NodeId, PeerConnection>>,
+    live: Mutex<HashMap<usize, quinn::Connection>>,
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000)))));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+impl Link {
+    /// Binds the endpoint at `listen` with this node's identity.
+    pub fn bind(
+        local: NodeId,
+        listen: SocketAddr,
+        verifier: Arc<FederationVerifier>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Link, LinkError> {
+        let setup = |why: String| LinkError::Setup { addr: listen, why };
+        let tls = TlsBuilder::new(verifier.clone()).identity(chain, key);
+        let server_tls = tls.server().map_err(|e| setup(format!("TLS server config: {e}")))?;
+        let client_tls = tls.client().map_err(|e| setup(format!("TLS client config: {e}")))?;
+        let server_quic = QuicServerConfig::try_from(server_tls).map_err(|e| setup(e.to_string()))?;
+        let client_quic = QuicClientConfig::try_from(client_tls).map_err(|e| setup(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
+        server.transport_config(transport());
+        let mut client = quinn::ClientConfig::new(Arc::new(client_quic));
+        client.transport_config(transport());
+        let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|e| setup(e.to_string()))?;
+        endpoint.set_default_client_config(client.clone());
+        Ok(Link { endpoint, local, verifier, client, outbound: Mutex::default(), live: Mutex::default() })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// This node's id.
+    pub fn local(&self) -> &NodeId {
+        &self.local
+    }
+
+    /// The verifier, for reloads.
+    pub fn verifier(&self) -> &Arc<FederationVerifier> {
+        &self.verifier
+    }
+
+    /// Waits for the next inbound connection. `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Result<PeerConnection, LinkError>> {
+        let incoming = self.endpoint.accept().await?;
+        let addr = incoming.remote_address();
+        Some(self.finish_accept(incoming, addr).await)
+    }
+
+    async fn finish_accept(&self, incoming: quinn::Incoming, addr: SocketAddr) -> Result<PeerConnection, LinkError> {
+        let conn = incoming.await.map_err(|e| LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })?;
+        let peer = self.identify(&conn, Role::Client, None, &addr.to_string())?;
+        self.track(&conn);
+        Ok(PeerConnection { conn, peer })
+    }
+
+    /// Re-derives the proof of identity from the connection's certificates.
+    fn identify(&self, conn: &quinn::Connection, role: Role, expected: Option<&NodeId>, who: &str) -> Result<VerifiedPeer, LinkError> {
+        let chain = peer_chain(conn).ok_or_else(|| LinkError::Protocol { peer: who.into(), why: "no certificate presented".into() })?;
+        self.verifier
+            .check(&chain[0], &chain[1..], role, expected, UnixTime::now())
+            .map_err(|error| LinkError::Rejected { peer: who.into(), error })
+    }
+
+    fn track(&self, conn: &quinn::Connection) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(conn.stable_id(), conn.clone());
+    }
+
+    /// Re-checks every live connection against the trust in force (after a CRL reload) and closes
+    /// those whose peer no longer verifies. Returns how many were closed.
+    pub fn recheck_live(&self) -> usize {
+        let conns: Vec<quinn::Connection> = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|_, c| c.close_reason().is_none());
+            live.values().cloned().collect()
+        };
+        let mut closed = 0;
+        for conn in conns {
+            let Some(chain) = peer_chain(&conn) else { continue };
+            // Roles differ by direction, but gateway certificates carry both usages; the role
+            // only matters for usage checks, which passed at handshake time.
+            if let Err(e) = self.verifier.check(&chain[0], &chain[1..], Role::Client, None, UnixTime::now()) {
+                conn.close(quinn::VarInt::from_u32(ErrorCode::WrongIdentity.quic_code()), e.to_string().as_bytes());
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// A connection to `peer` at `addr`: the cached one if still alive, else a new one, checked
+    /// with a hello.
+    pub async fn connection(&self, peer: &NodeId, addr: SocketAddr) -> Result<PeerConnection, LinkError> {
+        if let Some(c) = self.outbound.lock().unwrap_or_else(|p| p.into_inner()).get(peer) {
+            if c.conn.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let fresh = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(peer, addr))
+            .await
+            .map_err(|_| LinkError::Timeout { peer: peer.to_string(), after: CONNECT_TIMEOUT })??;
+        self.outbound.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone(), fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn dial(&self, peer: &NodeId, addr: SocketAddr) -> Result<PeerConnection, LinkError> {
+        let connect_err = |why: String| LinkError::Connect { peer: peer.clone(), addr, why };
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, &peer.to_server_name())
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = connecting.await.map_err(|e| connect_err(e.to_string()))?;
+        let verified = self.identify(&conn, Role::Server, Some(peer), &peer.to_string())?;
+        let pc = PeerConnection { conn, peer: verified };
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            node: self.local.to_string(),
+            software: concat!("fedgate ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        match request_one(&pc, &hello).await? {
+            Message::Welcome { node } if node == peer.to_string() => {
+                self.track(&pc.conn);
+                Ok(pc)
+            }
+            other => Err(LinkError::Protocol { peer: peer.to_string(), why: format!("expected welcome, got {other:?}") }),
+        }
+    }
+
+    /// Closes every connection and waits for the endpoint to be idle.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"gateway shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn peer_chain(conn: &quinn::Connection) -> Option<Vec<CertificateDer<'static>>> {
+    let any = conn.peer_identity()?;
+    let chain = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    (!chain.is_empty()).then_some(*chain)
+}
+
+/// Turns a closed connection into the reason the peer gave, if any.
+fn lost(peer: &str, e: quinn::ConnectionError) -> LinkError {
+    let reason = match &e {
+        quinn::ConnectionError::ApplicationClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),
+        quinn::ConnectionError::ConnectionClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),
+        other => other.to_string(),
+    };
+    LinkError::Closed { peer: peer.into(), reason: if reason.is_empty() { e.to_string() } else { reason } }
+}
+
+/// Writes one frame.
+pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message, peer: &str) -> Result<(), LinkError> {
+    send.write_all(&wire::encode(msg)).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(c) => lost(peer, c),
+        other => LinkError::Protocol { peer: peer.into(), why: other.to_string() },
+    })
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream between frames.
+pub async fn read_frame(recv: &mut quinn::RecvStream, peer: &str) -> Result<Option<Message>, LinkError> {
+    let mut header = [0u8; 4];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(read_error(peer, e)),
+    }
+    let len = frame::body_len(header).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| read_error(peer, e))?;
+    frame::decode_body(&body).map(Some).map_err(|error| LinkError::Frame { peer: peer.into(), error })
+}
+
+fn read_error(peer: &str, e: quinn::ReadExactError) -> LinkError {
+    match e {
+        quinn::ReadExactError::FinishedEarly(n) => {
+            LinkError::Protocol { peer: peer.into(), why: format!("stream ended {n} bytes into a frame") }
+        }
+        quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => lost(peer, c),
+        quinn::ReadExactError::ReadError(other) => LinkError::Protocol { peer: peer.into(), why: other.to_string() },
+    }
+}
+
+/// Sends one request on a new stream and reads exactly one answer; typed errors become
+/// [`LinkError::Remote`].
+pub async fn request_one(pc: &PeerConnection, req: &Message) -> Result<Message, LinkError> {
+    let who = pc.peer.node().to_string();
+    let (mut send, mut recv) = pc.conn.open_bi().await.map_err(|e| lost(&who, e))?;
+    write_frame(&mut send, req, &who).await?;
+    let _ = send.finish();
+    match read_frame(&mut recv, &who).await? {
+        Some(Message::Error { code, message }) => Err(LinkError::Remote { peer: who, code, message }),
+        Some(m) => Ok(m),
+        None => Err(LinkError::Protocol { peer: who, why: "stream ended without an answer".into() }),
+    }
+}
+
+/// Writes a typed error and finishes the stream.
+pub async fn reply_error(send: &mut quinn::SendStream, code: ErrorCode, message: String, peer: &str) {
+    let _ = write_frame(send, &Message::Error { code, message }, peer).await;
+    let _ = send.finish();
+    let _ = send.flush().await;
+}

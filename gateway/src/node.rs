@@ -1,0 +1,262 @@
+//! A running gateway: loads its config and TLS material, serves peers, reloads revocation lists.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fedgate_catalog::NodeId;
+use fedgate_certs::tls::FederationVerifier;
+use fedgate_certs::{store, Role, TrustStore, VerifiedPeer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::link::{self, Link, LinkError, PeerConnection};
+use crate::wire::{ErrorCode, Message, PROTOCOL_VERSION};
+
+/// How long a peer may take to send its request frame after opening a stream.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a node could not start or act.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// TLS material is missing, unreadable or inconsistent with the config.
+    #[error("{path}: {why}")]
+    Tls {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A PKI file could not be read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The link failed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The peer is not in the config.
+    #[error("{0} is not a configured peer (add it under [[peers]] in the config)")]
+    UnknownPeer(NodeId),
+}
+
+/// A node's TLS identity and trust, loaded and cross-checked.
+pub struct Identity {
+    /// Leaf then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Private key.
+    pub key: PrivateKeyDer<'static>,
+    /// The federation root and CRLs.
+    pub trust: TrustStore,
+}
+
+fn tls_err(path: &std::path::Path, why: impl Into<String>) -> NodeError {
+    NodeError::Tls { path: path.to_owned(), why: why.into() }
+}
+
+fn read_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, NodeError> {
+    paths.iter().map(|p| store::read_crl(p).map_err(NodeError::from)).collect()
+}
+
+/// Loads the config's TLS files and checks that the certificate is this node's and is valid now.
+pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
+    let files = &cfg.tls;
+    check_key_mode(&files.key)?;
+    let chain = store::read_certs(&files.cert)?;
+    let key = store::read_key(&files.key)?;
+    let mut roots = store::read_certs(&files.trust)?;
+    if roots.len() != 1 {
+        return Err(tls_err(&files.trust, format!("expected the one federation root, found {} certificates", roots.len())));
+    }
+    let crls = read_crls(&files.crls)?;
+    let trust = TrustStore::new(roots.remove(0), &crls).map_err(|why| tls_err(&files.trust, why))?;
+    let me = trust
+        .verify(&chain[0], &chain[1..], Role::Server, UnixTime::now())
+        .map_err(|e| tls_err(&files.cert, format!("this node's own certificate does not verify: {e}")))?;
+    if me.node() != &cfg.node {
+        return Err(tls_err(&files.cert, format!("certificate is issued to {}, but the config says node = {}", me.node(), cfg.node)));
+    }
+    Ok(Identity { chain, key, trust })
+}
+
+#[cfg(unix)]
+fn check_key_mode(path: &std::path::Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| tls_err(path, e.to_string()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(tls_err(path, format!("private key is readable by others (mode {mode:o}); run chmod 600")));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_mode(_: &std::path::Path) -> Result<(), NodeError> {
+    Ok(())
+}
+
+/// The answer to a control request, decided without I/O.
+pub fn answer_control(local: &NodeId, peer: &VerifiedPeer, req: &Message) -> Message {
+    match req {
+        Message::Hello { version, node, .. } => {
+            if *version != PROTOCOL_VERSION {
+                Message::Error {
+                    code: ErrorCode::Unsupported,
+                    message: format!("protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"),
+                }
+            } else if node != &peer.node().to_string() {
+                Message::Error {
+                    code: ErrorCode::WrongIdentity,
+                    message: format!("you said you are {node}, but your certificate says {}", peer.node()),
+                }
+            } else {
+                Message::Welcome { node: local.to_string() }
+            }
+        }
+        other => Message::Error { code: ErrorCode::Unsupported, message: format!("unexpected request {}", kind(other)) },
+    }
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Welcome { .. } => "welcome",
+        Message::Error { .. } => "error",
+    }
+}
+
+/// A started node.
+pub struct RunningNode {
+    cfg: Config,
+    link: Arc<Link>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Loads identity, binds the endpoint and starts serving.
+    pub async fn start(cfg: Config) -> Result<RunningNode, NodeError> {
+        let id = load_identity(&cfg)?;
+        let verifier = FederationVerifier::new(id.trust);
+        let me = cfg.node.clone();
+        verifier.set_observer(move |r| {
+            tracing::warn!(node = %me, role = ?r.role, claimed = %r.claimed, error = %r.error, "peer certificate rejected");
+        });
+        let link = Arc::new(Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?);
+        let mut tasks = vec![tokio::spawn(accept_loop(link.clone()))];
+        tasks.push(tokio::spawn(reload_loop(link.clone(), cfg.tls.crls.clone(), cfg.reload_interval)));
+        tracing::info!(node = %cfg.node, quic = %link.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
+        Ok(RunningNode { cfg, link, tasks })
+    }
+
+    /// The QUIC address actually bound.
+    pub fn quic_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.link.local_addr()
+    }
+
+    /// The link, for callers that talk to peers.
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
+    /// The node's config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Connects to a configured peer (or reuses the connection) and returns it.
+    pub async fn peer(&self, node: &NodeId) -> Result<PeerConnection, NodeError> {
+        let p = self.cfg.peer(node).ok_or_else(|| NodeError::UnknownPeer(node.clone()))?;
+        Ok(self.link.connection(&p.node, p.address).await?)
+    }
+
+    /// Re-reads the CRLs now; returns how many live connections were closed.
+    pub fn reload_trust(&self) -> Result<usize, NodeError> {
+        reload(&self.link, &self.cfg.tls.crls)
+    }
+
+    /// Stops serving and closes every connection.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.link.shutdown().await;
+    }
+}
+
+fn reload(link: &Link, crls: &[PathBuf]) -> Result<usize, NodeError> {
+    let loaded = read_crls(crls)?;
+    let current = link.verifier().current();
+    let fresh = current.with_crls(&loaded).map_err(|why| tls_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
+    link.verifier().reload(fresh);
+    let closed = link.recheck_live();
+    tracing::info!(crls = loaded.len(), closed, "revocation lists reloaded");
+    Ok(closed)
+}
+
+fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+}
+
+async fn reload_loop(link: Arc<Link>, crls: Vec<PathBuf>, every: Duration) {
+    let mut seen = mtimes(&crls);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = mtimes(&crls);
+        if now != seen {
+            match reload(&link, &crls) {
+                Ok(_) => seen = now,
+                // Keep the old lists and retry next tick: a half-written file is not a reason to
+                // stop checking revocation.
+                Err(e) => tracing::warn!(error = %e, "revocation list reload failed; keeping the previous lists"),
+            }
+        }
+    }
+}
+
+async fn accept_loop(link: Arc<Link>) {
+    while let Some(result) = link.accept().await {
+        match result {
+            Ok(pc) => {
+                tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
+                tokio::spawn(serve_connection(link.clone(), pc));
+            }
+            Err(e) => tracing::warn!(error = %e, "inbound connection refused"),
+        }
+    }
+}
+
+async fn serve_connection(link: Arc<Link>, pc: PeerConnection) {
+    loop {
+        match pc.conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(link.clone(), pc.peer.clone(), send, recv));
+            }
+            Err(e) => {
+                tracing::debug!(peer = %pc.peer.node(), reason = %e, "connection ended");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_stream(link: Arc<Link>, peer: VerifiedPeer, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let who = peer.node().to_string();
+    let req = match tokio::time::timeout(REQUEST_TIMEOUT, link::read_frame(&mut recv, &who)).await {
+        Ok(Ok(Some(m))) => m,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %who, error = %e, "bad request");
+            link::reply_error(&mut send, ErrorCode::Malformed, e.to_string(), &who).await;
+            return;
+        }
+        Err(_) => {
+            link::reply_error(&mut send, ErrorCode::Malformed, "no request within 30 s".into(), &who).await;
+            return;
+        }
+    };
+    let answer = answer_control(link.local(), &peer, &req);
+    let _ = link::write_frame(&mut send, &answer, &who).await;
+    let _ = send.finish();
+}

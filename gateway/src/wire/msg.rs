@@ -1,0 +1,72 @@
+//! The messages gateways exchange.
+
+use serde::{Deserialize, Serialize};
+
+/// Typed error codes a provider answers with; each maps to a QUIC stream/connection close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The request frame did not decode.
+    Malformed,
+    /// The request is valid but this gateway does not support it.
+    Unsupported,
+    /// The peer said it is someone other than its certificate.
+    WrongIdentity,
+    /// Policy denies the request.
+    Denied,
+    /// No such dataset here.
+    UnknownDataset,
+    /// A filter names an unknown field or has a bad value.
+    BadFilter,
+    /// The dataset's source cannot be read now.
+    SourceUnavailable,
+    /// The grant's quota is used up.
+    QuotaExceeded,
+    /// A bug or unexpected failure on the provider.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The QUIC application error code used when closing with this error.
+    pub fn quic_code(self) -> u32 {
+        match self {
+            ErrorCode::Malformed => 0x10,
+            ErrorCode::Unsupported => 0x11,
+            ErrorCode::WrongIdentity => 0x12,
+            ErrorCode::Denied => 0x20,
+            ErrorCode::UnknownDataset => 0x21,
+            ErrorCode::BadFilter => 0x22,
+            ErrorCode::SourceUnavailable => 0x30,
+            ErrorCode::QuotaExceeded => 0x31,
+            ErrorCode::Internal => 0x3f,
+        }
+    }
+}
+
+/// One frame's message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Message {
+    /// First request on a new connection: the asker's protocol version and the node it believes
+    /// it is. The provider answers from the certificate, never from this claim.
+    Hello {
+        /// Protocol version spoken.
+        version: u16,
+        /// The node id the asker claims (must match its certificate).
+        node: String,
+        /// Software name and version, for operators.
+        software: String,
+    },
+    /// Answer to `Hello`: the provider's node id.
+    Welcome {
+        /// The provider's node id.
+        node: String,
+    },
+    /// A typed failure with a message a steward can act on.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Human-readable reason; never reveals other peers' grants.
+        message: String,
+    },
+}
