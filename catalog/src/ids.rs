@@ -144,7 +144,9 @@ impl FromStr for Region {
                 return Err(err("empty segment"));
             }
             if !is_token(seg, MAX_SEGMENT_LEN) {
-                return Err(err("segments are [a-z0-9-]+, at most 63 characters, no leading or trailing '-'"));
+                return Err(err(
+                    "segments are [a-z0-9-]+, at most 63 characters, no leading or trailing '-'",
+                ));
             }
         }
         if n > MAX_LEVEL as usize {

@@ -5,9 +5,9 @@
 
 use fedgate_catalog::{NodeId, Region};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
+    SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use thiserror::Error;
@@ -148,11 +148,15 @@ fn ca_params(
 ) -> Result<CertificateParams, IssueError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, format!("fedgate federation {}", region.segments().next().unwrap_or("")));
+    dn.push(
+        DnType::OrganizationName,
+        format!("fedgate federation {}", region.segments().next().unwrap_or("")),
+    );
     dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     p.subject_alt_names = vec![uri(names::region_uri(region))?];
     p.not_before = now - Duration::minutes(5);
     p.not_after = now + Duration::days(i64::from(days));
@@ -181,7 +185,9 @@ impl Authority {
         let info = inspect::parse(&cert).map_err(|why| IssueError::Parse { what: "CA certificate", why })?;
         let region = match &info.named {
             Named::Region(r) => r.clone(),
-            other => return Err(IssueError::NotACa(format!("{} has no region binding ({other:?})", info.subject))),
+            other => {
+                return Err(IssueError::NotACa(format!("{} has no region binding ({other:?})", info.subject)))
+            }
         };
         if !info.is_ca {
             return Err(IssueError::NotACa(format!("{} is not a CA certificate", info.subject)));
@@ -233,7 +239,10 @@ impl Authority {
     /// Issues an intermediate CA bound to `region`, which must lie in this CA's region.
     pub fn issue_ca(&self, region: &Region, now: OffsetDateTime, days: u32) -> Result<Authority, IssueError> {
         if !self.region.covers(region) {
-            return Err(IssueError::OutsideRegion { ca_region: self.region.clone(), what: format!("region {region}") });
+            return Err(IssueError::OutsideRegion {
+                ca_region: self.region.clone(),
+                what: format!("region {region}"),
+            });
         }
         let key = new_key()?;
         let mut params = ca_params(format!("fedgate region CA {region}"), region, now, days)?;
@@ -245,13 +254,21 @@ impl Authority {
     /// Issues a gateway certificate for `node`, which must lie in this CA's region.
     pub fn issue_node(&self, node: &NodeId, profile: NodeProfile) -> Result<IssuedNode, IssueError> {
         if !self.region.covers(node.region()) {
-            return Err(IssueError::OutsideRegion { ca_region: self.region.clone(), what: format!("node {node}") });
+            return Err(IssueError::OutsideRegion {
+                ca_region: self.region.clone(),
+                what: format!("node {node}"),
+            });
         }
         danger::issue_node_unchecked(self, node, profile)
     }
 
     /// A CRL listing `revoked` serials (with their revocation times), numbered `number`.
-    fn sign_crl(&self, revoked: Vec<RevokedCertParams>, number: u64, now: OffsetDateTime) -> Result<CertificateRevocationListDer<'static>, IssueError> {
+    fn sign_crl(
+        &self,
+        revoked: Vec<RevokedCertParams>,
+        number: u64,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRevocationListDer<'static>, IssueError> {
         let params = CertificateRevocationListParams {
             this_update: now,
             next_update: now + Duration::days(CRL_DAYS),
@@ -264,7 +281,10 @@ impl Authority {
     }
 
     /// An empty CRL, published when the CA is created so peers always have one to load.
-    pub fn empty_crl(&self, now: OffsetDateTime) -> Result<CertificateRevocationListDer<'static>, IssueError> {
+    pub fn empty_crl(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<CertificateRevocationListDer<'static>, IssueError> {
         self.sign_crl(Vec::new(), 1, now)
     }
 
@@ -275,12 +295,19 @@ impl Authority {
         cert: &CertificateDer<'_>,
         now: OffsetDateTime,
     ) -> Result<CertificateRevocationListDer<'static>, IssueError> {
-        let target = inspect::parse(cert).map_err(|why| IssueError::Parse { what: "certificate to revoke", why })?;
+        let target =
+            inspect::parse(cert).map_err(|why| IssueError::Parse { what: "certificate to revoke", why })?;
         if target.issuer_raw != self.info.subject_raw {
-            return Err(IssueError::NotOurs { subject: target.subject, issuer: target.issuer, ca: self.info.subject.clone() });
+            return Err(IssueError::NotOurs {
+                subject: target.subject,
+                issuer: target.issuer,
+                ca: self.info.subject.clone(),
+            });
         }
         let (mut revoked, number) = match current {
-            Some(crl) => inspect::crl_entries(crl).map_err(|why| IssueError::Parse { what: "current CRL", why })?,
+            Some(crl) => {
+                inspect::crl_entries(crl).map_err(|why| IssueError::Parse { what: "current CRL", why })?
+            }
             None => (Vec::new(), 0),
         };
         if !revoked.iter().any(|r| r.serial_number.to_bytes() == target.serial) {
@@ -300,7 +327,11 @@ pub mod danger {
     use super::*;
 
     /// Issues a node certificate without checking that this CA's region covers the node.
-    pub fn issue_node_unchecked(ca: &Authority, node: &NodeId, profile: NodeProfile) -> Result<IssuedNode, IssueError> {
+    pub fn issue_node_unchecked(
+        ca: &Authority,
+        node: &NodeId,
+        profile: NodeProfile,
+    ) -> Result<IssuedNode, IssueError> {
         let key = new_key()?;
         let params = node_params(node, profile, ca.clamp(profile.not_after))?;
         let leaf = params.signed_by(&key, &ca.issuer()?)?.der().clone();
@@ -316,7 +347,11 @@ pub mod danger {
         Ok(IssuedNode { chain: vec![leaf], key_pem: key.serialize_pem() })
     }
 
-    fn node_params(node: &NodeId, profile: NodeProfile, not_after: OffsetDateTime) -> Result<CertificateParams, IssueError> {
+    fn node_params(
+        node: &NodeId,
+        profile: NodeProfile,
+        not_after: OffsetDateTime,
+    ) -> Result<CertificateParams, IssueError> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node.to_string());
@@ -329,7 +364,8 @@ pub mod danger {
             Usage::ClientOnly => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Usage::CodeSigning => vec![ExtendedKeyUsagePurpose::CodeSigning],
         };
-        p.subject_alt_names = vec![uri(names::node_uri(node))?, SanType::DnsName(node.to_server_name().try_into()?)];
+        p.subject_alt_names =
+            vec![uri(names::node_uri(node))?, SanType::DnsName(node.to_server_name().try_into()?)];
         p.not_before = profile.not_before;
         p.not_after = not_after;
         p.serial_number = Some(random_serial());

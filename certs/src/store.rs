@@ -80,7 +80,10 @@ pub fn read_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, St
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    pem::encode_config(&pem::Pem::new(label, der.to_vec()), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+    pem::encode_config(
+        &pem::Pem::new(label, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// PEM text of a certificate chain.
@@ -109,7 +112,8 @@ pub fn write_private(path: &Path, text: &str, force: bool) -> Result<(), StoreEr
     }
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(text.as_bytes()).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
@@ -120,7 +124,12 @@ fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Writes a CA folder (root or intermediate) with a fresh empty CRL.
-pub fn write_authority(dir: &Path, ca: &Authority, now: time::OffsetDateTime, force: bool) -> Result<(), StoreError> {
+pub fn write_authority(
+    dir: &Path,
+    ca: &Authority,
+    now: time::OffsetDateTime,
+    force: bool,
+) -> Result<(), StoreError> {
     ensure_dir(dir)?;
     let crl = ca.empty_crl(now)?;
     if ca.is_root() {
@@ -149,11 +158,15 @@ pub fn load_authority(dir: &Path) -> Result<Authority, StoreError> {
     let mut chain = read_certs(&cert_path)?;
     let cert = chain.remove(0);
     let key_text = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-    let key = KeyPair::from_pem(&key_text).map_err(|e| bad(&key_path, format!("not a usable CA key: {e}")))?;
+    let key =
+        KeyPair::from_pem(&key_text).map_err(|e| bad(&key_path, format!("not a usable CA key: {e}")))?;
     Authority::from_parts(cert, key, chain, root).map_err(|e| bad(&cert_path, e.to_string()))
 }
 
-fn first(mut certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<CertificateDer<'static>, StoreError> {
+fn first(
+    mut certs: Vec<CertificateDer<'static>>,
+    path: &Path,
+) -> Result<CertificateDer<'static>, StoreError> {
     if certs.len() != 1 {
         return Err(bad(path, format!("expected exactly one certificate, found {}", certs.len())));
     }
@@ -161,7 +174,12 @@ fn first(mut certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<Certifi
 }
 
 /// Writes a node folder: `node.crt`, `node.key` (0600) and `trust.crt`.
-pub fn write_node(dir: &Path, issued: &IssuedNode, root: &CertificateDer<'_>, force: bool) -> Result<(), StoreError> {
+pub fn write_node(
+    dir: &Path,
+    issued: &IssuedNode,
+    root: &CertificateDer<'_>,
+    force: bool,
+) -> Result<(), StoreError> {
     ensure_dir(dir)?;
     write_private(&dir.join("node.key"), &issued.key_pem, force)?;
     write_public(&dir.join("node.crt"), &certs_pem(&issued.chain))?;

@@ -47,7 +47,8 @@ fn nodes_verify_in_both_roles_under_root_and_intermediate() {
     let f = fed();
     let t = trust(&f);
     let a = f.root.issue_node(&node("petition@wuxi"), NodeProfile::gateway(now(), 30)).unwrap();
-    let b = f.liangxi.issue_node(&node("grid@wuxi.liangxi.chongan"), NodeProfile::gateway(now(), 30)).unwrap();
+    let b =
+        f.liangxi.issue_node(&node("grid@wuxi.liangxi.chongan"), NodeProfile::gateway(now(), 30)).unwrap();
     assert_eq!(b.chain.len(), 2);
     for role in [Role::Client, Role::Server] {
         assert_eq!(verify(&t, &a, role, now()).unwrap(), node("petition@wuxi"));
@@ -69,7 +70,9 @@ fn intermediate_refuses_outside_its_region() {
 #[test]
 fn verifier_catches_an_issuer_overstepping_its_region() {
     let f = fed();
-    let rogue = danger::issue_node_unchecked(&f.liangxi, &node("court@wuxi.xinwu"), NodeProfile::gateway(now(), 30)).unwrap();
+    let rogue =
+        danger::issue_node_unchecked(&f.liangxi, &node("court@wuxi.xinwu"), NodeProfile::gateway(now(), 30))
+            .unwrap();
     let err = verify(&trust(&f), &rogue, Role::Client, now()).unwrap_err();
     assert!(matches!(err, PeerError::RegionNotCovered { .. }), "{err}");
     assert!(err.to_string().contains("wuxi.liangxi"), "{err}");
@@ -106,7 +109,8 @@ fn usage_self_signed_and_foreign_roots_are_refused() {
 fn revocation_applies_to_leaves_and_intermediates() {
     let f = fed();
     let n = f.liangxi.issue_node(&node("police@wuxi.liangxi"), NodeProfile::gateway(now(), 30)).unwrap();
-    let other = f.liangxi.issue_node(&node("grid@wuxi.liangxi.chongan"), NodeProfile::gateway(now(), 30)).unwrap();
+    let other =
+        f.liangxi.issue_node(&node("grid@wuxi.liangxi.chongan"), NodeProfile::gateway(now(), 30)).unwrap();
     let crl = f.liangxi.revoke(None, &n.chain[0], now()).unwrap();
     // Revoking twice is idempotent and keeps earlier entries.
     let crl = f.liangxi.revoke(Some(&crl), &n.chain[0], now()).unwrap();

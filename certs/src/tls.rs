@@ -13,7 +13,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{ring as ring_provider, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error as TlsError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error as TlsError, SignatureScheme,
+};
 
 use crate::verify::{PeerError, Role, TrustStore, VerifiedPeer};
 
@@ -39,6 +41,9 @@ pub struct FederationVerifier {
     hints: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
     observer: RwLock<Option<Observer>>,
+    // Why the last handshake with each dialled node failed, for a clear error at the dialler
+    // (rustls only carries a debug rendering of the reason).
+    refused_servers: std::sync::Mutex<std::collections::HashMap<NodeId, PeerError>>,
 }
 
 impl fmt::Debug for FederationVerifier {
@@ -55,6 +60,7 @@ impl FederationVerifier {
             trust: RwLock::new(Arc::new(trust)),
             algorithms: provider().signature_verification_algorithms,
             observer: RwLock::new(None),
+            refused_servers: Default::default(),
         })
     }
 
@@ -73,6 +79,11 @@ impl FederationVerifier {
         self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Why the last attempt to reach `node` as a server was refused, if it was (taken once).
+    pub fn take_server_rejection(&self, node: &NodeId) -> Option<PeerError> {
+        self.refused_servers.lock().unwrap_or_else(|p| p.into_inner()).remove(node)
+    }
+
     /// Verifies and reports; the one path both TLS directions and re-checks go through.
     pub fn check(
         &self,
@@ -82,16 +93,25 @@ impl FederationVerifier {
         expected: Option<&NodeId>,
         now: UnixTime,
     ) -> Result<VerifiedPeer, PeerError> {
-        let result = self.current().verify(end_entity, intermediates, role, now).and_then(|peer| match expected {
-            Some(want) if want != peer.node() => {
-                Err(PeerError::WrongNode { expected: want.to_string(), actual: peer.node().to_string() })
-            }
-            _ => Ok(peer),
-        });
+        let result =
+            self.current().verify(end_entity, intermediates, role, now).and_then(|peer| match expected {
+                Some(want) if want != peer.node() => {
+                    Err(PeerError::WrongNode { expected: want.to_string(), actual: peer.node().to_string() })
+                }
+                _ => Ok(peer),
+            });
+        if let (Err(error), Some(want)) = (&result, expected) {
+            self.refused_servers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(want.clone(), error.clone());
+        }
         if let Err(error) = &result {
             let observer = self.observer.read().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(observe) = observer {
-                let claimed = crate::inspect::parse(end_entity).map(|i| i.subject).unwrap_or_else(|_| "unparseable".into());
+                let claimed = crate::inspect::parse(end_entity)
+                    .map(|i| i.subject)
+                    .unwrap_or_else(|_| "unparseable".into());
                 observe(&Rejection { role, claimed, error: error.clone() });
             }
         }
@@ -122,7 +142,8 @@ impl ServerCertVerifier for FederationVerifier {
         let ServerName::DnsName(name) = server_name else {
             return Err(TlsError::General("fedgate peers are addressed by node id".into()));
         };
-        let expected = NodeId::from_server_name(name.as_ref()).map_err(|e| TlsError::General(e.to_string()))?;
+        let expected =
+            NodeId::from_server_name(name.as_ref()).map_err(|e| TlsError::General(e.to_string()))?;
         self.check(end_entity, intermediates, Role::Server, Some(&expected), now)
             .map(|_| ServerCertVerified::assertion())
             .map_err(to_tls_error)
@@ -225,7 +246,11 @@ impl TlsBuilder<WantsIdentity> {
     }
 
     /// This node's certificate chain (leaf first) and key.
-    pub fn identity(self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> TlsBuilder<Ready> {
+    pub fn identity(
+        self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> TlsBuilder<Ready> {
         TlsBuilder { state: Ready { verifier: self.state.verifier, chain, key } }
     }
 }

@@ -7,7 +7,9 @@
 use std::fmt;
 
 use fedgate_catalog::{NodeId, Region};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, UnixTime,
+};
 use thiserror::Error;
 use webpki::{
     CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
@@ -136,9 +138,12 @@ impl TrustStore {
         let info = inspect::parse(&root)?;
         let federation = match info.named {
             Named::Region(r) => r,
-            _ => return Err(format!("{} is not a fedgate federation root (no region binding)", info.subject)),
+            _ => {
+                return Err(format!("{} is not a fedgate federation root (no region binding)", info.subject))
+            }
         };
-        let anchor = webpki::anchor_from_trusted_cert(&root).map_err(|e| format!("unusable root: {e:?}"))?.to_owned();
+        let anchor =
+            webpki::anchor_from_trusted_cert(&root).map_err(|e| format!("unusable root: {e:?}"))?.to_owned();
         let crls = crls
             .iter()
             .map(|c| {
@@ -178,14 +183,19 @@ impl TrustStore {
         role: Role,
         now: UnixTime,
     ) -> Result<VerifiedPeer, PeerError> {
-        let leaf_info = inspect::parse(end_entity).map_err(|e| PeerError::Invalid(format!("bad leaf: {e}")))?;
+        let leaf_info =
+            inspect::parse(end_entity).map_err(|e| PeerError::Invalid(format!("bad leaf: {e}")))?;
         if leaf_info.subject_raw == leaf_info.issuer_raw {
             return Err(PeerError::SelfSigned(leaf_info.subject));
         }
         let node = match &leaf_info.named {
             Named::Node(n) => n.clone(),
-            Named::Region(r) => return Err(PeerError::NoIdentity(format!("a CA certificate for region {r}, not a node"))),
-            Named::Nothing => return Err(PeerError::NoIdentity(format!("no {} URI SAN", names::NODE_URI_PREFIX))),
+            Named::Region(r) => {
+                return Err(PeerError::NoIdentity(format!("a CA certificate for region {r}, not a node")))
+            }
+            Named::Nothing => {
+                return Err(PeerError::NoIdentity(format!("no {} URI SAN", names::NODE_URI_PREFIX)))
+            }
             Named::Ambiguous(why) => return Err(PeerError::NoIdentity(why.clone())),
         };
         let ee = EndEntityCert::try_from(end_entity).map_err(|e| PeerError::Invalid(format!("{e:?}")))?;
@@ -212,7 +222,15 @@ impl TrustStore {
             }
         };
         let anchors = [self.anchor.clone()];
-        let result = ee.verify_for_usage(sig_algs(), &anchors, intermediates, now, usage, revocation, Some(&check_regions));
+        let result = ee.verify_for_usage(
+            sig_algs(),
+            &anchors,
+            intermediates,
+            now,
+            usage,
+            revocation,
+            Some(&check_regions),
+        );
         match result {
             Ok(_) => Ok(VerifiedPeer { node, serial: leaf_info.serial, fingerprint: leaf_info.fingerprint }),
             Err(e) => Err(region_failure.into_inner().unwrap_or_else(|| map_webpki(e, role))),
@@ -224,7 +242,8 @@ impl TrustStore {
         let mut below_subject = node.to_string();
         let mut below_region = node.region().clone();
         for ca in path.intermediate_certificates() {
-            let info = inspect::parse(&ca.der()).map_err(|e| PeerError::Invalid(format!("bad intermediate: {e}")))?;
+            let info = inspect::parse(&ca.der())
+                .map_err(|e| PeerError::Invalid(format!("bad intermediate: {e}")))?;
             let Named::Region(region) = info.named else {
                 return Err(PeerError::RegionNotCovered {
                     issuer: info.subject,

@@ -83,7 +83,8 @@ const PEER_KEYS: &[&str] = &["node", "address"];
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     parse(path, &text).map_err(ConfigError::Invalid)
 }
 
@@ -139,7 +140,10 @@ fn addr(t: &Table<'_, '_>, src: &mut Source<'_>, key: &str) -> Option<SocketAddr
     match s.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            src.error(span, format!("`{key}` must be HOST:PORT with a numeric IP, e.g. 127.0.0.1:7400 (got {s:?})"));
+            src.error(
+                span,
+                format!("`{key}` must be HOST:PORT with a numeric IP, e.g. 127.0.0.1:7400 (got {s:?})"),
+            );
             None
         }
     }

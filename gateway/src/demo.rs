@@ -126,7 +126,12 @@ pub fn build(dir: &Path) -> Result<Vec<BuiltNode>> {
 /// Builds the federation, starts it, shows it working, and exits or keeps serving.
 pub async fn run(opts: Options) -> Result<()> {
     let built = build(&opts.dir)?;
-    println!("demo federation built in {} ({} nodes, {} records per dataset requested)", opts.dir.display(), built.len(), opts.records);
+    println!(
+        "demo federation built in {} ({} nodes, {} records per dataset requested)",
+        opts.dir.display(),
+        built.len(),
+        opts.records
+    );
     let mut running = Vec::new();
     for b in &built {
         let cfg = config::load(&b.config)?;
@@ -136,7 +141,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let centre = &running[3];
     for other in running.iter().filter(|n| n.config().node != centre.config().node) {
         let pc = centre.peer(&other.config().node).await?;
-        println!("  {:<24} -> {:<42} ok, verified as {}", centre.config().node.to_string(), other.config().node.to_string(), pc.peer.node());
+        println!(
+            "  {:<24} -> {:<42} ok, verified as {}",
+            centre.config().node.to_string(),
+            other.config().node.to_string(),
+            pc.peer.node()
+        );
     }
     if opts.serve {
         println!("\nfederation running; each node can also be started alone with `fedgate serve --config DIR/<node-id>/gateway.toml`. Ctrl-C stops.");

@@ -122,7 +122,9 @@ pub struct Link {
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000)))));
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))),
+    ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
@@ -175,16 +177,31 @@ impl Link {
         Some(self.finish_accept(incoming, addr).await)
     }
 
-    async fn finish_accept(&self, incoming: quinn::Incoming, addr: SocketAddr) -> Result<PeerConnection, LinkError> {
-        let conn = incoming.await.map_err(|e| LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })?;
+    async fn finish_accept(
+        &self,
+        incoming: quinn::Incoming,
+        addr: SocketAddr,
+    ) -> Result<PeerConnection, LinkError> {
+        let conn = incoming
+            .await
+            .map_err(|e| LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })?;
         let peer = self.identify(&conn, Role::Client, None, &addr.to_string())?;
         self.track(&conn);
         Ok(PeerConnection { conn, peer })
     }
 
     /// Re-derives the proof of identity from the connection's certificates.
-    fn identify(&self, conn: &quinn::Connection, role: Role, expected: Option<&NodeId>, who: &str) -> Result<VerifiedPeer, LinkError> {
-        let chain = peer_chain(conn).ok_or_else(|| LinkError::Protocol { peer: who.into(), why: "no certificate presented".into() })?;
+    fn identify(
+        &self,
+        conn: &quinn::Connection,
+        role: Role,
+        expected: Option<&NodeId>,
+        who: &str,
+    ) -> Result<VerifiedPeer, LinkError> {
+        let chain = peer_chain(conn).ok_or_else(|| LinkError::Protocol {
+            peer: who.into(),
+            why: "no certificate presented".into(),
+        })?;
         self.verifier
             .check(&chain[0], &chain[1..], role, expected, UnixTime::now())
             .map_err(|error| LinkError::Rejected { peer: who.into(), error })
@@ -208,7 +225,10 @@ impl Link {
             // Roles differ by direction, but gateway certificates carry both usages; the role
             // only matters for usage checks, which passed at handshake time.
             if let Err(e) = self.verifier.check(&chain[0], &chain[1..], Role::Client, None, UnixTime::now()) {
-                conn.close(quinn::VarInt::from_u32(ErrorCode::WrongIdentity.quic_code()), e.to_string().as_bytes());
+                conn.close(
+                    quinn::VarInt::from_u32(ErrorCode::WrongIdentity.quic_code()),
+                    e.to_string().as_bytes(),
+                );
                 closed += 1;
             }
         }
@@ -236,7 +256,10 @@ impl Link {
             .endpoint
             .connect_with(self.client.clone(), addr, &peer.to_server_name())
             .map_err(|e| connect_err(e.to_string()))?;
-        let conn = connecting.await.map_err(|e| connect_err(e.to_string()))?;
+        let conn = connecting.await.map_err(|e| match self.verifier.take_server_rejection(peer) {
+            Some(error) => LinkError::Rejected { peer: peer.to_string(), error },
+            None => connect_err(e.to_string()),
+        })?;
         let verified = self.identify(&conn, Role::Server, Some(peer), &peer.to_string())?;
         let pc = PeerConnection { conn, peer: verified };
         let hello = Message::Hello {
@@ -249,7 +272,10 @@ impl Link {
                 self.track(&pc.conn);
                 Ok(pc)
             }
-            other => Err(LinkError::Protocol { peer: peer.to_string(), why: format!("expected welcome, got {other:?}") }),
+            other => Err(LinkError::Protocol {
+                peer: peer.to_string(),
+                why: format!("expected welcome, got {other:?}"),
+            }),
         }
     }
 
@@ -304,7 +330,9 @@ fn read_error(peer: &str, e: quinn::ReadExactError) -> LinkError {
             LinkError::Protocol { peer: peer.into(), why: format!("stream ended {n} bytes into a frame") }
         }
         quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => lost(peer, c),
-        quinn::ReadExactError::ReadError(other) => LinkError::Protocol { peer: peer.into(), why: other.to_string() },
+        quinn::ReadExactError::ReadError(other) => {
+            LinkError::Protocol { peer: peer.into(), why: other.to_string() }
+        }
     }
 }
 

@@ -154,7 +154,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pki(cmd) => pki(cmd),
         Command::Serve { config } => serve(config),
-        Command::Demo(a) => runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve })),
+        Command::Demo(a) => {
+            runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve }))
+        }
     }
 }
 
@@ -189,7 +191,8 @@ fn pki(cmd: PkiCommand) -> Result<()> {
         PkiCommand::Show { file } => {
             let certs = store::read_certs(&file)?;
             for (i, c) in certs.iter().enumerate() {
-                let info = inspect::parse(c).map_err(|e| anyhow::anyhow!("{}: certificate {}: {e}", file.display(), i + 1))?;
+                let info = inspect::parse(c)
+                    .map_err(|e| anyhow::anyhow!("{}: certificate {}: {e}", file.display(), i + 1))?;
                 if i > 0 {
                     println!();
                 }

@@ -67,7 +67,10 @@ pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
     let key = store::read_key(&files.key)?;
     let mut roots = store::read_certs(&files.trust)?;
     if roots.len() != 1 {
-        return Err(tls_err(&files.trust, format!("expected the one federation root, found {} certificates", roots.len())));
+        return Err(tls_err(
+            &files.trust,
+            format!("expected the one federation root, found {} certificates", roots.len()),
+        ));
     }
     let crls = read_crls(&files.crls)?;
     let trust = TrustStore::new(roots.remove(0), &crls).map_err(|why| tls_err(&files.trust, why))?;
@@ -75,7 +78,10 @@ pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
         .verify(&chain[0], &chain[1..], Role::Server, UnixTime::now())
         .map_err(|e| tls_err(&files.cert, format!("this node's own certificate does not verify: {e}")))?;
     if me.node() != &cfg.node {
-        return Err(tls_err(&files.cert, format!("certificate is issued to {}, but the config says node = {}", me.node(), cfg.node)));
+        return Err(tls_err(
+            &files.cert,
+            format!("certificate is issued to {}, but the config says node = {}", me.node(), cfg.node),
+        ));
     }
     Ok(Identity { chain, key, trust })
 }
@@ -86,7 +92,10 @@ fn check_key_mode(path: &std::path::Path) -> Result<(), NodeError> {
     let meta = std::fs::metadata(path).map_err(|e| tls_err(path, e.to_string()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(tls_err(path, format!("private key is readable by others (mode {mode:o}); run chmod 600")));
+        return Err(tls_err(
+            path,
+            format!("private key is readable by others (mode {mode:o}); run chmod 600"),
+        ));
     }
     Ok(())
 }
@@ -103,7 +112,9 @@ pub fn answer_control(local: &NodeId, peer: &VerifiedPeer, req: &Message) -> Mes
             if *version != PROTOCOL_VERSION {
                 Message::Error {
                     code: ErrorCode::Unsupported,
-                    message: format!("protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"),
+                    message: format!(
+                        "protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"
+                    ),
                 }
             } else if node != &peer.node().to_string() {
                 Message::Error {
@@ -114,7 +125,10 @@ pub fn answer_control(local: &NodeId, peer: &VerifiedPeer, req: &Message) -> Mes
                 Message::Welcome { node: local.to_string() }
             }
         }
-        other => Message::Error { code: ErrorCode::Unsupported, message: format!("unexpected request {}", kind(other)) },
+        other => Message::Error {
+            code: ErrorCode::Unsupported,
+            message: format!("unexpected request {}", kind(other)),
+        },
     }
 }
 
@@ -187,7 +201,9 @@ impl RunningNode {
 fn reload(link: &Link, crls: &[PathBuf]) -> Result<usize, NodeError> {
     let loaded = read_crls(crls)?;
     let current = link.verifier().current();
-    let fresh = current.with_crls(&loaded).map_err(|why| tls_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
+    let fresh = current
+        .with_crls(&loaded)
+        .map_err(|why| tls_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
     link.verifier().reload(fresh);
     let closed = link.recheck_live();
     tracing::info!(crls = loaded.len(), closed, "revocation lists reloaded");
@@ -209,7 +225,9 @@ async fn reload_loop(link: Arc<Link>, crls: Vec<PathBuf>, every: Duration) {
                 Ok(_) => seen = now,
                 // Keep the old lists and retry next tick: a half-written file is not a reason to
                 // stop checking revocation.
-                Err(e) => tracing::warn!(error = %e, "revocation list reload failed; keeping the previous lists"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation list reload failed; keeping the previous lists")
+                }
             }
         }
     }
@@ -241,7 +259,12 @@ async fn serve_connection(link: Arc<Link>, pc: PeerConnection) {
     }
 }
 
-async fn serve_stream(link: Arc<Link>, peer: VerifiedPeer, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(
+    link: Arc<Link>,
+    peer: VerifiedPeer,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let who = peer.node().to_string();
     let req = match tokio::time::timeout(REQUEST_TIMEOUT, link::read_frame(&mut recv, &who)).await {
         Ok(Ok(Some(m))) => m,

@@ -167,7 +167,11 @@ mod tests {
 
     fn samples() -> Vec<Message> {
         vec![
-            Message::Hello { version: PROTOCOL_VERSION, node: "police@wuxi.liangxi".into(), software: "fedgate test".into() },
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                node: "police@wuxi.liangxi".into(),
+                software: "fedgate test".into(),
+            },
             Message::Welcome { node: "court@wuxi.xinwu".into() },
             Message::Error { code: ErrorCode::Denied, message: "no grant".into() },
         ]
