@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Why a name was refused. The message names the offending text.
@@ -55,8 +56,22 @@ fn is_token(s: &str, max: usize) -> bool {
 }
 
 /// An administrative level: 1 city, 2 district/county, 3 town/street, 4 village/community.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct Level(u8);
+
+impl TryFrom<u8> for Level {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        Level::new(n).ok_or_else(|| format!("level {n} is outside 1..=4"))
+    }
+}
+
+impl From<Level> for u8 {
+    fn from(l: Level) -> u8 {
+        l.0
+    }
+}
 
 impl Level {
     /// The level's number, 1..=4.
@@ -87,7 +102,8 @@ impl fmt::Display for Level {
 }
 
 /// A dot-separated region path such as `wuxi.liangxi.chongan`; 1 to 4 segments of `[a-z0-9-]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Region(String);
 
 impl Region {
@@ -156,6 +172,19 @@ impl FromStr for Region {
     }
 }
 
+impl TryFrom<String> for Region {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        s.parse()
+    }
+}
+
+impl From<Region> for String {
+    fn from(r: Region) -> String {
+        r.0
+    }
+}
+
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -163,7 +192,8 @@ impl fmt::Display for Region {
 }
 
 /// A gateway's identity, `DEPARTMENT@REGION`, e.g. `police@wuxi.liangxi`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct NodeId {
     department: String,
     region: Region,
@@ -217,6 +247,19 @@ impl FromStr for NodeId {
     }
 }
 
+impl TryFrom<String> for NodeId {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        s.parse()
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(n: NodeId) -> String {
+        n.to_string()
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.department, self.region)
@@ -224,8 +267,22 @@ impl fmt::Display for NodeId {
 }
 
 /// Sensitivity grade, 1 public, 2 internal, 3 sensitive, 4 core (GB/T 43697 alignment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct Grade(u8);
+
+impl TryFrom<u8> for Grade {
+    type Error = NameError;
+    fn try_from(n: u8) -> Result<Self, NameError> {
+        Grade::new(i64::from(n))
+    }
+}
+
+impl From<Grade> for u8 {
+    fn from(g: Grade) -> u8 {
+        g.0
+    }
+}
 
 impl Grade {
     /// Grade 1: public.
@@ -270,8 +327,22 @@ pub fn check_ident(kind: &'static str, s: &str) -> Result<(), NameError> {
 macro_rules! ident_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
 
         impl $name {
             /// The identifier as text.

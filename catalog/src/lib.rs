@@ -8,7 +8,21 @@
 #![warn(missing_docs)]
 
 mod ids;
+pub mod model;
+mod parse;
 pub mod toml_reader;
 
 pub use ids::{check_ident, DatasetId, Grade, Level, NameError, NodeId, Purpose, Region, MAX_LEVEL};
+pub use model::{
+    Catalog, Dataset, Field, FieldType, Generalize, OpenAttr, PiiKind, Rule, Sharing, UpdateFrequency,
+};
+pub use parse::{parse, parse_files};
 pub use toml_reader::{Diagnostic, Diagnostics};
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;
