@@ -367,6 +367,11 @@ impl Catalog {
         Catalog { datasets }
     }
 
+    /// A catalog of `datasets` (sorted by id here).
+    pub fn from_datasets(datasets: Vec<Dataset>) -> Catalog {
+        Catalog::new(datasets)
+    }
+
     /// Every dataset, by id.
     pub fn datasets(&self) -> &[Dataset] {
         &self.datasets

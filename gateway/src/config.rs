@@ -68,6 +68,10 @@ pub struct Config {
     pub reload_interval: Duration,
     /// Known peers.
     pub peers: Vec<PeerConfig>,
+    /// Catalog files (may be empty for a node that only asks).
+    pub catalog: Vec<PathBuf>,
+    /// File holding the local API's bearer token (created 0600 at first start).
+    pub api_token: PathBuf,
 }
 
 impl Config {
@@ -77,7 +81,7 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] = &["node", "listen", "api", "tls", "reload_secs", "peers"];
+const TOP_KEYS: &[&str] = &["node", "listen", "api", "api_token", "tls", "reload_secs", "catalog", "peers"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
 
@@ -108,6 +112,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         None => 5,
     };
     let tls = tls_files(&root, &mut src, &dir);
+    let catalog = root.str_list(&mut src, "catalog").into_iter().map(|(s, _)| dir.join(s)).collect();
+    let api_token = dir.join(root.opt_str(&mut src, "api_token").map_or("api.token", |(s, _)| s));
     let mut peers = Vec::new();
     for t in root.tables(&mut src, "peers") {
         t.deny_unknown(&mut src, PEER_KEYS);
@@ -130,6 +136,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             tls,
             reload_interval: Duration::from_secs(reload_secs),
             peers,
+            catalog,
+            api_token,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }

@@ -6,8 +6,11 @@
 //! `fedgate` binary (src/main.rs) is the command-line front end over all of it.
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod link;
 pub mod node;
+pub mod render;
 pub mod wire;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use fedgate_catalog::{NodeId, Region};
 use fedgate_certs::authority::{self, Authority, NodeProfile};
 use fedgate_certs::{inspect, store};
+use fedgate_gateway::client::Client;
 use fedgate_gateway::{config, demo, node::RunningNode};
 use time::OffsetDateTime;
 
@@ -38,6 +39,41 @@ enum Command {
     },
     /// Build the demo federation in DIR, start every gateway and show them talking.
     Demo(DemoArgs),
+    /// Catalogs: check the steward's files, list a node's or a peer's datasets.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Check catalog files. Exit 0 if valid; otherwise print every problem as
+    /// FILE:LINE:COL: message and exit 1. The files are checked together, as one node's catalog.
+    Check {
+        /// Catalog files (TOML).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List datasets (metadata only): the node's own, or with --peer a sibling's, asked through
+    /// this node's running gateway.
+    List {
+        /// The node's gateway.toml.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// A peer's node id; its catalog is fetched over the federation link.
+        #[arg(long, value_name = "NODE_ID")]
+        peer: Option<NodeId>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ListFormat {
+    /// Aligned columns for people.
+    Table,
+    /// The catalog as JSON: {"datasets": [{"id": ..., "fields": [...]}, ...]}.
+    Json,
 }
 
 #[derive(Args)]
@@ -154,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pki(cmd) => pki(cmd),
         Command::Serve { config } => serve(config),
+        Command::Catalog(cmd) => catalog(cmd),
         Command::Demo(a) => {
             runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve }))
         }
@@ -201,6 +238,41 @@ fn pki(cmd: PkiCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn catalog(cmd: CatalogCommand) -> Result<()> {
+    match cmd {
+        CatalogCommand::Check { files } => {
+            let mut texts = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+                texts.push((f.display().to_string(), text));
+            }
+            let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+            match fedgate_catalog::parse_files(&refs) {
+                Ok(c) => {
+                    println!("{} dataset(s) valid; catalog digest sha256:{}", c.datasets().len(), c.digest());
+                    Ok(())
+                }
+                Err(d) => {
+                    eprintln!("{d}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        CatalogCommand::List { config, peer, format } => {
+            let cfg = config::load(&config)?;
+            let catalog = match peer {
+                None => fedgate_gateway::node::load_catalog(&cfg)?,
+                Some(p) => Client::new(&cfg)?.get_json(&format!("/v1/peers/{p}/catalog"))?,
+            };
+            match format {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&catalog)?),
+                ListFormat::Table => print!("{}", fedgate_gateway::render::catalog_table(&catalog)),
+            }
+            Ok(())
+        }
+    }
 }
 
 fn serve(path: PathBuf) -> Result<()> {

@@ -1,10 +1,10 @@
 //! A running gateway: loads its config and TLS material, serves peers, reloads revocation lists.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use fedgate_catalog::NodeId;
+use fedgate_catalog::{Catalog, NodeId};
 use fedgate_certs::tls::FederationVerifier;
 use fedgate_certs::{store, Role, TrustStore, VerifiedPeer};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
@@ -39,6 +39,47 @@ pub enum NodeError {
     /// The peer is not in the config.
     #[error("{0} is not a configured peer (add it under [[peers]] in the config)")]
     UnknownPeer(NodeId),
+    /// The catalog files are invalid or not this node's.
+    #[error("{0}")]
+    Catalog(String),
+    /// The local API could not be set up.
+    #[error("local API on {addr}: {why}")]
+    Api {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// Reads the config's catalog files; every dataset must be owned by this node.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, NodeError> {
+    if cfg.catalog.is_empty() {
+        return Ok(Catalog::default());
+    }
+    let mut texts = Vec::new();
+    for p in &cfg.catalog {
+        let t =
+            std::fs::read_to_string(p).map_err(|e| NodeError::Catalog(format!("{}: {e}", p.display())))?;
+        texts.push((p.display().to_string(), t));
+    }
+    let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let catalog = fedgate_catalog::parse_files(&refs).map_err(|d| NodeError::Catalog(d.to_string()))?;
+    let foreign: Vec<String> = catalog
+        .datasets()
+        .iter()
+        .filter(|d| d.owner != cfg.node)
+        .map(|d| format!("dataset `{}` is owned by {}", d.id, d.owner))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(NodeError::Catalog(format!(
+            "{}: this gateway is {} and serves only its own datasets, but {}",
+            cfg.path.display(),
+            cfg.node,
+            foreign.join("; ")
+        )));
+    }
+    Ok(catalog)
 }
 
 /// A node's TLS identity and trust, loaded and cross-checked.
@@ -105,9 +146,13 @@ fn check_key_mode(_: &std::path::Path) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// The answer to a control request, decided without I/O.
-pub fn answer_control(local: &NodeId, peer: &VerifiedPeer, req: &Message) -> Message {
+/// The answer to a request that needs no data source, decided without I/O.
+pub fn answer_request(local: &NodeId, catalog: &Catalog, peer: &VerifiedPeer, req: &Message) -> Message {
     match req {
+        // Metadata only, and never datasets that are not to be shared at all.
+        Message::CatalogRequest => {
+            Message::Catalog { catalog: Catalog::from_datasets(catalog.shareable().cloned().collect()) }
+        }
         Message::Hello { version, node, .. } => {
             if *version != PROTOCOL_VERSION {
                 Message::Error {
@@ -137,56 +182,118 @@ fn kind(m: &Message) -> &'static str {
         Message::Hello { .. } => "hello",
         Message::Welcome { .. } => "welcome",
         Message::Error { .. } => "error",
+        Message::CatalogRequest => "catalog-request",
+        Message::Catalog { .. } => "catalog",
+    }
+}
+
+/// What every task of a running node shares.
+pub struct Shared {
+    /// The node's config.
+    pub cfg: Config,
+    /// The QUIC link.
+    pub link: Arc<Link>,
+    catalog: RwLock<Arc<Catalog>>,
+}
+
+impl Shared {
+    /// The catalog in force (a snapshot; reloads swap it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Connects to a configured peer (or reuses the connection).
+    pub async fn peer(&self, node: &NodeId) -> Result<PeerConnection, NodeError> {
+        let p = self.cfg.peer(node).ok_or_else(|| NodeError::UnknownPeer(node.clone()))?;
+        Ok(self.link.connection(&p.node, p.address).await?)
+    }
+
+    /// A peer's catalog metadata, asked over QUIC.
+    pub async fn peer_catalog(&self, node: &NodeId) -> Result<Catalog, NodeError> {
+        let pc = self.peer(node).await?;
+        match link::request_one(&pc, &Message::CatalogRequest).await? {
+            Message::Catalog { catalog } => Ok(catalog),
+            other => Err(NodeError::Link(LinkError::Protocol {
+                peer: node.to_string(),
+                why: format!("expected a catalog, got {}", kind(&other)),
+            })),
+        }
     }
 }
 
 /// A started node.
 pub struct RunningNode {
-    cfg: Config,
-    link: Arc<Link>,
+    shared: Arc<Shared>,
+    api_addr: std::net::SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningNode {
-    /// Loads identity, binds the endpoint and starts serving.
+    /// Loads identity and catalog, binds the QUIC endpoint and the local API, starts serving.
     pub async fn start(cfg: Config) -> Result<RunningNode, NodeError> {
         let id = load_identity(&cfg)?;
+        let catalog = load_catalog(&cfg)?;
+        let token =
+            crate::api::ensure_token(&cfg.api_token).map_err(|e| tls_err(&cfg.api_token, e.to_string()))?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         verifier.set_observer(move |r| {
             tracing::warn!(node = %me, role = ?r.role, claimed = %r.claimed, error = %r.error, "peer certificate rejected");
         });
         let link = Arc::new(Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?);
-        let mut tasks = vec![tokio::spawn(accept_loop(link.clone()))];
-        tasks.push(tokio::spawn(reload_loop(link.clone(), cfg.tls.crls.clone(), cfg.reload_interval)));
-        tracing::info!(node = %cfg.node, quic = %link.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
-        Ok(RunningNode { cfg, link, tasks })
+        let api_listener = tokio::net::TcpListener::bind(cfg.api)
+            .await
+            .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
+        let api_addr =
+            api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
+        let shared = Arc::new(Shared { cfg, link: link.clone(), catalog: RwLock::new(Arc::new(catalog)) });
+        let tasks = vec![
+            tokio::spawn(accept_loop(shared.clone())),
+            tokio::spawn(reload_loop(link.clone(), shared.cfg.tls.crls.clone(), shared.cfg.reload_interval)),
+            tokio::spawn(crate::api::serve(api_listener, shared.clone(), token)),
+        ];
+        tracing::info!(
+            node = %shared.cfg.node,
+            quic = %link.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            api = %api_addr,
+            "gateway listening"
+        );
+        Ok(RunningNode { shared, api_addr, tasks })
     }
 
     /// The QUIC address actually bound.
     pub fn quic_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.link.local_addr()
+        self.shared.link.local_addr()
+    }
+
+    /// The local API address actually bound.
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.api_addr
     }
 
     /// The link, for callers that talk to peers.
     pub fn link(&self) -> &Arc<Link> {
-        &self.link
+        &self.shared.link
     }
 
     /// The node's config.
     pub fn config(&self) -> &Config {
-        &self.cfg
+        &self.shared.cfg
+    }
+
+    /// State shared with the node's tasks.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Connects to a configured peer (or reuses the connection) and returns it.
     pub async fn peer(&self, node: &NodeId) -> Result<PeerConnection, NodeError> {
-        let p = self.cfg.peer(node).ok_or_else(|| NodeError::UnknownPeer(node.clone()))?;
-        Ok(self.link.connection(&p.node, p.address).await?)
+        self.shared.peer(node).await
     }
 
     /// Re-reads the CRLs now; returns how many live connections were closed.
     pub fn reload_trust(&self) -> Result<usize, NodeError> {
-        reload(&self.link, &self.cfg.tls.crls)
+        reload(&self.shared.link, &self.shared.cfg.tls.crls)
     }
 
     /// Stops serving and closes every connection.
@@ -194,7 +301,7 @@ impl RunningNode {
         for t in &self.tasks {
             t.abort();
         }
-        self.link.shutdown().await;
+        self.shared.link.shutdown().await;
     }
 }
 
@@ -233,23 +340,23 @@ async fn reload_loop(link: Arc<Link>, crls: Vec<PathBuf>, every: Duration) {
     }
 }
 
-async fn accept_loop(link: Arc<Link>) {
-    while let Some(result) = link.accept().await {
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(result) = shared.link.accept().await {
         match result {
             Ok(pc) => {
                 tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
-                tokio::spawn(serve_connection(link.clone(), pc));
+                tokio::spawn(serve_connection(shared.clone(), pc));
             }
             Err(e) => tracing::warn!(error = %e, "inbound connection refused"),
         }
     }
 }
 
-async fn serve_connection(link: Arc<Link>, pc: PeerConnection) {
+async fn serve_connection(shared: Arc<Shared>, pc: PeerConnection) {
     loop {
         match pc.conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(link.clone(), pc.peer.clone(), send, recv));
+                tokio::spawn(serve_stream(shared.clone(), pc.peer.clone(), send, recv));
             }
             Err(e) => {
                 tracing::debug!(peer = %pc.peer.node(), reason = %e, "connection ended");
@@ -260,7 +367,7 @@ async fn serve_connection(link: Arc<Link>, pc: PeerConnection) {
 }
 
 async fn serve_stream(
-    link: Arc<Link>,
+    shared: Arc<Shared>,
     peer: VerifiedPeer,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -279,7 +386,7 @@ async fn serve_stream(
             return;
         }
     };
-    let answer = answer_control(link.local(), &peer, &req);
+    let answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     let _ = link::write_frame(&mut send, &answer, &who).await;
     let _ = send.finish();
 }

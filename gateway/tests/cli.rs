@@ -102,3 +102,26 @@ fn every_subcommand_has_help() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("Usage:"), "{args:?}");
     }
 }
+
+#[test]
+fn catalog_check_reports_located_errors_and_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let doc = include_str!("../../docs/catalog.md");
+    let start = doc.find("```toml\n").unwrap() + 8;
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let good = t.path().join("good.toml");
+    std::fs::write(&good, example).unwrap();
+    let o = fedgate(&["catalog", "check", s(&good)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("catalog digest sha256:"));
+
+    let bad = t.path().join("bad.toml");
+    std::fs::write(&bad, example.replace("update = \"realtime\"", "update = \"often\"")).unwrap();
+    let junk = t.path().join("junk.toml");
+    std::fs::write(&junk, "this is = = not toml\n").unwrap();
+    let o = fedgate(&["catalog", "check", s(&bad), s(&junk)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("bad.toml:8:10: `dataset.update`: unknown update frequency \"often\""), "{err}");
+    assert!(err.contains("junk.toml:1:"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! The messages gateways exchange.
 
+use fedgate_catalog::Catalog;
 use serde::{Deserialize, Serialize};
 
 /// Typed error codes a provider answers with; each maps to a QUIC stream/connection close.
@@ -61,6 +62,13 @@ pub enum Message {
     Welcome {
         /// The provider's node id.
         node: String,
+    },
+    /// Asks for the provider's catalog metadata.
+    CatalogRequest,
+    /// The provider's shareable datasets (metadata only; never sharing type `none`).
+    Catalog {
+        /// The datasets.
+        catalog: Catalog,
     },
     /// A typed failure with a message a steward can act on.
     Error {

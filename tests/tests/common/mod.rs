@@ -64,12 +64,17 @@ impl Federation {
 
     /// Writes a node folder with `issued` as its identity and returns its config path.
     pub fn node_folder(&self, node: &str, issued: &IssuedNode) -> PathBuf {
+        self.node_folder_with(node, issued, "")
+    }
+
+    /// Like `node_folder`, with `extra` TOML appended (top-level keys first, then tables).
+    pub fn node_folder_with(&self, node: &str, issued: &IssuedNode, extra: &str) -> PathBuf {
         let ndir = self.dir.path().join(node);
         store::write_node(&ndir, issued, self.root.root(), true).unwrap();
         let crls: Vec<String> =
             self.crl_paths().iter().map(|p| format!("{:?}", p.display().to_string())).collect();
         let text = format!(
-            "node = \"{node}\"\nlisten = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\nreload_secs = 1\n\n[tls]\ncert = \"node.crt\"\nkey = \"node.key\"\ntrust = \"trust.crt\"\ncrls = [{}]\n",
+            "node = \"{node}\"\nlisten = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\nreload_secs = 1\n{extra}\n[tls]\ncert = \"node.crt\"\nkey = \"node.key\"\ntrust = \"trust.crt\"\ncrls = [{}]\n",
             crls.join(", ")
         );
         let path = ndir.join("gateway.toml");
@@ -78,8 +83,20 @@ impl Federation {
     }
 
     pub async fn start(&self, node: &str) -> RunningNode {
-        let path = self.node_folder(node, &self.issue(node));
+        self.start_with(node, "").await
+    }
+
+    /// Starts `node` with `extra` config (top-level keys such as `catalog = [...]`).
+    pub async fn start_with(&self, node: &str, extra: &str) -> RunningNode {
+        let path = self.node_folder_with(node, &self.issue(node), extra);
         RunningNode::start(config::load(&path).unwrap()).await.unwrap()
+    }
+
+    /// Writes `text` to `name` in the federation folder and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
     }
 }
 
@@ -98,4 +115,43 @@ pub fn key_of(issued: &IssuedNode) -> rustls::pki_types::PrivateKeyDer<'static> 
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A `[[peers]]` entry for a running node.
+pub fn peer_entry(n: &RunningNode) -> String {
+    format!("\n[[peers]]\nnode = \"{}\"\naddress = \"{}\"\n", n.config().node, n.quic_addr().unwrap())
+}
+
+/// A small valid dataset owned by `owner`.
+pub fn dataset(id: &str, owner: &str, sharing: &str) -> String {
+    format!(
+        r#"
+[[dataset]]
+id = "{id}"
+title = "Dataset {id}"
+owner = "{owner}"
+steward = "test steward"
+update = "daily"
+sharing = "{sharing}"
+classification = "case.detail"
+jurisdiction = "region"
+primary_key = "case_id"
+
+  [[dataset.fields]]
+  name = "case_id"
+  type = "string"
+  grade = 1
+
+  [[dataset.fields]]
+  name = "region"
+  type = "region"
+  grade = 1
+
+  [[dataset.fields]]
+  name = "party_name"
+  type = "string"
+  grade = 3
+  pii = "person-name"
+"#
+    )
 }

@@ -1,0 +1,91 @@
+//! The CLI's side of the local API: every command that needs the network asks the node's own
+//! running gateway, so one process writes each audit log.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::config::Config;
+
+/// Why the local API could not answer.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The gateway is not running or not reachable.
+    #[error("cannot reach the gateway's local API at {addr} (is `fedgate serve --config {config}` running?): {why}")]
+    Unreachable {
+        /// The API address.
+        addr: String,
+        /// The config file.
+        config: String,
+        /// What failed.
+        why: String,
+    },
+    /// The token file could not be read.
+    #[error("{path}: cannot read the API token: {why}")]
+    Token {
+        /// The token file.
+        path: String,
+        /// What failed.
+        why: String,
+    },
+    /// The gateway answered with an error.
+    #[error("{0}")]
+    Api(String),
+}
+
+/// A client for one node's API.
+pub struct Client {
+    base: String,
+    token: String,
+    config: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the node configured in `cfg`.
+    pub fn new(cfg: &Config) -> Result<Client, ClientError> {
+        let token = std::fs::read_to_string(&cfg.api_token).map_err(|e| ClientError::Token {
+            path: cfg.api_token.display().to_string(),
+            why: format!("{e} (the gateway creates it at its first start)"),
+        })?;
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(120)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Client {
+            base: format!("http://{}", cfg.api),
+            token: token.trim().to_owned(),
+            config: cfg.path.display().to_string(),
+            agent,
+        })
+    }
+
+    /// GETs `path` and decodes JSON.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| ClientError::Unreachable {
+                addr: self.base.clone(),
+                config: self.config.clone(),
+                why: e.to_string(),
+            })?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| ClientError::Api(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or(body);
+            return Err(ClientError::Api(msg));
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Api(format!("unexpected answer: {e}")))
+    }
+}
