@@ -11,13 +11,16 @@ mod ids;
 pub mod model;
 mod parse;
 pub mod toml_reader;
+mod value;
 
 pub use ids::{check_ident, DatasetId, Grade, Level, NameError, NodeId, Purpose, Region, MAX_LEVEL};
 pub use model::{
     Catalog, Dataset, Field, FieldType, Generalize, OpenAttr, PiiKind, Rule, Sharing, UpdateFrequency,
+    DEFAULT_REDACT_TOKEN,
 };
 pub use parse::{parse, parse_files};
 pub use toml_reader::{Diagnostic, Diagnostics};
+pub use value::{Record, Value};
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {

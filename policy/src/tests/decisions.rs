@@ -1,0 +1,290 @@
+use fedgate_catalog::{Catalog, Grade, NodeId};
+
+use crate::decide::{obligation, Decision, DenyReason, Obligation, Policy, Request, RowScope};
+use crate::grant::{parse_grants, Action};
+use crate::time::days_from_civil;
+
+const CATALOG: &str = r#"
+[[dataset]]
+id = "family-disputes"
+title = "Family disputes"
+owner = "womens-federation@wuxi"
+steward = "s"
+update = "daily"
+sharing = "conditional"
+classification = "case.detail"
+jurisdiction = "region"
+primary_key = "case_id"
+  [[dataset.fields]]
+  name = "case_id"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "region"
+  type = "region"
+  grade = 1
+  [[dataset.fields]]
+  name = "party_name"
+  type = "string"
+  grade = 3
+  pii = "person-name"
+  [[dataset.fields]]
+  name = "party_id"
+  type = "string"
+  grade = 4
+  pii = "resident-id"
+  [[dataset.fields]]
+  name = "notes"
+  type = "string"
+  grade = 2
+
+[[dataset]]
+id = "open-stats"
+title = "Open statistics"
+owner = "womens-federation@wuxi"
+steward = "s"
+update = "monthly"
+sharing = "unconditional"
+classification = "public"
+jurisdiction = "region"
+primary_key = "id"
+  [[dataset.fields]]
+  name = "id"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "region"
+  type = "region"
+  grade = 1
+  [[dataset.fields]]
+  name = "count"
+  type = "integer"
+  grade = 2
+  rule = "redact"
+
+[[dataset]]
+id = "shelter-addresses"
+title = "Shelter addresses"
+owner = "womens-federation@wuxi"
+steward = "s"
+update = "on-demand"
+sharing = "none"
+classification = "personal.location"
+jurisdiction = "region"
+primary_key = "id"
+  [[dataset.fields]]
+  name = "id"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "region"
+  type = "region"
+  grade = 1
+"#;
+
+const GRANTS: &str = r#"
+[[grant]]
+id = "centre-full"
+to = "mediation-center@wuxi"
+datasets = ["family-disputes"]
+purposes = ["dispute-mediation"]
+clearance = 4
+rows = "all"
+
+[[grant]]
+id = "district-police"
+to = { department = "police" }
+datasets = ["family-disputes"]
+purposes = ["law-enforcement", "dispute-mediation"]
+clearance = 3
+
+[[grant]]
+id = "liangxi-grid"
+to = { region = "wuxi.liangxi", levels = [3, 4] }
+datasets = ["*"]
+purposes = ["dispute-mediation"]
+clearance = 2
+valid_from = 2026-01-01
+valid_until = 2026-12-31
+quota = 1000
+
+[[grant]]
+id = "shelters-never"
+to = "*"
+datasets = ["shelter-addresses"]
+purposes = ["dispute-mediation"]
+clearance = 4
+"#;
+
+fn now() -> i64 {
+    days_from_civil(2026, 6, 1) * 86_400
+}
+
+fn setup() -> (Catalog, Policy) {
+    let c = fedgate_catalog::parse("c.toml", CATALOG).unwrap();
+    let ids: Vec<&str> = c.datasets().iter().map(|d| d.id.as_str()).collect();
+    let g = parse_grants(&[("g.toml", GRANTS)], Some(&ids)).unwrap();
+    (c, Policy::new(g).unwrap())
+}
+
+fn req(ds: &str, purpose: &str) -> Request {
+    Request { dataset: ds.into(), purpose: purpose.into(), action: Action::Read }
+}
+
+fn node(s: &str) -> NodeId {
+    s.parse().unwrap()
+}
+
+fn fields(d: &Decision) -> Vec<(String, &'static str)> {
+    match d {
+        Decision::Allow(a) => a.fields.iter().map(|(n, o)| (n.clone(), o.name())).collect(),
+        Decision::Deny { .. } => Vec::new(),
+    }
+}
+
+#[test]
+fn the_centre_sees_everything_in_clear() {
+    let (c, p) = setup();
+    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "dispute-mediation"), now());
+    let Decision::Allow(a) = &*d else { panic!("{d:?}") };
+    assert_eq!(a.grant.as_deref(), Some("centre-full"));
+    assert_eq!(a.rows, RowScope::All);
+    assert!(fields(&d).iter().all(|(_, o)| *o == "clear"));
+}
+
+#[test]
+fn district_police_get_masked_core_fields_and_their_own_rows() {
+    let (c, p) = setup();
+    let d = p.decide(&c, &node("police@wuxi.liangxi"), &req("family-disputes", "law-enforcement"), now());
+    let Decision::Allow(a) = &*d else { panic!("{d:?}") };
+    assert_eq!(a.rows, RowScope::Within("wuxi.liangxi".parse().unwrap()));
+    let f = fields(&d);
+    assert_eq!(f[2], ("party_name".into(), "clear"));
+    assert_eq!(f[3], ("party_id".into(), "mask"), "grade 4 never clear below clearance 4");
+}
+
+#[test]
+fn default_deny_and_reasons_do_not_reveal_other_grants() {
+    let (c, p) = setup();
+    let d = p.decide(&c, &node("court@wuxi.xinwu"), &req("family-disputes", "dispute-mediation"), now());
+    match &*d {
+        Decision::Deny { reason: DenyReason::NoGrant, message } => {
+            assert_eq!(
+                message,
+                "no grant allows court@wuxi.xinwu to read `family-disputes` for purpose `dispute-mediation`"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Right node, wrong purpose.
+    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "statistics"), now());
+    assert!(matches!(&*d, Decision::Deny { reason: DenyReason::NoGrant, .. }));
+    // Unknown purpose and dataset.
+    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "curiosity"), now());
+    assert!(matches!(&*d, Decision::Deny { reason: DenyReason::UnknownPurpose, .. }));
+    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("nope", "statistics"), now());
+    assert!(matches!(&*d, Decision::Deny { reason: DenyReason::UnknownDataset, .. }));
+}
+
+#[test]
+fn sharing_none_always_denies_even_with_a_grant() {
+    let (c, p) = setup();
+    let d =
+        p.decide(&c, &node("mediation-center@wuxi"), &req("shelter-addresses", "dispute-mediation"), now());
+    assert!(!d.is_allow(), "{d:?}");
+}
+
+#[test]
+fn unconditional_datasets_still_obey_field_grades() {
+    let (c, p) = setup();
+    let d = p.decide(&c, &node("court@wuxi.xinwu"), &req("open-stats", "statistics"), now());
+    let Decision::Allow(a) = &*d else { panic!("{d:?}") };
+    assert_eq!(a.grant, None);
+    assert_eq!(a.clearance, Grade::PUBLIC);
+    assert_eq!(fields(&d)[2], ("count".into(), "redact"));
+}
+
+#[test]
+fn region_and_level_subjects_with_time_windows() {
+    let (c, p) = setup();
+    let grid = node("grid@wuxi.liangxi.chongan");
+    let d = p.decide(&c, &grid, &req("open-stats", "dispute-mediation"), now());
+    let Decision::Allow(a) = &*d else { panic!("{d:?}") };
+    assert_eq!(a.grant.as_deref(), Some("liangxi-grid"));
+    assert_eq!(a.quota, Some(1000));
+    // A district-level node in the region is outside levels 3-4; a street in Xinwu is outside it.
+    assert!(!p
+        .decide(&c, &node("grid@wuxi.liangxi"), &req("family-disputes", "dispute-mediation"), now())
+        .is_allow());
+    assert!(!p
+        .decide(&c, &node("grid@wuxi.xinwu.x"), &req("family-disputes", "dispute-mediation"), now())
+        .is_allow());
+    // Before and after the window (valid_until 2026-12-31 means through that day, CST).
+    let before = days_from_civil(2025, 12, 31) * 86_400;
+    let last_day = days_from_civil(2026, 12, 31) * 86_400 + 12 * 3600;
+    let after = days_from_civil(2027, 1, 1) * 86_400;
+    let r = req("family-disputes", "dispute-mediation");
+    assert!(!p.decide(&c, &grid, &r, before).is_allow());
+    assert!(p.decide(&c, &grid, &r, last_day).is_allow());
+    assert!(!p.decide(&c, &grid, &r, after).is_allow(), "cached allow must not outlive its grant");
+}
+
+#[test]
+fn casbin_agrees_with_the_reference_scan() {
+    let (c, p) = setup();
+    let nodes = [
+        "mediation-center@wuxi",
+        "police@wuxi.liangxi",
+        "police@wuxi.xinwu",
+        "grid@wuxi.liangxi.chongan",
+        "mediation@wuxi.liangxi.chongan.guangrui",
+        "court@wuxi.xinwu",
+        "petition@wuxi",
+    ];
+    for n in nodes {
+        for ds in ["family-disputes", "open-stats"] {
+            for pur in ["dispute-mediation", "law-enforcement", "statistics"] {
+                for t in [now(), days_from_civil(2027, 6, 1) * 86_400] {
+                    let n = node(n);
+                    let r = req(ds, pur);
+                    let want = p.scan(&n, &r, t, None).map(|g| g.id.clone());
+                    let got = match &*p.decide(&c, &n, &r, t) {
+                        Decision::Allow(a) => a.grant.clone(),
+                        Decision::Deny { .. } => None,
+                    };
+                    assert_eq!(got, want, "{n} {ds} {pur} at {t}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn obligations_follow_grade_and_clearance() {
+    use fedgate_catalog::Rule;
+    let g = |n| Grade::new(n).unwrap();
+    assert_eq!(obligation(g(4), &Rule::Hash, g(3)), Obligation::Apply(Rule::Hash));
+    assert_eq!(obligation(g(4), &Rule::Hash, g(4)), Obligation::Clear);
+    assert_eq!(obligation(g(2), &Rule::Drop, g(1)), Obligation::Drop);
+    assert_eq!(obligation(g(1), &Rule::Drop, g(1)), Obligation::Clear);
+}
+
+#[test]
+fn grant_files_get_located_errors() {
+    let bad = GRANTS
+        .replace("purposes = [\"law-enforcement\"", "purposes = [\"law-enforcment\"")
+        .replace("clearance = 2", "clearance = 7")
+        .replace("rows = \"all\"", "rows = \"Everything\"");
+    let err =
+        parse_grants(&[("g.toml", &bad)], Some(&["family-disputes", "open-stats"])).unwrap_err().to_string();
+    assert!(
+        err.contains("g.toml:14:13: unknown purpose \"law-enforcment\", did you mean \"law-enforcement\"?"),
+        "{err}"
+    );
+    assert!(err.contains("clearance 7 is not a grade"), "{err}");
+    assert!(err.contains("`rows` must be \"own\", \"all\" or a region path"), "{err}");
+    assert!(err.contains("no dataset `shelter-addresses` in this node's catalog"), "{err}");
+    let dup = format!("{GRANTS}\n[[grant]]\nid = \"centre-full\"\nto = \"*\"\ndatasets = [\"*\"]\npurposes = [\"statistics\"]\nclearance = 1\n");
+    let err = parse_grants(&[("g.toml", &dup)], None).unwrap_err().to_string();
+    assert!(err.contains("grant id `centre-full` is already used at g.toml:3:6"), "{err}");
+}
