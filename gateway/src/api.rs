@@ -4,7 +4,6 @@
 //! requires `Authorization: Bearer <token>`, the token living in a 0600 file next to the config.
 //! `/healthz` is open so supervisors can probe it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Request, State};
@@ -19,31 +18,6 @@ use serde::Serialize;
 use crate::link::LinkError;
 use crate::node::{NodeError, Shared};
 use crate::wire::ErrorCode;
-
-/// Reads the API token, creating a fresh random one (mode 0600) if the file does not exist.
-pub fn ensure_token(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| std::io::Error::other("no system randomness for the API token"))?;
-    let token = fedgate_catalog::hex(&bytes);
-    write_secret(path, &token)?;
-    Ok(token)
-}
-
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
-}
 
 /// An error as the API reports it: `{"error": "...", "code": "..."}` with a fitting status.
 #[derive(Debug)]

@@ -72,6 +72,10 @@ pub struct Config {
     pub catalog: Vec<PathBuf>,
     /// File holding the local API's bearer token (created 0600 at first start).
     pub api_token: PathBuf,
+    /// Grant files.
+    pub grants: Vec<PathBuf>,
+    /// The provider secret keyed hashes and pseudonyms derive from (created 0600 at first start).
+    pub masking_key: PathBuf,
 }
 
 impl Config {
@@ -81,7 +85,8 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] = &["node", "listen", "api", "api_token", "tls", "reload_secs", "catalog", "peers"];
+const TOP_KEYS: &[&str] =
+    &["node", "listen", "api", "api_token", "tls", "reload_secs", "catalog", "grants", "masking_key", "peers"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
 
@@ -114,6 +119,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let tls = tls_files(&root, &mut src, &dir);
     let catalog = root.str_list(&mut src, "catalog").into_iter().map(|(s, _)| dir.join(s)).collect();
     let api_token = dir.join(root.opt_str(&mut src, "api_token").map_or("api.token", |(s, _)| s));
+    let grants = root.str_list(&mut src, "grants").into_iter().map(|(s, _)| dir.join(s)).collect();
+    let masking_key = dir.join(root.opt_str(&mut src, "masking_key").map_or("masking.key", |(s, _)| s));
     let mut peers = Vec::new();
     for t in root.tables(&mut src, "peers") {
         t.deny_unknown(&mut src, PEER_KEYS);
@@ -138,6 +145,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             peers,
             catalog,
             api_token,
+            grants,
+            masking_key,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }

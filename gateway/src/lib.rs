@@ -13,4 +13,5 @@ pub mod demo;
 pub mod link;
 pub mod node;
 pub mod render;
+pub mod secret;
 pub mod wire;

@@ -42,6 +42,61 @@ enum Command {
     /// Catalogs: check the steward's files, list a node's or a peer's datasets.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Grants: check the steward's files, explain what a peer would get.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check grant files. Exit 0 if valid; otherwise print every problem as FILE:LINE:COL:
+    /// message and exit 1. With --catalog, dataset ids are checked against those catalog files.
+    Check {
+        /// Grant files (TOML).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// Catalog files the grants must refer to.
+        #[arg(long, value_name = "FILE")]
+        catalog: Vec<PathBuf>,
+    },
+    /// The provider's dry run: what would PEER get of DATASET for PURPOSE, field by field,
+    /// under this node's catalog and grants, now. Touches no data and needs no running gateway.
+    Explain {
+        /// The provider node's gateway.toml.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The asking node.
+        #[arg(long, value_name = "NODE_ID")]
+        peer: NodeId,
+        /// The dataset id.
+        #[arg(long, value_name = "ID")]
+        dataset: String,
+        /// The purpose of use.
+        #[arg(long, value_name = "P")]
+        purpose: String,
+        /// read or subscribe.
+        #[arg(long, value_enum, default_value_t = ActionArg::Read)]
+        action: ActionArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+        format: ExplainFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ActionArg {
+    /// Query records.
+    Read,
+    /// Receive change notifications.
+    Subscribe,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExplainFormat {
+    /// For people.
+    Text,
+    /// {"decision": "allow"|"deny", "reason": "...", "fields": {"<field>": "clear"|"drop"|"<operator>"}, ...}
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -191,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pki(cmd) => pki(cmd),
         Command::Serve { config } => serve(config),
         Command::Catalog(cmd) => catalog(cmd),
+        Command::Policy(cmd) => policy(cmd),
         Command::Demo(a) => {
             runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve }))
         }
@@ -240,24 +296,68 @@ fn pki(cmd: PkiCommand) -> Result<()> {
     Ok(())
 }
 
+fn read_texts(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?)))
+        .collect()
+}
+
+fn as_refs(texts: &[(String, String)]) -> Vec<(&str, &str)> {
+    texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect()
+}
+
+/// Prints located problems and exits 1, the contract for `check` commands.
+fn fail_with(d: fedgate_catalog::Diagnostics) -> ! {
+    eprintln!("{d}");
+    std::process::exit(1);
+}
+
+fn policy(cmd: PolicyCommand) -> Result<()> {
+    match cmd {
+        PolicyCommand::Check { files, catalog } => {
+            let known = if catalog.is_empty() {
+                None
+            } else {
+                let texts = read_texts(&catalog)?;
+                Some(fedgate_catalog::parse_files(&as_refs(&texts)).unwrap_or_else(|d| fail_with(d)))
+            };
+            let ids: Option<Vec<&str>> = known.as_ref().map(|c| c.datasets().iter().map(|d| d.id.as_str()).collect());
+            let texts = read_texts(&files)?;
+            let set = fedgate_policy::parse_grants(&as_refs(&texts), ids.as_deref()).unwrap_or_else(|d| fail_with(d));
+            println!("{} grant(s) valid; grants digest sha256:{}", set.grants.len(), set.digest());
+            Ok(())
+        }
+        PolicyCommand::Explain { config, peer, dataset, purpose, action, format } => {
+            let cfg = config::load(&config)?;
+            let catalog = fedgate_gateway::node::load_catalog(&cfg)?;
+            let policy = fedgate_gateway::node::load_policy(&cfg, &catalog)?;
+            let action = match action {
+                ActionArg::Read => fedgate_policy::Action::Read,
+                ActionArg::Subscribe => fedgate_policy::Action::Subscribe,
+            };
+            let req = fedgate_policy::Request { dataset, purpose, action };
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let decision = policy.decide(&catalog, &peer, &req, now);
+            match format {
+                ExplainFormat::Json => println!("{}", fedgate_gateway::render::explain_json(&decision)),
+                ExplainFormat::Text => print!("{}", fedgate_gateway::render::explain_text(&peer, &req, &decision)),
+            }
+            Ok(())
+        }
+    }
+}
+
 fn catalog(cmd: CatalogCommand) -> Result<()> {
     match cmd {
         CatalogCommand::Check { files } => {
-            let mut texts = Vec::new();
-            for f in &files {
-                let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
-                texts.push((f.display().to_string(), text));
-            }
-            let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-            match fedgate_catalog::parse_files(&refs) {
+            let texts = read_texts(&files)?;
+            match fedgate_catalog::parse_files(&as_refs(&texts)) {
                 Ok(c) => {
                     println!("{} dataset(s) valid; catalog digest sha256:{}", c.datasets().len(), c.digest());
                     Ok(())
                 }
-                Err(d) => {
-                    eprintln!("{d}");
-                    std::process::exit(1);
-                }
+                Err(d) => fail_with(d),
             }
         }
         CatalogCommand::List { config, peer, format } => {

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use fedgate_catalog::{Catalog, NodeId};
+use fedgate_policy::{parse_grants, Policy};
 use fedgate_certs::tls::FederationVerifier;
 use fedgate_certs::{store, Role, TrustStore, VerifiedPeer};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
@@ -22,9 +23,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// TLS material is missing, unreadable or inconsistent with the config.
+    /// A file (TLS material, a secret) is missing, unreadable or inconsistent with the config.
     #[error("{path}: {why}")]
-    Tls {
+    File {
         /// The offending file.
         path: PathBuf,
         /// What is wrong.
@@ -42,6 +43,9 @@ pub enum NodeError {
     /// The catalog files are invalid or not this node's.
     #[error("{0}")]
     Catalog(String),
+    /// The grant files are invalid.
+    #[error("{0}")]
+    Policy(String),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -50,6 +54,23 @@ pub enum NodeError {
         /// What failed.
         why: String,
     },
+}
+
+/// Reads the config's grant files, checking dataset names against `catalog`, and builds the
+/// policy snapshot.
+pub fn load_policy(cfg: &Config, catalog: &Catalog) -> Result<Policy, NodeError> {
+    let texts = read_all(&cfg.grants).map_err(NodeError::Policy)?;
+    let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let known: Vec<&str> = catalog.datasets().iter().map(|d| d.id.as_str()).collect();
+    let set = parse_grants(&refs, Some(&known)).map_err(|d| NodeError::Policy(d.to_string()))?;
+    Policy::new(set).map_err(|e| NodeError::Policy(e.to_string()))
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+    paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map(|t| (p.display().to_string(), t)).map_err(|e| format!("{}: {e}", p.display())))
+        .collect()
 }
 
 /// Reads the config's catalog files; every dataset must be owned by this node.
@@ -92,8 +113,8 @@ pub struct Identity {
     pub trust: TrustStore,
 }
 
-fn tls_err(path: &std::path::Path, why: impl Into<String>) -> NodeError {
-    NodeError::Tls { path: path.to_owned(), why: why.into() }
+fn file_err(path: &std::path::Path, why: impl Into<String>) -> NodeError {
+    NodeError::File { path: path.to_owned(), why: why.into() }
 }
 
 fn read_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, NodeError> {
@@ -108,18 +129,18 @@ pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
     let key = store::read_key(&files.key)?;
     let mut roots = store::read_certs(&files.trust)?;
     if roots.len() != 1 {
-        return Err(tls_err(
+        return Err(file_err(
             &files.trust,
             format!("expected the one federation root, found {} certificates", roots.len()),
         ));
     }
     let crls = read_crls(&files.crls)?;
-    let trust = TrustStore::new(roots.remove(0), &crls).map_err(|why| tls_err(&files.trust, why))?;
+    let trust = TrustStore::new(roots.remove(0), &crls).map_err(|why| file_err(&files.trust, why))?;
     let me = trust
         .verify(&chain[0], &chain[1..], Role::Server, UnixTime::now())
-        .map_err(|e| tls_err(&files.cert, format!("this node's own certificate does not verify: {e}")))?;
+        .map_err(|e| file_err(&files.cert, format!("this node's own certificate does not verify: {e}")))?;
     if me.node() != &cfg.node {
-        return Err(tls_err(
+        return Err(file_err(
             &files.cert,
             format!("certificate is issued to {}, but the config says node = {}", me.node(), cfg.node),
         ));
@@ -130,10 +151,10 @@ pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
 #[cfg(unix)]
 fn check_key_mode(path: &std::path::Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| tls_err(path, e.to_string()))?;
+    let meta = std::fs::metadata(path).map_err(|e| file_err(path, e.to_string()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(tls_err(
+        return Err(file_err(
             path,
             format!("private key is readable by others (mode {mode:o}); run chmod 600"),
         ));
@@ -194,12 +215,24 @@ pub struct Shared {
     /// The QUIC link.
     pub link: Arc<Link>,
     catalog: RwLock<Arc<Catalog>>,
+    policy: RwLock<Arc<Policy>>,
+    masking_secret: Vec<u8>,
 }
 
 impl Shared {
     /// The catalog in force (a snapshot; reloads swap it).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The policy in force (a snapshot; reloads swap it).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The provider secret per-consumer hashing keys derive from.
+    pub fn masking_secret(&self) -> &[u8] {
+        &self.masking_secret
     }
 
     /// Connects to a configured peer (or reuses the connection).
@@ -233,8 +266,10 @@ impl RunningNode {
     pub async fn start(cfg: Config) -> Result<RunningNode, NodeError> {
         let id = load_identity(&cfg)?;
         let catalog = load_catalog(&cfg)?;
-        let token =
-            crate::api::ensure_token(&cfg.api_token).map_err(|e| tls_err(&cfg.api_token, e.to_string()))?;
+        let policy = load_policy(&cfg, &catalog)?;
+        let secret = |p: &std::path::Path| crate::secret::ensure(p).map_err(|e| file_err(p, e.to_string()));
+        let token = secret(&cfg.api_token)?;
+        let masking = secret(&cfg.masking_key)?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         verifier.set_observer(move |r| {
@@ -246,7 +281,13 @@ impl RunningNode {
             .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let api_addr =
             api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
-        let shared = Arc::new(Shared { cfg, link: link.clone(), catalog: RwLock::new(Arc::new(catalog)) });
+        let shared = Arc::new(Shared {
+            cfg,
+            link: link.clone(),
+            catalog: RwLock::new(Arc::new(catalog)),
+            policy: RwLock::new(Arc::new(policy)),
+            masking_secret: masking.into_bytes(),
+        });
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
             tokio::spawn(reload_loop(link.clone(), shared.cfg.tls.crls.clone(), shared.cfg.reload_interval)),
@@ -310,7 +351,7 @@ fn reload(link: &Link, crls: &[PathBuf]) -> Result<usize, NodeError> {
     let current = link.verifier().current();
     let fresh = current
         .with_crls(&loaded)
-        .map_err(|why| tls_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
+        .map_err(|why| file_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
     link.verifier().reload(fresh);
     let closed = link.recheck_live();
     tracing::info!(crls = loaded.len(), closed, "revocation lists reloaded");

@@ -1,6 +1,7 @@
 //! Text renderings for people: aligned tables.
 
-use fedgate_catalog::Catalog;
+use fedgate_catalog::{Catalog, Generalize, NodeId, Rule};
+use fedgate_policy::{Decision, Obligation, Request, RowScope};
 
 /// Renders rows as aligned columns under a header; widths count characters, CJK counted double.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -54,4 +55,77 @@ pub fn catalog_table(c: &Catalog) -> String {
         })
         .collect();
     table(&["ID", "TITLE", "OWNER", "GRADE", "SHARING", "UPDATE", "FIELDS (name:grade)"], &rows)
+}
+
+/// `policy explain --format json`: decision, reason, fields, and the grant's terms.
+pub fn explain_json(d: &Decision) -> String {
+    let mut fields = serde_json::Map::new();
+    let mut out = serde_json::Map::new();
+    out.insert("decision".into(), (if d.is_allow() { "allow" } else { "deny" }).into());
+    out.insert("reason".into(), d.reason().into());
+    if let Decision::Allow(a) = d {
+        for (name, ob) in &a.fields {
+            fields.insert(name.clone(), ob.name().into());
+        }
+        out.insert("grant".into(), a.grant.clone().map_or(serde_json::Value::Null, Into::into));
+        out.insert("clearance".into(), a.clearance.get().into());
+        out.insert("rows".into(), rows(&a.rows).into());
+        out.insert("quota_per_day".into(), a.quota.map_or(serde_json::Value::Null, Into::into));
+        let details: serde_json::Map<String, serde_json::Value> =
+            a.fields.iter().map(|(n, o)| (n.clone(), obligation_detail(o).into())).collect();
+        out.insert("field_rules".into(), details.into());
+    }
+    out.insert("fields".into(), fields.into());
+    serde_json::Value::Object(out).to_string()
+}
+
+fn rows(r: &RowScope) -> String {
+    match r {
+        RowScope::All => "all".into(),
+        RowScope::Within(reg) => format!("within {reg}"),
+    }
+}
+
+/// An obligation with its parameters, for people.
+pub fn obligation_detail(o: &Obligation) -> String {
+    match o {
+        Obligation::Clear => "clear".into(),
+        Obligation::Drop => "drop".into(),
+        Obligation::Apply(rule) => match rule {
+            Rule::Mask { keep_first, keep_last } => format!("mask (keep first {keep_first}, last {keep_last})"),
+            Rule::Redact { token } => format!("redact (as {token:?})"),
+            Rule::Generalize(g) => match g {
+                Generalize::Month => "generalize to month".into(),
+                Generalize::Year => "generalize to year".into(),
+                Generalize::AgeBand { width } => format!("generalize to {width}-year age bands"),
+                Generalize::Region { level } => format!("generalize to region level {}", level.get()),
+                Generalize::Address => "generalize address to district".into(),
+            },
+            Rule::Hash => "hash (HMAC-SHA256, keyed per consumer)".into(),
+            Rule::Pseudonym => "pseudonym (valid-looking resident ID, keyed per consumer)".into(),
+            Rule::Scan => "scan free text, mask PII inline".into(),
+            other => other.name().into(),
+        },
+    }
+}
+
+/// `policy explain` for people.
+pub fn explain_text(peer: &NodeId, req: &Request, d: &Decision) -> String {
+    let mut out = format!(
+        "{} {} `{}` for {}:\n  decision: {}\n  reason:   {}\n",
+        peer,
+        req.action,
+        req.dataset,
+        req.purpose,
+        if d.is_allow() { "ALLOW" } else { "DENY" },
+        d.reason()
+    );
+    if let Decision::Allow(a) = d {
+        out.push_str(&format!("  rows:     {}\n", rows(&a.rows)));
+        out.push_str(&format!("  quota:    {}\n", a.quota.map_or("none".into(), |q| format!("{q} records/day"))));
+        out.push_str("  fields:\n");
+        let body: Vec<Vec<String>> = a.fields.iter().map(|(n, o)| vec![format!("    {n}"), obligation_detail(o)]).collect();
+        out.push_str(&table(&["    FIELD", "SENT AS"], &body));
+    }
+    out
 }

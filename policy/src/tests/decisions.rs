@@ -288,3 +288,13 @@ fn grant_files_get_located_errors() {
     let err = parse_grants(&[("g.toml", &dup)], None).unwrap_err().to_string();
     assert!(err.contains("grant id `centre-full` is already used at g.toml:3:6"), "{err}");
 }
+
+#[test]
+fn documented_example_parses() {
+    let doc = include_str!("../../../docs/policy.md");
+    let start = doc.find("```toml\n").unwrap() + 8;
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let set = parse_grants(&[("policy.md", example)], Some(&["family-disputes"])).unwrap();
+    assert_eq!(set.grants.len(), 3);
+    assert_eq!(set.grants[2].quota, Some(500));
+}
