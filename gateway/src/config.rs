@@ -85,8 +85,18 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] =
-    &["node", "listen", "api", "api_token", "tls", "reload_secs", "catalog", "grants", "masking_key", "peers"];
+const TOP_KEYS: &[&str] = &[
+    "node",
+    "listen",
+    "api",
+    "api_token",
+    "tls",
+    "reload_secs",
+    "catalog",
+    "grants",
+    "masking_key",
+    "peers",
+];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
 

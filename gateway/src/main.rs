@@ -299,7 +299,12 @@ fn pki(cmd: PkiCommand) -> Result<()> {
 fn read_texts(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
     files
         .iter()
-        .map(|f| Ok((f.display().to_string(), std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?)))
+        .map(|f| {
+            Ok((
+                f.display().to_string(),
+                std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?,
+            ))
+        })
         .collect()
 }
 
@@ -322,9 +327,11 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
                 let texts = read_texts(&catalog)?;
                 Some(fedgate_catalog::parse_files(&as_refs(&texts)).unwrap_or_else(|d| fail_with(d)))
             };
-            let ids: Option<Vec<&str>> = known.as_ref().map(|c| c.datasets().iter().map(|d| d.id.as_str()).collect());
+            let ids: Option<Vec<&str>> =
+                known.as_ref().map(|c| c.datasets().iter().map(|d| d.id.as_str()).collect());
             let texts = read_texts(&files)?;
-            let set = fedgate_policy::parse_grants(&as_refs(&texts), ids.as_deref()).unwrap_or_else(|d| fail_with(d));
+            let set = fedgate_policy::parse_grants(&as_refs(&texts), ids.as_deref())
+                .unwrap_or_else(|d| fail_with(d));
             println!("{} grant(s) valid; grants digest sha256:{}", set.grants.len(), set.digest());
             Ok(())
         }
@@ -341,7 +348,9 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             let decision = policy.decide(&catalog, &peer, &req, now);
             match format {
                 ExplainFormat::Json => println!("{}", fedgate_gateway::render::explain_json(&decision)),
-                ExplainFormat::Text => print!("{}", fedgate_gateway::render::explain_text(&peer, &req, &decision)),
+                ExplainFormat::Text => {
+                    print!("{}", fedgate_gateway::render::explain_text(&peer, &req, &decision))
+                }
             }
             Ok(())
         }

@@ -5,9 +5,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use fedgate_catalog::{Catalog, NodeId};
-use fedgate_policy::{parse_grants, Policy};
 use fedgate_certs::tls::FederationVerifier;
 use fedgate_certs::{store, Role, TrustStore, VerifiedPeer};
+use fedgate_policy::{parse_grants, Policy};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use thiserror::Error;
 use tokio::task::JoinHandle;
@@ -69,7 +69,11 @@ pub fn load_policy(cfg: &Config, catalog: &Catalog) -> Result<Policy, NodeError>
 fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
     paths
         .iter()
-        .map(|p| std::fs::read_to_string(p).map(|t| (p.display().to_string(), t)).map_err(|e| format!("{}: {e}", p.display())))
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| (p.display().to_string(), t))
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
         .collect()
 }
 

@@ -92,7 +92,9 @@ pub fn obligation_detail(o: &Obligation) -> String {
         Obligation::Clear => "clear".into(),
         Obligation::Drop => "drop".into(),
         Obligation::Apply(rule) => match rule {
-            Rule::Mask { keep_first, keep_last } => format!("mask (keep first {keep_first}, last {keep_last})"),
+            Rule::Mask { keep_first, keep_last } => {
+                format!("mask (keep first {keep_first}, last {keep_last})")
+            }
             Rule::Redact { token } => format!("redact (as {token:?})"),
             Rule::Generalize(g) => match g {
                 Generalize::Month => "generalize to month".into(),
@@ -122,9 +124,13 @@ pub fn explain_text(peer: &NodeId, req: &Request, d: &Decision) -> String {
     );
     if let Decision::Allow(a) = d {
         out.push_str(&format!("  rows:     {}\n", rows(&a.rows)));
-        out.push_str(&format!("  quota:    {}\n", a.quota.map_or("none".into(), |q| format!("{q} records/day"))));
+        out.push_str(&format!(
+            "  quota:    {}\n",
+            a.quota.map_or("none".into(), |q| format!("{q} records/day"))
+        ));
         out.push_str("  fields:\n");
-        let body: Vec<Vec<String>> = a.fields.iter().map(|(n, o)| vec![format!("    {n}"), obligation_detail(o)]).collect();
+        let body: Vec<Vec<String>> =
+            a.fields.iter().map(|(n, o)| vec![format!("    {n}"), obligation_detail(o)]).collect();
         out.push_str(&table(&["    FIELD", "SENT AS"], &body));
     }
     out

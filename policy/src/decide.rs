@@ -1,17 +1,22 @@
 //! Decisions: (catalog, grants, request, peer, now) in; allow with obligations, or deny with a reason.
 //!
-//! [`Policy`] is an immutable snapshot built from a [`GrantSet`]. casbin matches subject, dataset,
-//! action and purpose; because its `enforce` scans every rule, grants are sharded by their
-//! subject key (the exact node, department, region subtree and level they name), so a request
-//! only consults the few shards its own keys select, and decisions are cached per snapshot.
-//! Time windows, clearance and quotas are typed Rust. Reloading builds a new snapshot; requests
-//! in flight keep the one they started with.
+//! [`Policy`] is an immutable snapshot built from a [`GrantSet`]. casbin does the final matching
+//! of subject, dataset, action and purpose. Because its `enforce` scans every rule (about 1 µs
+//! each) and each enforcer costs hundreds of kilobytes, fedgate does not hand casbin all grants:
+//! the snapshot indexes grants by the subject key they name (exact node, or department × region
+//! × level) and by dataset, a request gathers the few candidates filed under its peer's keys, and
+//! a pooled enforcer matches just those, in priority order, so its first match is the best grant.
+//! Time windows, clearance and quotas are typed Rust. Decisions are cached per snapshot until the
+//! next moment a grant starts or ends. Reloading builds a new snapshot; requests in flight keep
+//! the one they started with.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
+use casbin::function_map::OperatorFunction;
+use casbin::rhai::Dynamic;
+use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter};
 use fedgate_catalog::{Catalog, Dataset, Grade, NodeId, Purpose, Region, Rule, Sharing};
 use serde::Serialize;
 
@@ -28,13 +33,21 @@ p = sub, obj, act, pur, gid
 e = some(where (p.eft == allow))
 
 [matchers]
-m = r.sub == p.sub && (p.obj == "*" || r.obj == p.obj) && r.act == p.act && r.pur == p.pur
+m = subjectMatch(r.sub, p.sub) && (p.obj == "*" || r.obj == p.obj) && r.act == p.act && r.pur == p.pur
 "#;
 
-/// Subject keys per casbin shard; small shards keep `enforce` in the microseconds.
-const KEYS_PER_SHARD: usize = 8;
 /// Cached decisions per snapshot before the cache is cleared.
 const CACHE_LIMIT: usize = 65_536;
+
+/// casbin custom function: does the node id `sub` fall under the grant's subject pattern?
+fn subject_match(sub: Dynamic, pattern: Dynamic) -> Dynamic {
+    let (Ok(node), Ok(pattern)) = (sub.into_string(), pattern.into_string()) else {
+        return Dynamic::from(false);
+    };
+    let ok =
+        node.parse::<NodeId>().is_ok_and(|n| Subject::from_pattern(&pattern).is_some_and(|s| s.matches(&n)));
+    Dynamic::from(ok)
+}
 
 /// What a consumer asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -93,8 +106,6 @@ pub struct Allowed {
     pub fields: Vec<(String, Obligation)>,
     /// Records per day, if limited.
     pub quota: Option<u64>,
-    /// End of the grant's validity (Unix seconds), for cache checks.
-    pub until: Option<i64>,
 }
 
 /// Why a request was denied. The display form is what the consumer sees: it names the request,
@@ -191,23 +202,24 @@ fn node_keys(n: &NodeId) -> Vec<String> {
     keys
 }
 
-struct Shard {
-    enforcer: Enforcer,
-}
+/// A cached decision and the moment it stops being valid.
+type Cached = (Arc<Decision>, Option<i64>);
 
 /// An immutable policy snapshot.
 pub struct Policy {
     set: GrantSet,
     digest: String,
-    /// subject key -> shard index.
-    key_shard: HashMap<String, usize>,
-    shards: Vec<Shard>,
-    cache: Mutex<HashMap<(NodeId, Request), Arc<Decision>>>,
+    /// subject key -> dataset id (or "*") -> grant indices.
+    index: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Every valid_from and valid_until, sorted: the moments a decision can change.
+    changes: Vec<i64>,
+    pool: Mutex<Vec<Enforcer>>,
+    cache: Mutex<HashMap<(NodeId, Request), Cached>>,
 }
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Policy({} grants, {} shards)", self.set.grants.len(), self.shards.len())
+        write!(f, "Policy({} grants, {} subject keys)", self.set.grants.len(), self.index.len())
     }
 }
 
@@ -217,48 +229,28 @@ impl fmt::Debug for Policy {
 pub struct EngineError(String);
 
 impl Policy {
-    /// Builds a snapshot. Grants are filed most-permissive first, so casbin's first match in a
-    /// shard is the best grant there.
+    /// Builds a snapshot.
     pub fn new(set: GrantSet) -> Result<Policy, EngineError> {
-        let mut order: Vec<usize> = (0..set.grants.len()).collect();
-        order.sort_by_key(|&i| priority(&set.grants[i]));
-        let mut rules_by_key: HashMap<String, Vec<Vec<String>>> = HashMap::new();
-        for &i in &order {
-            let g = &set.grants[i];
+        let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        for (i, g) in set.grants.iter().enumerate() {
+            let objs: Vec<String> = match &g.datasets {
+                None => vec!["*".into()],
+                Some(ds) => ds.iter().map(|d| d.to_string()).collect(),
+            };
             for key in grant_keys(&g.to) {
-                let objs: Vec<String> = match &g.datasets {
-                    None => vec!["*".into()],
-                    Some(ds) => ds.iter().map(|d| d.to_string()).collect(),
-                };
                 for obj in &objs {
-                    for act in &g.actions {
-                        for pur in &g.purposes {
-                            let rule = vec![
-                                key.clone(),
-                                obj.clone(),
-                                act.to_string(),
-                                pur.to_string(),
-                                i.to_string(),
-                            ];
-                            rules_by_key.entry(key.clone()).or_default().push(rule);
-                        }
-                    }
+                    index.entry(key.clone()).or_default().entry(obj.clone()).or_default().push(i);
                 }
             }
         }
-        let mut keys: Vec<String> = rules_by_key.keys().cloned().collect();
-        keys.sort();
-        let mut key_shard = HashMap::new();
-        let mut shards = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_SHARD) {
-            let rules: Vec<Vec<String>> = chunk.iter().flat_map(|k| rules_by_key[k].clone()).collect();
-            for k in chunk {
-                key_shard.insert(k.clone(), shards.len());
-            }
-            shards.push(Shard { enforcer: build_enforcer(rules)? });
-        }
+        let mut changes: Vec<i64> =
+            set.grants.iter().flat_map(|g| [g.valid_from, g.valid_until]).flatten().collect();
+        changes.sort_unstable();
+        changes.dedup();
         let digest = set.digest();
-        Ok(Policy { set, digest, key_shard, shards, cache: Mutex::new(HashMap::new()) })
+        // One enforcer up front proves the model compiles; more are made as concurrency needs.
+        let pool = Mutex::new(vec![new_enforcer()?]);
+        Ok(Policy { set, digest, index, changes, pool, cache: Mutex::new(HashMap::new()) })
     }
 
     /// The grants behind this snapshot.
@@ -271,16 +263,22 @@ impl Policy {
         &self.digest
     }
 
-    /// The federation's purposes.
+    /// True if and only if `p` is one of the federation's purposes.
     pub fn knows_purpose(&self, p: &str) -> bool {
         p.parse::<Purpose>().is_ok_and(|p| self.set.purposes.contains(&p))
+    }
+
+    /// The first moment after `now` at which some grant starts or ends.
+    fn next_change(&self, now: i64) -> Option<i64> {
+        let i = self.changes.partition_point(|&t| t <= now);
+        self.changes.get(i).copied()
     }
 
     /// Decides `req` by `peer` at `now` (Unix seconds) against `catalog`.
     pub fn decide(&self, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) -> Arc<Decision> {
         let key = (peer.clone(), req.clone());
-        if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            if still_valid(hit, now) {
+        if let Some((hit, expires)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            if expires.is_none_or(|e| now < e) {
                 return hit.clone();
             }
         }
@@ -289,14 +287,12 @@ impl Policy {
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
-        // Only allows are cached: a denial may turn into an allow when a grant starts.
-        if d.is_allow() {
-            cache.insert(key, d.clone());
-        }
+        cache.insert(key, (d.clone(), self.next_change(now)));
         d
     }
 
-    fn decide_uncached(&self, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) -> Decision {
+    /// Decides without consulting or filling the cache (benchmarks measure both paths).
+    pub fn decide_uncached(&self, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) -> Decision {
         let Some(ds) = catalog.get(&req.dataset) else {
             return deny(DenyReason::UnknownDataset, format!("no dataset `{}` here", req.dataset));
         };
@@ -325,47 +321,64 @@ impl Policy {
         }
     }
 
-    /// The most permissive grant in force for this request, matched by casbin.
-    fn best_grant(&self, peer: &NodeId, req: &Request, now: i64) -> Option<&Grant> {
-        let mut shards_seen = HashSet::new();
-        let mut best: Option<&Grant> = None;
-        for key in node_keys(peer) {
-            let Some(&shard) = self.key_shard.get(&key) else { continue };
-            shards_seen.insert(shard);
-            let args = (key.as_str(), req.dataset.as_str(), req.action.as_str(), req.purpose.as_str());
-            let Ok((true, matched)) = self.shards[shard].enforcer.enforce_ex(args) else { continue };
-            let Some(g) = matched
-                .first()
-                .and_then(|rule| rule.get(4))
-                .and_then(|i| i.parse::<usize>().ok())
-                .and_then(|i| self.set.grants.get(i))
-            else {
-                continue;
-            };
-            let g = if g.in_force(now) {
-                g
-            } else {
-                // The best filed grant is outside its window; fall back to a scan of this key's
-                // grants (rare: only around a grant's start or end).
-                match self.scan(peer, req, now, Some(&key)) {
-                    Some(g) => g,
-                    None => continue,
-                }
-            };
-            if best.is_none_or(|b| priority(g) < priority(b)) {
-                best = Some(g);
-            }
-        }
-        best
+    /// Grants in force filed under the peer's keys for this dataset, best first.
+    fn candidates(&self, peer: &NodeId, dataset: &str, now: i64) -> Vec<usize> {
+        let mut ids: Vec<usize> = node_keys(peer)
+            .iter()
+            .filter_map(|k| self.index.get(k))
+            .flat_map(|by_ds| [by_ds.get(dataset), by_ds.get("*")].into_iter().flatten())
+            .flatten()
+            .copied()
+            .filter(|&i| self.set.grants[i].in_force(now))
+            .collect();
+        ids.sort_unstable_by(|&a, &b| priority(&self.set.grants[a]).cmp(&priority(&self.set.grants[b])));
+        ids.dedup();
+        ids
     }
 
-    /// The reference matcher: a plain scan over every grant. Used as a fallback around grant
-    /// windows and to cross-check casbin in tests.
-    pub fn scan(&self, peer: &NodeId, req: &Request, now: i64, only_key: Option<&str>) -> Option<&Grant> {
+    /// The most permissive grant in force for this request, matched by casbin.
+    fn best_grant(&self, peer: &NodeId, req: &Request, now: i64) -> Option<&Grant> {
+        let ids = self.candidates(peer, &req.dataset, now);
+        if ids.is_empty() {
+            return None;
+        }
+        let mut rules = Vec::new();
+        for &i in &ids {
+            let g = &self.set.grants[i];
+            let obj = if g.datasets.is_none() { "*".to_owned() } else { req.dataset.clone() };
+            for act in &g.actions {
+                for pur in &g.purposes {
+                    rules.push(vec![
+                        g.to.pattern(),
+                        obj.clone(),
+                        act.to_string(),
+                        pur.to_string(),
+                        i.to_string(),
+                    ]);
+                }
+            }
+        }
+        let mut e = match self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(e) => e,
+            None => new_enforcer().ok()?,
+        };
+        e.get_mut_model().clear_policy();
+        e.get_mut_model().add_policies("p", "p", rules);
+        let peer_s = peer.to_string();
+        let matched =
+            e.enforce_ex((peer_s.as_str(), req.dataset.as_str(), req.action.as_str(), req.purpose.as_str()));
+        e.get_mut_model().clear_policy();
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        let (true, rules) = matched.ok()? else { return None };
+        let i: usize = rules.first()?.get(4)?.parse().ok()?;
+        self.set.grants.get(i)
+    }
+
+    /// The reference matcher: a plain scan over every grant, to cross-check casbin in tests.
+    pub fn scan(&self, peer: &NodeId, req: &Request, now: i64) -> Option<&Grant> {
         self.set
             .grants
             .iter()
-            .filter(|g| only_key.is_none_or(|k| grant_keys(&g.to).iter().any(|gk| gk == k)))
             .filter(|g| g.to.matches(peer) && g.covers_dataset(&req.dataset))
             .filter(|g| {
                 g.actions.contains(&req.action) && g.purposes.iter().any(|p| p.as_str() == req.purpose)
@@ -375,33 +388,26 @@ impl Policy {
     }
 }
 
-fn still_valid(d: &Decision, now: i64) -> bool {
-    match d {
-        Decision::Allow(a) => a.until.is_none_or(|u| now < u),
-        Decision::Deny { .. } => false,
-    }
-}
-
 /// Lower sorts first: higher clearance, then wider rows, then grant id.
-fn priority(g: &Grant) -> (std::cmp::Reverse<Grade>, u8, String) {
+fn priority(g: &Grant) -> (std::cmp::Reverse<Grade>, u8, &str) {
     let rows = match g.rows {
         Rows::All => 0,
         Rows::Within(_) => 1,
         Rows::Own => 2,
     };
-    (std::cmp::Reverse(g.clearance), rows, g.id.clone())
+    (std::cmp::Reverse(g.clearance), rows, &g.id)
 }
 
 fn deny(reason: DenyReason, message: String) -> Decision {
     Decision::Deny { reason, message }
 }
 
-fn build_enforcer(rules: Vec<Vec<String>>) -> Result<Enforcer, EngineError> {
+fn new_enforcer() -> Result<Enforcer, EngineError> {
     futures::executor::block_on(async {
         let model = DefaultModel::from_str(MODEL).await.map_err(|e| EngineError(e.to_string()))?;
         let mut e =
             Enforcer::new(model, MemoryAdapter::default()).await.map_err(|e| EngineError(e.to_string()))?;
-        e.add_policies(rules).await.map_err(|e| EngineError(e.to_string()))?;
+        e.add_function("subjectMatch", OperatorFunction::Arg2(subject_match));
         Ok(e)
     })
 }
@@ -422,7 +428,6 @@ fn allowed(ds: &Dataset, peer: &NodeId, grant: Option<&Grant>) -> Allowed {
         rows,
         fields,
         quota: grant.and_then(|g| g.quota),
-        until: grant.and_then(|g| g.valid_until),
     }
 }
 

@@ -64,6 +64,53 @@ impl Subject {
     }
 }
 
+impl Subject {
+    /// A compact text form casbin rules carry: `node=ID`, or `dept=D;region=R;levels=L-H`
+    /// with absent parts left out (`*` for anyone).
+    pub fn pattern(&self) -> String {
+        if let Some(n) = &self.node {
+            return format!("node={n}");
+        }
+        let mut parts = Vec::new();
+        if let Some(d) = &self.department {
+            parts.push(format!("dept={d}"));
+        }
+        if let Some(r) = &self.region {
+            parts.push(format!("region={r}"));
+        }
+        if let Some((lo, hi)) = self.levels {
+            parts.push(format!("levels={}-{}", lo.get(), hi.get()));
+        }
+        if parts.is_empty() {
+            "*".into()
+        } else {
+            parts.join(";")
+        }
+    }
+
+    /// Inverse of [`Subject::pattern`].
+    pub fn from_pattern(p: &str) -> Option<Subject> {
+        let mut s = Subject::default();
+        if p == "*" {
+            return Some(s);
+        }
+        for part in p.split(';') {
+            let (k, v) = part.split_once('=')?;
+            match k {
+                "node" => s.node = Some(v.parse().ok()?),
+                "dept" => s.department = Some(v.to_owned()),
+                "region" => s.region = Some(v.parse().ok()?),
+                "levels" => {
+                    let (lo, hi) = v.split_once('-')?;
+                    s.levels = Some((Level::new(lo.parse().ok()?)?, Level::new(hi.parse().ok()?)?));
+                }
+                _ => return None,
+            }
+        }
+        Some(s)
+    }
+}
+
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(n) = &self.node {

@@ -53,7 +53,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// True if and only if `s` is 16 to 19 digits passing Luhn.

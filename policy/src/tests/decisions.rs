@@ -247,7 +247,7 @@ fn casbin_agrees_with_the_reference_scan() {
                 for t in [now(), days_from_civil(2027, 6, 1) * 86_400] {
                     let n = node(n);
                     let r = req(ds, pur);
-                    let want = p.scan(&n, &r, t, None).map(|g| g.id.clone());
+                    let want = p.scan(&n, &r, t).map(|g| g.id.clone());
                     let got = match &*p.decide(&c, &n, &r, t) {
                         Decision::Allow(a) => a.grant.clone(),
                         Decision::Deny { .. } => None,

@@ -1,0 +1,55 @@
+//! Per-call decision latency percentiles (criterion reports means; the goal is a p99).
+//! Run: cargo bench -p fedgate-policy --bench decision_latency
+
+mod workload;
+
+use std::time::Instant;
+
+fn percentiles(mut ns: Vec<u64>) -> (u64, u64, u64) {
+    ns.sort_unstable();
+    let at = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize];
+    (at(0.5), at(0.99), at(0.999))
+}
+
+fn main() {
+    let catalog = workload::catalog();
+    let reqs = workload::requests(4096);
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "grants", "hit p50", "hit p99", "hit p99.9", "miss p50", "miss p99", "miss p99.9", "allowed"
+    );
+    for n in [10, 1_000, 10_000] {
+        let policy = workload::policy(n);
+        let now = 1_800_000_000;
+        // Warm the cache with every request once, then time repeated (cached) decisions.
+        let allowed =
+            reqs.iter().filter(|(node, r)| policy.decide(&catalog, node, r, now).is_allow()).count();
+        let mut hit = Vec::with_capacity(200_000);
+        for i in 0..200_000 {
+            let (node, r) = &reqs[i % reqs.len()];
+            let t = Instant::now();
+            std::hint::black_box(policy.decide(&catalog, node, r, now));
+            hit.push(t.elapsed().as_nanos() as u64);
+        }
+        let mut miss = Vec::with_capacity(20_000);
+        for i in 0..20_000 {
+            let (node, r) = &reqs[i % reqs.len()];
+            let t = Instant::now();
+            let _ = std::hint::black_box(policy.decide_uncached(&catalog, node, r, now));
+            miss.push(t.elapsed().as_nanos() as u64);
+        }
+        let (h50, h99, h999) = percentiles(hit);
+        let (m50, m99, m999) = percentiles(miss);
+        let us = |ns: u64| format!("{:.2}µs", ns as f64 / 1000.0);
+        println!(
+            "{n:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            us(h50),
+            us(h99),
+            us(h999),
+            us(m50),
+            us(m99),
+            us(m999),
+            format!("{allowed}/{}", reqs.len())
+        );
+    }
+}
