@@ -30,6 +30,8 @@ pub struct CertInfo {
     pub named: Named,
     /// SHA-256 of the DER.
     pub fingerprint: [u8; 32],
+    /// The subject public key (for ECDSA P-256, the uncompressed point).
+    pub public_key: Vec<u8>,
 }
 
 /// Serial bytes without leading zeros, so DER padding never makes two serials differ.
@@ -75,6 +77,7 @@ pub fn parse(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
         is_ca: cert.is_ca(),
         named: names::classify(uris),
         fingerprint,
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
     })
 }
 

@@ -14,6 +14,7 @@
 pub mod authority;
 pub mod inspect;
 pub mod names;
+pub mod sign;
 pub mod store;
 pub mod tls;
 pub mod verify;

@@ -85,6 +85,7 @@ pub struct VerifiedPeer {
     node: NodeId,
     serial: Vec<u8>,
     fingerprint: [u8; 32],
+    public_key: Vec<u8>,
 }
 
 impl VerifiedPeer {
@@ -101,6 +102,14 @@ impl VerifiedPeer {
     /// SHA-256 of the leaf certificate.
     pub fn fingerprint(&self) -> &[u8; 32] {
         &self.fingerprint
+    }
+
+    /// True if and only if `signature` is this peer's ECDSA P-256 signature of `message`, made
+    /// with the key its certificate certifies (see [`crate::sign::NodeSigner`]).
+    pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &self.public_key)
+            .verify(message, signature)
+            .is_ok()
     }
 }
 
@@ -232,7 +241,12 @@ impl TrustStore {
             Some(&check_regions),
         );
         match result {
-            Ok(_) => Ok(VerifiedPeer { node, serial: leaf_info.serial, fingerprint: leaf_info.fingerprint }),
+            Ok(_) => Ok(VerifiedPeer {
+                node,
+                serial: leaf_info.serial,
+                fingerprint: leaf_info.fingerprint,
+                public_key: leaf_info.public_key,
+            }),
             Err(e) => Err(region_failure.into_inner().unwrap_or_else(|| map_webpki(e, role))),
         }
     }

@@ -80,6 +80,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/catalog", get(own_catalog))
         .route("/v1/peers", get(peers))
         .route("/v1/peers/{node}/catalog", get(peer_catalog))
+        .route("/v1/query", axum::routing::post(query))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
@@ -137,4 +138,74 @@ async fn peer_catalog(
     let node: NodeId = node.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
     let catalog = st.shared.peer_catalog(&node).await?;
     Ok(Json(catalog).into_response())
+}
+
+/// Body of `POST /v1/query`.
+#[derive(serde::Deserialize)]
+struct QueryBody {
+    peer: String,
+    dataset: String,
+    purpose: String,
+    #[serde(default, rename = "where")]
+    filters: serde_json::Map<String, serde_json::Value>,
+    limit: Option<u64>,
+}
+
+fn record_line(fields: &[String], rec: &[fedgate_catalog::Value]) -> String {
+    let obj: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .zip(rec)
+        .map(|(f, v)| (f.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+        .collect();
+    let mut line = serde_json::Value::Object(obj).to_string();
+    line.push('\n');
+    line
+}
+
+/// Streams JSON Lines: one object per record, then `{"@end": summary}` or `{"@error": reason}`.
+async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
+    let node: NodeId =
+        body.peer.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
+    let filters = body
+        .filters
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect();
+    let pc = st.shared.peer(&node).await?;
+    let transfer = crate::exchange::Transfer::start(
+        &pc,
+        &st.shared.cfg.node,
+        &body.dataset,
+        &body.purpose,
+        filters,
+        body.limit,
+    )
+    .await
+    .map_err(exchange_error)?;
+    let stream = futures::stream::unfold(Some(transfer), |state| async move {
+        let mut t = state?;
+        let chunk = match t.next_batch().await {
+            Ok(Some(records)) => {
+                let text: String = records.iter().map(|r| record_line(t.fields(), r)).collect();
+                return Some((Ok::<_, std::convert::Infallible>(text), Some(t)));
+            }
+            Ok(None) => serde_json::json!({ "@end": t.summary() }).to_string(),
+            Err(e) => serde_json::json!({ "@error": e.to_string() }).to_string(),
+        };
+        Some((Ok(chunk + "\n"), None))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
+        .into_response())
+}
+
+fn exchange_error(e: crate::exchange::ExchangeError) -> ApiError {
+    use crate::exchange::ExchangeError as E;
+    match e {
+        E::Remote { code, message, peer } => {
+            let (status, c) = remote_status(code);
+            ApiError { status, code: c, message: format!("{peer}: {message}") }
+        }
+        E::Link(l) => NodeError::Link(l).into(),
+        other => ApiError { status: StatusCode::BAD_GATEWAY, code: "incomplete", message: other.to_string() },
+    }
 }

@@ -62,6 +62,30 @@ impl Client {
         })
     }
 
+    /// POSTs JSON to `path` and returns the response body as lines (for streamed answers).
+    pub fn post_lines(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Box<dyn std::io::BufRead>, ClientError> {
+        let resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| ClientError::Unreachable {
+                addr: self.base.clone(),
+                config: self.config.clone(),
+                why: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            let text = resp.into_body().read_to_string().unwrap_or_default();
+            return Err(ClientError::Api(error_message(text)));
+        }
+        Ok(Box::new(std::io::BufReader::new(resp.into_body().into_reader())))
+    }
+
     /// GETs `path` and decodes JSON.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp = self
@@ -80,12 +104,16 @@ impl Client {
             .read_to_string()
             .map_err(|e| ClientError::Api(format!("reading the answer: {e}")))?;
         if !status.is_success() {
-            let msg = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or(body);
-            return Err(ClientError::Api(msg));
+            return Err(ClientError::Api(error_message(body)));
         }
         serde_json::from_str(&body).map_err(|e| ClientError::Api(format!("unexpected answer: {e}")))
     }
+}
+
+/// The `error` of a JSON error body, or the body itself.
+fn error_message(body: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or(body)
 }

@@ -49,6 +49,26 @@ pub struct PeerConfig {
     pub address: SocketAddr,
 }
 
+/// Where a dataset's records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`host=... user=... dbname=...`).
+    Postgres(String),
+}
+
+/// One dataset's source: a table (or view) whose columns are named like the dataset's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// The dataset it serves.
+    pub dataset: String,
+    /// The database.
+    pub kind: SourceKind,
+    /// Table or view, optionally `schema.table`.
+    pub table: String,
+}
+
 /// A parsed, validated `gateway.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -76,6 +96,8 @@ pub struct Config {
     pub grants: Vec<PathBuf>,
     /// The provider secret keyed hashes and pseudonyms derive from (created 0600 at first start).
     pub masking_key: PathBuf,
+    /// Data sources, one per served dataset.
+    pub sources: Vec<SourceConfig>,
 }
 
 impl Config {
@@ -95,8 +117,10 @@ const TOP_KEYS: &[&str] = &[
     "catalog",
     "grants",
     "masking_key",
+    "sources",
     "peers",
 ];
+const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
 
@@ -143,6 +167,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             peers.push(PeerConfig { node, address });
         }
     }
+    let sources = sources(&root, &mut src, &dir);
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -157,9 +182,54 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             api_token,
             grants,
             masking_key,
+            sources,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }
+}
+
+/// True if and only if `s` is `table` or `schema.table` of plain SQL identifiers.
+fn valid_table(s: &str) -> bool {
+    let ident = |p: &str| {
+        let mut b = p.bytes();
+        matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    };
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| ident(p) && p.len() <= 63)
+}
+
+fn sources(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> Vec<SourceConfig> {
+    let mut out: Vec<SourceConfig> = Vec::new();
+    for t in root.tables(src, "sources") {
+        t.deny_unknown(src, SOURCE_KEYS);
+        let dataset = t.str(src, "dataset").map(|(s, _)| s.to_owned());
+        let table = match t.str(src, "table") {
+            Some((s, span)) if !valid_table(s) => {
+                src.error(span, format!("`table` {s:?} must be a plain SQL name (letters, digits, _), optionally schema.table"));
+                None
+            }
+            other => other.map(|(s, _)| s.to_owned()),
+        };
+        let kind = match (t.opt_str(src, "sqlite"), t.opt_str(src, "postgres")) {
+            (Some((p, _)), None) => Some(SourceKind::Sqlite(dir.join(p))),
+            (None, Some((c, _))) => Some(SourceKind::Postgres(c.to_owned())),
+            _ => {
+                src.error(
+                    t.span(),
+                    "a source needs exactly one of `sqlite = \"FILE\"` or `postgres = \"CONNECTION\"`",
+                );
+                None
+            }
+        };
+        if let (Some(dataset), Some(kind), Some(table)) = (dataset, kind, table) {
+            if out.iter().any(|s| s.dataset == dataset) {
+                src.error(t.key_span("dataset"), format!("dataset `{dataset}` has two sources"));
+            }
+            out.push(SourceConfig { dataset, kind, table });
+        }
+    }
+    out
 }
 
 fn addr(t: &Table<'_, '_>, src: &mut Source<'_>, key: &str) -> Option<SocketAddr> {

@@ -304,7 +304,12 @@ fn lost(peer: &str, e: quinn::ConnectionError) -> LinkError {
 
 /// Writes one frame.
 pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message, peer: &str) -> Result<(), LinkError> {
-    send.write_all(&wire::encode(msg)).await.map_err(|e| match e {
+    write_encoded(send, &wire::encode(msg), peer).await
+}
+
+/// Writes an already encoded frame.
+pub async fn write_encoded(send: &mut quinn::SendStream, frame: &[u8], peer: &str) -> Result<(), LinkError> {
+    send.write_all(frame).await.map_err(|e| match e {
         quinn::WriteError::ConnectionLost(c) => lost(peer, c),
         other => LinkError::Protocol { peer: peer.into(), why: other.to_string() },
     })
@@ -312,6 +317,14 @@ pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message, peer: &str
 
 /// Reads one frame; `Ok(None)` at a clean end of stream between frames.
 pub async fn read_frame(recv: &mut quinn::RecvStream, peer: &str) -> Result<Option<Message>, LinkError> {
+    Ok(read_frame_raw(recv, peer).await?.map(|(m, _)| m))
+}
+
+/// Reads one frame and also returns its body bytes (transfer digests are over what was sent).
+pub async fn read_frame_raw(
+    recv: &mut quinn::RecvStream,
+    peer: &str,
+) -> Result<Option<(Message, Vec<u8>)>, LinkError> {
     let mut header = [0u8; 4];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -321,7 +334,8 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, peer: &str) -> Result<Opti
     let len = frame::body_len(header).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(|e| read_error(peer, e))?;
-    frame::decode_body(&body).map(Some).map_err(|error| LinkError::Frame { peer: peer.into(), error })
+    let msg = frame::decode_body(&body).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
+    Ok(Some((msg, body)))
 }
 
 fn read_error(peer: &str, e: quinn::ReadExactError) -> LinkError {

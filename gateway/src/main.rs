@@ -45,6 +45,55 @@ enum Command {
     /// Grants: check the steward's files, explain what a peer would get.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask a peer for records, through this node's running gateway.
+    ///
+    /// The peer decides by its grants what you get: rows of your jurisdiction (unless a grant
+    /// widens it), fields in clear, masked or dropped. The transfer is checked against the
+    /// provider's signed trailer; an incomplete transfer is an error (exit 1), never a short
+    /// success.
+    Query(QueryArgs),
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// This node's gateway.toml (its gateway must be running: `fedgate serve`).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The providing node.
+    #[arg(long, value_name = "NODE_ID")]
+    peer: NodeId,
+    /// The dataset id (see `fedgate catalog list --peer`).
+    #[arg(long, value_name = "ID")]
+    dataset: String,
+    /// The purpose of use.
+    #[arg(long, value_name = "P")]
+    purpose: String,
+    /// Only records whose field F equals V (fields you receive in clear); repeatable.
+    #[arg(long = "where", value_name = "F=V", value_parser = parse_filter)]
+    filters: Vec<(String, String)>,
+    /// At most N records.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Output format; default jsonl when piped, table on a terminal.
+    #[arg(long, value_enum)]
+    format: Option<QueryFormat>,
+}
+
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((f, v)) if !f.is_empty() => Ok((f.to_owned(), v.to_owned())),
+        _ => Err(format!("expected FIELD=VALUE, got {s:?}")),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QueryFormat {
+    /// One JSON object per record, keyed by field name.
+    Jsonl,
+    /// Comma-separated values with a header line.
+    Csv,
+    /// Aligned columns (buffers the result).
+    Table,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve { config } => serve(config),
         Command::Catalog(cmd) => catalog(cmd),
         Command::Policy(cmd) => policy(cmd),
+        Command::Query(a) => query(a),
         Command::Demo(a) => {
             runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve }))
         }
@@ -294,6 +344,88 @@ fn pki(cmd: PkiCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn query(a: QueryArgs) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let cfg = config::load(&a.config)?;
+    let format = a.format.unwrap_or(if std::io::stdout().is_terminal() {
+        QueryFormat::Table
+    } else {
+        QueryFormat::Jsonl
+    });
+    let filters: serde_json::Map<String, serde_json::Value> =
+        a.filters.into_iter().map(|(k, v)| (k, v.into())).collect();
+    let body = serde_json::json!({
+        "peer": a.peer.to_string(), "dataset": a.dataset, "purpose": a.purpose, "where": filters, "limit": a.limit,
+    });
+    let reader = Client::new(&cfg)?.post_lines("/v1/query", &body)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut header: Option<Vec<String>> = None;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut ended = None;
+    for line in reader.lines() {
+        let line = line.context("reading the gateway's answer")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).context("the gateway sent a line that is not JSON")?;
+        if let Some(err) = v.get("@error") {
+            out.flush()?;
+            anyhow::bail!("{}", err.as_str().unwrap_or("transfer failed"));
+        }
+        if let Some(end) = v.get("@end") {
+            ended = Some(end.clone());
+            break;
+        }
+        let obj = v.as_object().context("a record is not a JSON object")?;
+        let cells = || {
+            obj.values().map(|c| match c {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                o => o.to_string(),
+            })
+        };
+        match format {
+            QueryFormat::Jsonl => writeln!(out, "{line}")?,
+            QueryFormat::Csv => {
+                if header.is_none() {
+                    let h: Vec<String> = obj.keys().cloned().collect();
+                    writeln!(out, "{}", h.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
+                    header = Some(h);
+                }
+                writeln!(out, "{}", cells().map(|c| csv_cell(&c)).collect::<Vec<_>>().join(","))?;
+            }
+            QueryFormat::Table => {
+                header.get_or_insert_with(|| obj.keys().cloned().collect());
+                rows.push(cells().collect());
+            }
+        }
+    }
+    let Some(end) = ended else {
+        out.flush()?;
+        anyhow::bail!("incomplete transfer from {}: the gateway's answer ended early", a.peer);
+    };
+    if format == QueryFormat::Table {
+        let h = header.unwrap_or_default();
+        let h: Vec<&str> = h.iter().map(String::as_str).collect();
+        write!(out, "{}", fedgate_gateway::render::table(&h, &rows))?;
+        writeln!(
+            out,
+            "({} records, verified against {}'s signed trailer)",
+            end.get("count").and_then(|c| c.as_u64()).unwrap_or(0),
+            a.peer
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 fn read_texts(files: &[PathBuf]) -> Result<Vec<(String, String)>> {

@@ -202,13 +202,17 @@ pub fn answer_request(local: &NodeId, catalog: &Catalog, peer: &VerifiedPeer, re
     }
 }
 
-fn kind(m: &Message) -> &'static str {
+pub(crate) fn kind(m: &Message) -> &'static str {
     match m {
         Message::Hello { .. } => "hello",
         Message::Welcome { .. } => "welcome",
         Message::Error { .. } => "error",
         Message::CatalogRequest => "catalog-request",
         Message::Catalog { .. } => "catalog",
+        Message::Query { .. } => "query",
+        Message::Header { .. } => "header",
+        Message::Batch { .. } => "batch",
+        Message::Trailer { .. } => "trailer",
     }
 }
 
@@ -221,6 +225,10 @@ pub struct Shared {
     catalog: RwLock<Arc<Catalog>>,
     policy: RwLock<Arc<Policy>>,
     masking_secret: Vec<u8>,
+    /// Signs transfer trailers with the node's key.
+    pub signer: fedgate_certs::sign::NodeSigner,
+    /// Daily record counts per grant and consumer.
+    pub quotas: crate::exchange::QuotaLedger,
 }
 
 impl Shared {
@@ -279,6 +287,8 @@ impl RunningNode {
         verifier.set_observer(move |r| {
             tracing::warn!(node = %me, role = ?r.role, claimed = %r.claimed, error = %r.error, "peer certificate rejected");
         });
+        let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
+            .map_err(|e| file_err(&cfg.tls.key, e.to_string()))?;
         let link = Arc::new(Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?);
         let api_listener = tokio::net::TcpListener::bind(cfg.api)
             .await
@@ -291,6 +301,8 @@ impl RunningNode {
             catalog: RwLock::new(Arc::new(catalog)),
             policy: RwLock::new(Arc::new(policy)),
             masking_secret: masking.into_bytes(),
+            signer,
+            quotas: Default::default(),
         });
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
@@ -431,6 +443,10 @@ async fn serve_stream(
             return;
         }
     };
+    if let Message::Query { dataset, purpose, filters, limit } = req {
+        crate::exchange::serve_query(shared, peer, send, dataset, purpose, filters, limit).await;
+        return;
+    }
     let answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     let _ = link::write_frame(&mut send, &answer, &who).await;
     let _ = send.finish();

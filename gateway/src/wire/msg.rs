@@ -1,6 +1,6 @@
 //! The messages gateways exchange.
 
-use fedgate_catalog::Catalog;
+use fedgate_catalog::{Catalog, Record};
 use serde::{Deserialize, Serialize};
 
 /// Typed error codes a provider answers with; each maps to a QUIC stream/connection close.
@@ -69,6 +69,40 @@ pub enum Message {
     Catalog {
         /// The datasets.
         catalog: Catalog,
+    },
+    /// Asks for records.
+    Query {
+        /// The dataset id.
+        dataset: String,
+        /// The purpose of use.
+        purpose: String,
+        /// Equality filters, field name and value as text.
+        filters: Vec<(String, String)>,
+        /// At most this many records.
+        limit: Option<u64>,
+    },
+    /// First answer to an allowed query: the fields each record carries, in order.
+    Header {
+        /// Field names.
+        fields: Vec<String>,
+        /// Why it was allowed (grant, clearance, rows).
+        reason: String,
+    },
+    /// Some records, each with the header's fields in order.
+    Batch {
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Last answer to a query: what was sent, vouched for by the provider.
+    Trailer {
+        /// Records sent.
+        count: u64,
+        /// SHA-256 (hex) over the bodies of every batch frame, in order.
+        digest: String,
+        /// The provider's ECDSA P-256 signature (hex) over the transfer summary.
+        signature: String,
+        /// Where the provider recorded this transfer in its audit log.
+        audit_seq: Option<u64>,
     },
     /// A typed failure with a message a steward can act on.
     Error {

@@ -1,0 +1,440 @@
+//! The record exchange: a provider answering a query, a consumer receiving and checking it.
+//!
+//! Provider: decide once, compile the obligations into a plan, read the source with the scope
+//! and filters pushed down, apply the plan on the reading side, stream batches (QUIC flow control
+//! and a bounded channel give backpressure), then a signed trailer. Consumer: count and hash
+//! every batch as received, check the trailer against both and the provider's certificate key;
+//! a stream that ends any other way is an incomplete transfer, never a short success.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use fedgate_catalog::{Dataset, FieldType, NodeId, Record, Value};
+use fedgate_certs::VerifiedPeer;
+use fedgate_policy::mask::consumer_key;
+use fedgate_policy::{Action, Decision, Obligation, Plan, Request};
+use ring::digest::{Context, SHA256};
+use thiserror::Error;
+
+use crate::link::{self, LinkError, PeerConnection};
+use crate::node::Shared;
+use crate::source::{self, SourceQuery};
+use crate::wire::{self, ErrorCode, Message};
+
+/// Why a query failed at the consumer.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// Connecting or talking failed before any record.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The provider refused or failed with a typed error.
+    #[error("{peer}: {code:?}: {message}")]
+    Remote {
+        /// The provider.
+        peer: String,
+        /// Its error code.
+        code: ErrorCode,
+        /// Its reason.
+        message: String,
+    },
+    /// The stream ended without a valid trailer.
+    #[error("incomplete transfer from {peer} after {count} records: {why}")]
+    Incomplete {
+        /// The provider.
+        peer: String,
+        /// Records received before it broke.
+        count: u64,
+        /// What happened.
+        why: String,
+    },
+    /// The trailer does not match what arrived.
+    #[error("transfer from {peer} failed verification: {why}")]
+    BadTrailer {
+        /// The provider.
+        peer: String,
+        /// What did not match.
+        why: String,
+    },
+}
+
+/// What the provider signs: who sent what to whom, for which purpose, how many, which bytes.
+pub fn trailer_message(
+    provider: &NodeId,
+    consumer: &NodeId,
+    dataset: &str,
+    purpose: &str,
+    count: u64,
+    digest: &str,
+) -> Vec<u8> {
+    format!("fedgate transfer v1\0{provider}\0{consumer}\0{dataset}\0{purpose}\0{count}\0{digest}")
+        .into_bytes()
+}
+
+/// Per-grant, per-consumer, per-day record counts for quotas.
+#[derive(Debug, Default)]
+pub struct QuotaLedger {
+    used: Mutex<HashMap<(String, NodeId, i64), u64>>,
+}
+
+impl QuotaLedger {
+    /// Reserves up to `want` records (all remaining if `None`) of `quota`; returns how many.
+    pub fn reserve(&self, grant: &str, peer: &NodeId, day: i64, quota: u64, want: Option<u64>) -> u64 {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let u = used.entry((grant.to_owned(), peer.clone(), day)).or_default();
+        let take = quota.saturating_sub(*u).min(want.unwrap_or(u64::MAX));
+        *u += take;
+        take
+    }
+
+    /// Gives back what was reserved but not sent.
+    pub fn refund(&self, grant: &str, peer: &NodeId, day: i64, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = used.get_mut(&(grant.to_owned(), peer.clone(), day)) {
+            *u = u.saturating_sub(n);
+        }
+    }
+}
+
+/// A provider-side failure: the code and message the consumer gets.
+struct Refusal(ErrorCode, String);
+
+/// Parses `--where` filters for `ds` as seen by this consumer: only fields it receives in clear.
+fn parse_filters(
+    ds: &Dataset,
+    fields: &[(String, Obligation)],
+    raw: &[(String, String)],
+) -> Result<Vec<(String, Value)>, Refusal> {
+    let mut out = Vec::new();
+    for (name, text) in raw {
+        let Some(f) = ds.field(name) else {
+            return Err(Refusal(ErrorCode::BadFilter, format!("dataset `{}` has no field `{name}`", ds.id)));
+        };
+        let clear = fields.iter().any(|(n, o)| n == name && *o == Obligation::Clear);
+        if !clear {
+            // Filtering on a field one may not see would reveal it by probing.
+            return Err(Refusal(
+                ErrorCode::BadFilter,
+                format!("field `{name}` is not visible in clear to you; filters may only use fields you receive in clear"),
+            ));
+        }
+        let v = match f.ty {
+            FieldType::Integer => Value::Int(text.parse().map_err(|_| {
+                Refusal(ErrorCode::BadFilter, format!("`{name}` is an integer, not {text:?}"))
+            })?),
+            FieldType::Bool => Value::Bool(text.parse().map_err(|_| {
+                Refusal(ErrorCode::BadFilter, format!("`{name}` is true or false, not {text:?}"))
+            })?),
+            _ => Value::Text(text.clone()),
+        };
+        out.push((name.clone(), v));
+    }
+    Ok(out)
+}
+
+/// Everything decided before the first record leaves: the plan and the source query.
+struct Prepared {
+    plan: Arc<Plan>,
+    query: SourceQuery,
+    kind: crate::config::SourceKind,
+    reason: String,
+    quota: Option<(String, i64, u64)>,
+}
+
+fn prepare(
+    shared: &Shared,
+    peer: &NodeId,
+    dataset: &str,
+    purpose: &str,
+    filters: &[(String, String)],
+    limit: Option<u64>,
+    now: i64,
+) -> Result<Prepared, Refusal> {
+    let catalog = shared.catalog();
+    let policy = shared.policy();
+    let req = Request { dataset: dataset.to_owned(), purpose: purpose.to_owned(), action: Action::Read };
+    let decision = policy.decide(&catalog, peer, &req, now);
+    let allowed = match &*decision {
+        Decision::Allow(a) => a.clone(),
+        Decision::Deny { reason, message } => {
+            let code = match reason {
+                fedgate_policy::DenyReason::UnknownDataset => ErrorCode::UnknownDataset,
+                _ => ErrorCode::Denied,
+            };
+            return Err(Refusal(code, message.clone()));
+        }
+    };
+    let Some(ds) = catalog.get(dataset) else {
+        return Err(Refusal(ErrorCode::UnknownDataset, format!("no dataset `{dataset}` here")));
+    };
+    let filters = parse_filters(ds, &allowed.fields, filters)?;
+    let Some(src) = shared.cfg.sources.iter().find(|s| s.dataset == dataset) else {
+        return Err(Refusal(
+            ErrorCode::SourceUnavailable,
+            format!("dataset `{dataset}` has no data source configured at its provider"),
+        ));
+    };
+    let mut limit = limit;
+    let mut quota = None;
+    if let (Some(q), Some(grant)) = (allowed.quota, &allowed.grant) {
+        let day = fedgate_policy::time::cst_day(now);
+        let got = shared.quotas.reserve(grant, peer, day, q, limit);
+        if got == 0 {
+            return Err(Refusal(ErrorCode::QuotaExceeded, format!("the daily quota of {q} records for `{dataset}` is used up; it resets at midnight (UTC+8)")));
+        }
+        limit = Some(got);
+        quota = Some((grant.clone(), day, got));
+    }
+    let key = consumer_key(shared.masking_secret(), &peer.to_string());
+    let plan = Arc::new(Plan::new(ds, &allowed, key));
+    let query = SourceQuery {
+        table: src.table.clone(),
+        columns: ds.fields.iter().map(|f| (f.name.clone(), f.ty)).collect(),
+        jurisdiction: ds.jurisdiction.clone(),
+        scope: allowed.rows.clone(),
+        filters,
+        primary_key: ds.primary_key.clone(),
+        limit,
+    };
+    Ok(Prepared { plan, query, kind: src.kind.clone(), reason: decision.reason(), quota })
+}
+
+/// Serves one query on its stream (provider side).
+pub async fn serve_query(
+    shared: Arc<Shared>,
+    peer: VerifiedPeer,
+    mut send: quinn::SendStream,
+    dataset: String,
+    purpose: String,
+    filters: Vec<(String, String)>,
+    limit: Option<u64>,
+) {
+    let who = peer.node().to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let p = match prepare(&shared, peer.node(), &dataset, &purpose, &filters, limit, now) {
+        Ok(p) => p,
+        Err(Refusal(code, message)) => {
+            tracing::info!(peer = %who, %dataset, %purpose, ?code, %message, "query refused");
+            link::reply_error(&mut send, code, message, &who).await;
+            return;
+        }
+    };
+    let header = Message::Header { fields: p.plan.fields().to_vec(), reason: p.reason.clone() };
+    if link::write_frame(&mut send, &header, &who).await.is_err() {
+        return;
+    }
+    let plan = p.plan.clone();
+    let transform: source::Transform =
+        Arc::new(move |rec: Record| plan.in_scope(&rec).then(|| plan.apply(&rec)));
+    let mut rx = source::spawn(&p.kind, p.query, transform);
+    let mut digest = Context::new(&SHA256);
+    let mut count = 0u64;
+    let mut failed = None;
+    while let Some(batch) = rx.recv().await {
+        match batch {
+            Ok(records) => {
+                let n = records.len() as u64;
+                let frame = wire::encode(&Message::Batch { records });
+                digest.update(&frame[4..]);
+                if let Err(e) = link::write_encoded(&mut send, &frame, &who).await {
+                    failed = Some(e.to_string());
+                    break;
+                }
+                count += n;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %who, %dataset, error = %e, "source failed mid-query");
+                link::reply_error(&mut send, ErrorCode::SourceUnavailable, e.to_string(), &who).await;
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    if let Some((grant, day, reserved)) = &p.quota {
+        shared.quotas.refund(grant, peer.node(), *day, reserved.saturating_sub(count));
+    }
+    if let Some(why) = failed {
+        tracing::warn!(peer = %who, %dataset, count, %why, "transfer aborted");
+        return;
+    }
+    let digest = fedgate_catalog::hex(digest.finish().as_ref());
+    let msg = trailer_message(shared.link.local(), peer.node(), &dataset, &purpose, count, &digest);
+    let signature = match shared.signer.sign(&msg) {
+        Ok(s) => fedgate_catalog::hex(&s),
+        Err(e) => {
+            link::reply_error(&mut send, ErrorCode::Internal, e.to_string(), &who).await;
+            return;
+        }
+    };
+    let trailer = Message::Trailer { count, digest, signature, audit_seq: None };
+    let _ = link::write_frame(&mut send, &trailer, &who).await;
+    let _ = send.finish();
+    tracing::info!(peer = %who, %dataset, %purpose, count, "query served");
+}
+
+/// A query in progress at the consumer: field names, then batches, then a checked end.
+pub struct Transfer {
+    peer: VerifiedPeer,
+    local: NodeId,
+    dataset: String,
+    purpose: String,
+    recv: quinn::RecvStream,
+    fields: Vec<String>,
+    reason: String,
+    digest: Option<Context>,
+    count: u64,
+    done: Option<TransferSummary>,
+}
+
+/// What a completed transfer proved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferSummary {
+    /// Records received and vouched for.
+    pub count: u64,
+    /// SHA-256 over what was received.
+    pub digest: String,
+    /// The provider's signature (hex), verified.
+    pub signature: String,
+    /// The provider's audit position, if it reported one.
+    pub audit_seq: Option<u64>,
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+impl Transfer {
+    /// Sends the query and waits for the header (or the refusal).
+    pub async fn start(
+        pc: &PeerConnection,
+        local: &NodeId,
+        dataset: &str,
+        purpose: &str,
+        filters: Vec<(String, String)>,
+        limit: Option<u64>,
+    ) -> Result<Transfer, ExchangeError> {
+        let who = pc.peer.node().to_string();
+        let (mut send, mut recv) = pc
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| LinkError::Closed { peer: who.clone(), reason: e.to_string() })?;
+        let q = Message::Query { dataset: dataset.into(), purpose: purpose.into(), filters, limit };
+        link::write_frame(&mut send, &q, &who).await?;
+        let _ = send.finish();
+        match link::read_frame(&mut recv, &who).await? {
+            Some(Message::Header { fields, reason }) => Ok(Transfer {
+                peer: pc.peer.clone(),
+                local: local.clone(),
+                dataset: dataset.into(),
+                purpose: purpose.into(),
+                recv,
+                fields,
+                reason,
+                digest: Some(Context::new(&SHA256)),
+                count: 0,
+                done: None,
+            }),
+            Some(Message::Error { code, message }) => Err(ExchangeError::Remote { peer: who, code, message }),
+            Some(other) => Err(ExchangeError::Link(LinkError::Protocol {
+                peer: who,
+                why: format!("expected a header, got {}", crate::node::kind(&other)),
+            })),
+            None => Err(ExchangeError::Incomplete {
+                peer: who,
+                count: 0,
+                why: "the stream ended before any answer".into(),
+            }),
+        }
+    }
+
+    /// The fields each record carries.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// The provider's reason for allowing.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The provider.
+    pub fn peer(&self) -> &NodeId {
+        self.peer.node()
+    }
+
+    /// The next batch; `Ok(None)` once the trailer has been received and verified.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, ExchangeError> {
+        if self.done.is_some() {
+            return Ok(None);
+        }
+        let who = self.peer.node().to_string();
+        let incomplete = |count, why: String| ExchangeError::Incomplete { peer: who.clone(), count, why };
+        let frame = match link::read_frame_raw(&mut self.recv, &who).await {
+            Ok(f) => f,
+            Err(e) => return Err(incomplete(self.count, e.to_string())),
+        };
+        match frame {
+            Some((Message::Batch { records }, body)) => {
+                if let Some(d) = self.digest.as_mut() {
+                    d.update(&body);
+                }
+                if records.iter().any(|r| r.len() != self.fields.len()) {
+                    return Err(ExchangeError::BadTrailer {
+                        peer: who,
+                        why: "a record does not match the header's fields".into(),
+                    });
+                }
+                self.count += records.len() as u64;
+                Ok(Some(records))
+            }
+            Some((Message::Trailer { count, digest, signature, audit_seq }, _)) => {
+                let ours =
+                    self.digest.take().map(|d| fedgate_catalog::hex(d.finish().as_ref())).unwrap_or_default();
+                if count != self.count {
+                    return Err(ExchangeError::BadTrailer {
+                        peer: who,
+                        why: format!("trailer says {count} records, received {}", self.count),
+                    });
+                }
+                if digest != ours {
+                    return Err(ExchangeError::BadTrailer {
+                        peer: who,
+                        why: "content digest does not match what was received".into(),
+                    });
+                }
+                let msg = trailer_message(
+                    self.peer.node(),
+                    &self.local,
+                    &self.dataset,
+                    &self.purpose,
+                    count,
+                    &digest,
+                );
+                let valid = from_hex(&signature).is_some_and(|sig| self.peer.verify_signature(&msg, &sig));
+                if !valid {
+                    return Err(ExchangeError::BadTrailer {
+                        peer: who,
+                        why: "the provider's signature does not verify".into(),
+                    });
+                }
+                self.done = Some(TransferSummary { count, digest, signature, audit_seq });
+                Ok(None)
+            }
+            Some((Message::Error { code, message }, _)) => {
+                Err(incomplete(self.count, format!("{code:?}: {message}")))
+            }
+            Some((other, _)) => {
+                Err(incomplete(self.count, format!("unexpected {} frame", crate::node::kind(&other))))
+            }
+            None => Err(incomplete(self.count, "the stream ended without a trailer".into())),
+        }
+    }
+
+    /// The verified summary, once `next_batch` has returned `Ok(None)`.
+    pub fn summary(&self) -> Option<&TransferSummary> {
+        self.done.as_ref()
+    }
+}
