@@ -82,7 +82,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/peers/{node}/catalog", get(peer_catalog))
         .route("/v1/query", axum::routing::post(query))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    let app = Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(state);
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(|State(st): State<ApiState>| async move { st.shared.metrics.render() }))
+        .merge(authed)
+        .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "local API stopped");
     }
@@ -182,15 +186,23 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
     )
     .await
     .map_err(exchange_error)?;
-    let stream = futures::stream::unfold(Some(transfer), |state| async move {
-        let mut t = state?;
+    let metrics = st.shared.metrics.clone();
+    let stream = futures::stream::unfold(Some((transfer, metrics)), |state| async move {
+        let (mut t, metrics) = state?;
         let chunk = match t.next_batch().await {
             Ok(Some(records)) => {
+                crate::metrics::Metrics::add(&metrics.records_received_total, records.len() as u64);
                 let text: String = records.iter().map(|r| record_line(t.fields(), r)).collect();
-                return Some((Ok::<_, std::convert::Infallible>(text), Some(t)));
+                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, metrics))));
             }
-            Ok(None) => serde_json::json!({ "@end": t.summary() }).to_string(),
-            Err(e) => serde_json::json!({ "@error": e.to_string() }).to_string(),
+            Ok(None) => {
+                crate::metrics::Metrics::add(&metrics.transfers_received_total, 1);
+                serde_json::json!({ "@end": t.summary() }).to_string()
+            }
+            Err(e) => {
+                crate::metrics::Metrics::add(&metrics.transfers_failed_total, 1);
+                serde_json::json!({ "@error": e.to_string() }).to_string()
+            }
         };
         Some((Ok(chunk + "\n"), None))
     });

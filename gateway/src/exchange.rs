@@ -17,6 +17,7 @@ use ring::digest::{Context, SHA256};
 use thiserror::Error;
 
 use crate::link::{self, LinkError, PeerConnection};
+use crate::metrics::Metrics;
 use crate::node::Shared;
 use crate::source::{self, SourceQuery};
 use crate::wire::{self, ErrorCode, Message};
@@ -213,6 +214,7 @@ pub async fn serve_query(
     let p = match prepare(&shared, peer.node(), &dataset, &purpose, &filters, limit, now) {
         Ok(p) => p,
         Err(Refusal(code, message)) => {
+            Metrics::add(&shared.metrics.queries_refused_total, 1);
             tracing::info!(peer = %who, %dataset, %purpose, ?code, %message, "query refused");
             link::reply_error(&mut send, code, message, &who).await;
             return;
@@ -268,6 +270,8 @@ pub async fn serve_query(
     let trailer = Message::Trailer { count, digest, signature, audit_seq: None };
     let _ = link::write_frame(&mut send, &trailer, &who).await;
     let _ = send.finish();
+    Metrics::add(&shared.metrics.queries_served_total, 1);
+    Metrics::add(&shared.metrics.records_sent_total, count);
     tracing::info!(peer = %who, %dataset, %purpose, count, "query served");
 }
 

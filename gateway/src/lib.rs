@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod exchange;
 pub mod link;
+pub mod metrics;
 pub mod node;
 pub mod render;
 pub mod secret;

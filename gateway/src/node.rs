@@ -229,6 +229,8 @@ pub struct Shared {
     pub signer: fedgate_certs::sign::NodeSigner,
     /// Daily record counts per grant and consumer.
     pub quotas: crate::exchange::QuotaLedger,
+    /// Counters for /metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -284,7 +286,10 @@ impl RunningNode {
         let masking = secret(&cfg.masking_key)?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let m = metrics.clone();
         verifier.set_observer(move |r| {
+            crate::metrics::Metrics::add(&m.peer_certificates_rejected_total, 1);
             tracing::warn!(node = %me, role = ?r.role, claimed = %r.claimed, error = %r.error, "peer certificate rejected");
         });
         let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
@@ -303,6 +308,7 @@ impl RunningNode {
             masking_secret: masking.into_bytes(),
             signer,
             quotas: Default::default(),
+            metrics,
         });
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
@@ -401,6 +407,7 @@ async fn accept_loop(shared: Arc<Shared>) {
     while let Some(result) = shared.link.accept().await {
         match result {
             Ok(pc) => {
+                crate::metrics::Metrics::add(&shared.metrics.connections_accepted_total, 1);
                 tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
                 tokio::spawn(serve_connection(shared.clone(), pc));
             }

@@ -125,3 +125,144 @@ fn catalog_check_reports_located_errors_and_exit_codes() {
     assert!(err.contains("bad.toml:8:10: `dataset.update`: unknown update frequency \"often\""), "{err}");
     assert!(err.contains("junk.toml:1:"), "{err}");
 }
+
+/// A `fedgate serve` child that is killed when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(cfg: &Path) -> Served {
+    // Wrapped at once so the child is killed and reaped on every path, panics included.
+    let served = Served(
+        Command::new(env!("CARGO_BIN_EXE_fedgate"))
+            .args(["serve", "--config", s(cfg)])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let api = fedgate_gateway::config::load(cfg).unwrap().api;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(api).is_ok() {
+            return served;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("gateway for {} did not start", cfg.display());
+}
+
+#[test]
+fn demo_folders_serve_and_answer_queries_through_the_local_api() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "300"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("DENIED") && out.contains("trailer"), "{out}");
+
+    let cfg = |n: &str| dir.join(n).join("gateway.toml");
+    let _hotline = serve(&cfg("hotline12345@wuxi"));
+    let _centre = serve(&cfg("mediation-center@wuxi"));
+    let _police = serve(&cfg("police@wuxi.liangxi"));
+
+    let q = |node: &str, purpose: &str, extra: &[&str]| {
+        let c = cfg(node);
+        let mut args = vec![
+            "query",
+            "--config",
+            s(&c),
+            "--peer",
+            "hotline12345@wuxi",
+            "--dataset",
+            "hotline-tickets",
+            "--purpose",
+            purpose,
+        ];
+        args.extend_from_slice(extra);
+        fedgate(&args)
+    };
+    let o = q("mediation-center@wuxi", "dispute-mediation", &["--limit", "5", "--format", "jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines[0]["caller_id"].as_str().unwrap().len() == 18, "clear for the centre: {}", lines[0]);
+
+    let o = q("police@wuxi.liangxi", "law-enforcement", &["--format", "csv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut rows = csv.lines();
+    assert!(rows.next().unwrap().starts_with("ticket_id,region,caller_name"));
+    for row in rows {
+        assert!(row.contains(",wuxi.liangxi."), "row outside the district: {row}");
+        assert!(row.contains("****"), "unmasked row: {row}");
+    }
+
+    let o = q("police@wuxi.liangxi", "statistics", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "no grant allows police@wuxi.liangxi to read `hotline-tickets` for purpose `statistics`"
+        ),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = fedgate(&[
+        "catalog",
+        "list",
+        "--config",
+        s(&cfg("police@wuxi.liangxi")),
+        "--peer",
+        "hotline12345@wuxi",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"id\": \"hotline-tickets\""));
+
+    let o = fedgate(&[
+        "policy",
+        "explain",
+        "--config",
+        s(&cfg("hotline12345@wuxi")),
+        "--peer",
+        "police@wuxi.liangxi",
+        "--dataset",
+        "hotline-tickets",
+        "--purpose",
+        "law-enforcement",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["fields"]["caller_id"], "mask");
+    assert_eq!(v["fields"]["ticket_id"], "clear");
+}
+
+#[test]
+fn query_without_a_running_gateway_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "10"]).status.success());
+    let c = dir.join("mediation-center@wuxi/gateway.toml");
+    let o = fedgate(&[
+        "query",
+        "--config",
+        s(&c),
+        "--peer",
+        "hotline12345@wuxi",
+        "--dataset",
+        "hotline-tickets",
+        "--purpose",
+        "dispute-mediation",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot reach the gateway's local API") || err.contains("api.token"), "{err}");
+}
