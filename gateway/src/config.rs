@@ -300,7 +300,7 @@ address = "127.0.0.1:7402"
         assert!(err.contains("g.toml:2:8: `node`: invalid node id"), "{err}");
         assert!(err.contains("g.toml:3:1: unknown key `lisen`, did you mean `listen`?"), "{err}");
         assert!(err.contains("missing required key `listen`"), "{err}");
-        assert!(err.contains("g.toml:15:11: `address` must be HOST:PORT"), "{err}");
+        assert!(err.contains("g.toml:14:11: `address` must be HOST:PORT"), "{err}");
     }
 
     #[test]
