@@ -170,37 +170,56 @@ fn record_line(fields: &[String], rec: &[fedgate_catalog::Value]) -> String {
 async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
     let node: NodeId =
         body.peer.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
-    let filters = body
+    let filters: Vec<(String, String)> = body
         .filters
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
     let pc = st.shared.peer(&node).await?;
-    let transfer = crate::exchange::Transfer::start(
+    let started = crate::exchange::Transfer::start(
         &pc,
         &st.shared.cfg.node,
         &body.dataset,
         &body.purpose,
-        filters,
+        filters.clone(),
         body.limit,
     )
-    .await
-    .map_err(exchange_error)?;
-    let metrics = st.shared.metrics.clone();
-    let stream = futures::stream::unfold(Some((transfer, metrics)), |state| async move {
-        let (mut t, metrics) = state?;
+    .await;
+    let transfer = match started {
+        Ok(t) => t,
+        Err(e) => {
+            let mut entry = st.shared.audit_entry(crate::audit::Kind::RequestOut);
+            entry.counterpart = Some(node.to_string());
+            entry.dataset = Some(body.dataset.clone());
+            entry.purpose = Some(body.purpose.clone());
+            entry.filters = filters;
+            entry.decision = Some("refused".into());
+            entry.reason = Some(e.to_string());
+            entry.records = Some(0);
+            let _ = st.shared.audit.append(entry).await;
+            return Err(exchange_error(e));
+        }
+    };
+    let shared = st.shared.clone();
+    let stream = futures::stream::unfold(Some((transfer, shared, filters)), |state| async move {
+        let (mut t, shared, filters) = state?;
+        let metrics = shared.metrics.clone();
         let chunk = match t.next_batch().await {
             Ok(Some(records)) => {
                 crate::metrics::Metrics::add(&metrics.records_received_total, records.len() as u64);
                 let text: String = records.iter().map(|r| record_line(t.fields(), r)).collect();
-                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, metrics))));
+                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters))));
             }
             Ok(None) => {
                 crate::metrics::Metrics::add(&metrics.transfers_received_total, 1);
-                serde_json::json!({ "@end": t.summary() }).to_string()
+                match shared.audit.append(t.receipt(&shared, &filters, Ok(()))).await {
+                    Ok(_) => serde_json::json!({ "@end": t.summary() }).to_string(),
+                    Err(e) => serde_json::json!({ "@error": format!("received, but recording the receipt failed: {e}") }).to_string(),
+                }
             }
             Err(e) => {
                 crate::metrics::Metrics::add(&metrics.transfers_failed_total, 1);
+                let _ = shared.audit.append(t.receipt(&shared, &filters, Err(&e))).await;
                 serde_json::json!({ "@error": e.to_string() }).to_string()
             }
         };

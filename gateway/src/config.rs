@@ -98,6 +98,12 @@ pub struct Config {
     pub masking_key: PathBuf,
     /// Data sources, one per served dataset.
     pub sources: Vec<SourceConfig>,
+    /// The audit log's folder (safe to hand to auditors: no keys in it).
+    pub audit_dir: PathBuf,
+    /// The audit log's encryption key (0600, created at first start).
+    pub audit_key: PathBuf,
+    /// The audit checkpoints' Ed25519 signing key (0600, created at first start).
+    pub audit_signing_key: PathBuf,
 }
 
 impl Config {
@@ -118,6 +124,9 @@ const TOP_KEYS: &[&str] = &[
     "grants",
     "masking_key",
     "sources",
+    "audit_dir",
+    "audit_key",
+    "audit_signing_key",
     "peers",
 ];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
@@ -168,6 +177,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         }
     }
     let sources = sources(&root, &mut src, &dir);
+    let path_or = |src: &mut Source<'_>, key: &str, default: &str| {
+        dir.join(root.opt_str(src, key).map_or(default, |(s, _)| s))
+    };
+    let audit_dir = path_or(&mut src, "audit_dir", "audit");
+    let audit_key = path_or(&mut src, "audit_key", "audit.key");
+    let audit_signing_key = path_or(&mut src, "audit_signing_key", "audit-signing.key");
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -183,6 +198,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             grants,
             masking_key,
             sources,
+            audit_dir,
+            audit_key,
+            audit_signing_key,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }

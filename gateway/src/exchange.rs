@@ -16,6 +16,7 @@ use fedgate_policy::{Action, Decision, Obligation, Plan, Request};
 use ring::digest::{Context, SHA256};
 use thiserror::Error;
 
+use crate::audit::{Entry, Kind};
 use crate::link::{self, LinkError, PeerConnection};
 use crate::metrics::Metrics;
 use crate::node::Shared;
@@ -99,6 +100,23 @@ impl QuotaLedger {
 /// A provider-side failure: the code and message the consumer gets.
 struct Refusal(ErrorCode, String);
 
+/// The audit entry of a query received, before its outcome is known.
+fn entry_in(
+    shared: &Shared,
+    kind: Kind,
+    peer: &NodeId,
+    dataset: &str,
+    purpose: &str,
+    filters: &[(String, String)],
+) -> Entry {
+    let mut e = shared.audit_entry(kind);
+    e.counterpart = Some(peer.to_string());
+    e.dataset = Some(dataset.to_owned());
+    e.purpose = Some(purpose.to_owned());
+    e.filters = filters.to_vec();
+    e
+}
+
 /// Parses `--where` filters for `ds` as seen by this consumer: only fields it receives in clear.
 fn parse_filters(
     ds: &Dataset,
@@ -134,6 +152,7 @@ fn parse_filters(
 
 /// Everything decided before the first record leaves: the plan and the source query.
 struct Prepared {
+    obligations: Vec<String>,
     plan: Arc<Plan>,
     query: SourceQuery,
     kind: crate::config::SourceKind,
@@ -196,7 +215,8 @@ fn prepare(
         primary_key: ds.primary_key.clone(),
         limit,
     };
-    Ok(Prepared { plan, query, kind: src.kind.clone(), reason: decision.reason(), quota })
+    let obligations = allowed.fields.iter().map(|(f, o)| format!("{f}={}", o.name())).collect();
+    Ok(Prepared { obligations, plan, query, kind: src.kind.clone(), reason: decision.reason(), quota })
 }
 
 /// Serves one query on its stream (provider side).
@@ -216,6 +236,15 @@ pub async fn serve_query(
         Err(Refusal(code, message)) => {
             Metrics::add(&shared.metrics.queries_refused_total, 1);
             tracing::info!(peer = %who, %dataset, %purpose, ?code, %message, "query refused");
+            let kind = if code == ErrorCode::Denied { Kind::Deny } else { Kind::RequestIn };
+            let mut e = entry_in(&shared, kind, peer.node(), &dataset, &purpose, &filters);
+            e.decision = Some(if code == ErrorCode::Denied { "deny" } else { "error" }.into());
+            e.reason = Some(format!("{code:?}: {message}"));
+            e.records = Some(0);
+            if let Err(err) = shared.audit.append(e).await {
+                // Nothing leaves unaudited: a refusal that cannot be recorded is still a refusal.
+                tracing::error!(error = %err, "audit append failed");
+            }
             link::reply_error(&mut send, code, message, &who).await;
             return;
         }
@@ -254,11 +283,33 @@ pub async fn serve_query(
     if let Some((grant, day, reserved)) = &p.quota {
         shared.quotas.refund(grant, peer.node(), *day, reserved.saturating_sub(count));
     }
+    let digest = fedgate_catalog::hex(digest.finish().as_ref());
+    let mut e = entry_in(&shared, Kind::RequestIn, peer.node(), &dataset, &purpose, &filters);
+    e.reason = Some(p.reason.clone());
+    e.obligations = p.obligations.clone();
+    e.records = Some(count);
+    e.content_digest = Some(digest.clone());
+    e.decision = Some(if failed.is_some() { "allow, transfer aborted" } else { "allow" }.into());
+    e.detail = failed.clone();
+    // The trailer cites this entry, so it is written (durably) before the trailer leaves.
+    let audit_seq = match shared.audit.append(e).await {
+        Ok(seq) => seq,
+        Err(err) => {
+            tracing::error!(error = %err, "audit append failed; withholding the trailer");
+            link::reply_error(
+                &mut send,
+                ErrorCode::Internal,
+                "the provider could not record this transfer".into(),
+                &who,
+            )
+            .await;
+            return;
+        }
+    };
     if let Some(why) = failed {
         tracing::warn!(peer = %who, %dataset, count, %why, "transfer aborted");
         return;
     }
-    let digest = fedgate_catalog::hex(digest.finish().as_ref());
     let msg = trailer_message(shared.link.local(), peer.node(), &dataset, &purpose, count, &digest);
     let signature = match shared.signer.sign(&msg) {
         Ok(s) => fedgate_catalog::hex(&s),
@@ -267,7 +318,7 @@ pub async fn serve_query(
             return;
         }
     };
-    let trailer = Message::Trailer { count, digest, signature, audit_seq: None };
+    let trailer = Message::Trailer { count, digest, signature, audit_seq: Some(audit_seq) };
     let _ = link::write_frame(&mut send, &trailer, &who).await;
     let _ = send.finish();
     Metrics::add(&shared.metrics.queries_served_total, 1);
@@ -435,6 +486,39 @@ impl Transfer {
             }
             None => Err(incomplete(self.count, "the stream ended without a trailer".into())),
         }
+    }
+
+    /// The consumer's audit entry for this transfer: what was asked and what arrived.
+    pub fn receipt(
+        &self,
+        shared: &Shared,
+        filters: &[(String, String)],
+        outcome: Result<(), &ExchangeError>,
+    ) -> Entry {
+        let mut e = shared.audit_entry(Kind::RequestOut);
+        e.counterpart = Some(self.peer.node().to_string());
+        e.dataset = Some(self.dataset.clone());
+        e.purpose = Some(self.purpose.clone());
+        e.filters = filters.to_vec();
+        e.records = Some(self.count);
+        e.obligations = self.fields.iter().map(|f| format!("{f}=received")).collect();
+        e.reason = Some(self.reason.clone());
+        match (outcome, &self.done) {
+            (Ok(()), Some(s)) => {
+                e.decision = Some("received".into());
+                e.content_digest = Some(s.digest.clone());
+                e.detail = Some(format!(
+                    "provider signature {}; provider audit entry {:?}",
+                    s.signature, s.audit_seq
+                ));
+            }
+            (Err(err), _) => {
+                e.decision = Some("incomplete".into());
+                e.detail = Some(err.to_string());
+            }
+            (Ok(()), None) => e.decision = Some("abandoned".into()),
+        }
+        e
     }
 
     /// The verified summary, once `next_batch` has returned `Ok(None)`.

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
+pub mod audit_cli;
 pub mod client;
 pub mod config;
 pub mod demo;

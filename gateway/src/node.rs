@@ -12,6 +12,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditKeys, AuditLog, Entry, Kind};
 use crate::config::Config;
 use crate::link::{self, Link, LinkError, PeerConnection};
 use crate::wire::{ErrorCode, Message, PROTOCOL_VERSION};
@@ -46,6 +47,9 @@ pub enum NodeError {
     /// The grant files are invalid.
     #[error("{0}")]
     Policy(String),
+    /// The audit log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -231,12 +235,26 @@ pub struct Shared {
     pub quotas: crate::exchange::QuotaLedger,
     /// Counters for /metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The node's audit log.
+    pub audit: AuditLog,
 }
 
 impl Shared {
     /// The catalog in force (a snapshot; reloads swap it).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A new audit entry of `kind` by this node, with the digests of the catalog and grants in
+    /// force.
+    pub fn audit_entry(&self, kind: Kind) -> Entry {
+        Entry {
+            kind: Some(kind),
+            actor: self.cfg.node.to_string(),
+            policy_digest: Some(self.policy().digest().to_owned()),
+            catalog_digest: Some(self.catalog().digest()),
+            ..Entry::default()
+        }
     }
 
     /// The policy in force (a snapshot; reloads swap it).
@@ -284,13 +302,24 @@ impl RunningNode {
         let secret = |p: &std::path::Path| crate::secret::ensure(p).map_err(|e| file_err(p, e.to_string()));
         let token = secret(&cfg.api_token)?;
         let masking = secret(&cfg.masking_key)?;
+        let keys = AuditKeys::load_or_create(&cfg.audit_key, &cfg.audit_signing_key)?;
+        let (audit, recovery) = AuditLog::open(&cfg.audit_dir, &crate::audit::origin(&cfg.node), keys)?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let m = metrics.clone();
+        let (m, log) = (metrics.clone(), audit.clone());
         verifier.set_observer(move |r| {
             crate::metrics::Metrics::add(&m.peer_certificates_rejected_total, 1);
             tracing::warn!(node = %me, role = ?r.role, claimed = %r.claimed, error = %r.error, "peer certificate rejected");
+            // Inside the handshake: queue the entry, do not wait for the disk.
+            log.append_later(Entry {
+                kind: Some(Kind::CertReject),
+                actor: me.to_string(),
+                counterpart: Some(r.claimed.clone()),
+                decision: Some("deny".into()),
+                reason: Some(format!("{:?} certificate refused: {}", r.role, r.error)),
+                ..Entry::default()
+            });
         });
         let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
             .map_err(|e| file_err(&cfg.tls.key, e.to_string()))?;
@@ -309,10 +338,25 @@ impl RunningNode {
             signer,
             quotas: Default::default(),
             metrics,
+            audit,
         });
+        let mut start = shared.audit_entry(Kind::Start);
+        start.detail = Some(format!(
+            "listen {}, {} datasets, {} grants; log had {} entries{}",
+            shared.cfg.listen,
+            shared.catalog().datasets().len(),
+            shared.policy().grants().grants.len(),
+            recovery.entries,
+            if recovery.torn_bytes > 0 {
+                format!(", cut a torn final entry of {} bytes", recovery.torn_bytes)
+            } else {
+                String::new()
+            }
+        ));
+        shared.audit.append(start).await?;
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
-            tokio::spawn(reload_loop(link.clone(), shared.cfg.tls.crls.clone(), shared.cfg.reload_interval)),
+            tokio::spawn(reload_loop(shared.clone())),
             tokio::spawn(crate::api::serve(api_listener, shared.clone(), token)),
         ];
         tracing::info!(
@@ -355,20 +399,29 @@ impl RunningNode {
     }
 
     /// Re-reads the CRLs now; returns how many live connections were closed.
-    pub fn reload_trust(&self) -> Result<usize, NodeError> {
-        reload(&self.shared.link, &self.shared.cfg.tls.crls)
+    pub async fn reload_trust(&self) -> Result<usize, NodeError> {
+        reload(&self.shared).await
     }
 
-    /// Stops serving and closes every connection.
+    /// Stops serving, closes every connection, records the stop and signs a final checkpoint.
     pub async fn shutdown(self) {
         for t in &self.tasks {
             t.abort();
         }
         self.shared.link.shutdown().await;
+        let stop = self.shared.audit_entry(Kind::Stop);
+        if let Err(e) = self.shared.audit.append(stop).await {
+            tracing::error!(error = %e, "recording the stop in the audit log failed");
+        }
+        if let Err(e) = self.shared.audit.close().await {
+            tracing::error!(error = %e, "final audit checkpoint failed");
+        }
     }
 }
 
-fn reload(link: &Link, crls: &[PathBuf]) -> Result<usize, NodeError> {
+async fn reload(shared: &Shared) -> Result<usize, NodeError> {
+    let crls = &shared.cfg.tls.crls;
+    let link = &shared.link;
     let loaded = read_crls(crls)?;
     let current = link.verifier().current();
     let fresh = current
@@ -377,6 +430,14 @@ fn reload(link: &Link, crls: &[PathBuf]) -> Result<usize, NodeError> {
     link.verifier().reload(fresh);
     let closed = link.recheck_live();
     tracing::info!(crls = loaded.len(), closed, "revocation lists reloaded");
+    let digests: Vec<String> = loaded
+        .iter()
+        .map(|c| fedgate_catalog::hex(ring::digest::digest(&ring::digest::SHA256, c).as_ref()))
+        .collect();
+    let mut e = shared.audit_entry(Kind::Reload);
+    e.reason = Some(format!("revocation lists reloaded; {closed} live connection(s) closed"));
+    e.detail = Some(format!("crl sha256: {}", digests.join(", ")));
+    shared.audit.append(e).await?;
     Ok(closed)
 }
 
@@ -384,14 +445,15 @@ fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
     paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
 }
 
-async fn reload_loop(link: Arc<Link>, crls: Vec<PathBuf>, every: Duration) {
+async fn reload_loop(shared: Arc<Shared>) {
+    let crls = shared.cfg.tls.crls.clone();
     let mut seen = mtimes(&crls);
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(shared.cfg.reload_interval);
     loop {
         tick.tick().await;
         let now = mtimes(&crls);
         if now != seen {
-            match reload(&link, &crls) {
+            match reload(&shared).await {
                 Ok(_) => seen = now,
                 // Keep the old lists and retry next tick: a half-written file is not a reason to
                 // stop checking revocation.

@@ -18,7 +18,7 @@ pub fn ensure(path: &Path) -> std::io::Result<String> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| std::io::Error::other("no system randomness"))?;
     let secret = fedgate_catalog::hex(&bytes);
-    write(path, &secret)?;
+    write_new(path, &secret)?;
     Ok(secret)
 }
 
@@ -31,7 +31,8 @@ fn check_mode(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a new secret file with mode 0600; fails if it exists.
+pub fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;

@@ -325,6 +325,13 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
             Ok(t) => t,
             Err(e) => {
                 println!("    DENIED: {e}");
+                let mut entry = consumer.shared().audit_entry(crate::audit::Kind::RequestOut);
+                entry.counterpart = Some(case.provider.into());
+                entry.dataset = Some(case.dataset.into());
+                entry.purpose = Some(case.purpose.into());
+                entry.decision = Some("refused".into());
+                entry.reason = Some(e.to_string());
+                consumer.shared().audit.append(entry).await?;
                 continue;
             }
         };
@@ -355,6 +362,7 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
         if !dropped.is_empty() {
             println!("    (not sent: {})", dropped.join(", "));
         }
+        consumer.shared().audit.append(t.receipt(consumer.shared(), &[], Ok(()))).await?;
         let summary = t.summary().map(|s| format!("digest {}…", &s.digest[..12])).unwrap_or_default();
         if case.limit.is_none() {
             println!(

@@ -1,0 +1,149 @@
+//! Signed checkpoints in the C2SP tlog-checkpoint format (a signed note), so outside tools can
+//! read them: `origin\nsize\nbase64(root)\n`, a blank line, then `— name base64(keyhash||sig)`.
+//! Signatures are Ed25519 (ring). Pure.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+
+use super::merkle::Hash;
+
+/// Signature-type byte of Ed25519 in the note format.
+const ED25519_TYPE: u8 = 0x01;
+
+/// A checkpoint: the log's size and root, signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Who signs: e.g. `fedgate.audit/police@wuxi.liangxi`.
+    pub origin: String,
+    /// Entries covered.
+    pub size: u64,
+    /// Merkle root at that size.
+    pub root: Hash,
+}
+
+/// Why a note was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// Not a well-formed note or checkpoint.
+    #[error("malformed checkpoint: {0}")]
+    Malformed(&'static str),
+    /// No signature by the expected key.
+    #[error("no signature by key {0}")]
+    NoSignature(String),
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+fn key_hash(name: &str, public: &[u8]) -> [u8; 4] {
+    let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+    c.update(name.as_bytes());
+    c.update(b"\n");
+    c.update(&[ED25519_TYPE]);
+    c.update(public);
+    let d = c.finish();
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&d.as_ref()[..4]);
+    out
+}
+
+/// The note verifier key string: `name+hexkeyhash+base64(0x01||pubkey)`.
+pub fn verifier_key(name: &str, public: &[u8]) -> String {
+    let mut k = vec![ED25519_TYPE];
+    k.extend_from_slice(public);
+    format!("{name}+{}+{}", fedgate_catalog::hex(&key_hash(name, public)), B64.encode(k))
+}
+
+/// Parses a verifier key string into (name, public key).
+pub fn parse_verifier_key(s: &str) -> Result<(String, Vec<u8>), NoteError> {
+    let mut parts = s.trim().rsplitn(3, '+');
+    let (Some(key), Some(hash), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::Malformed("verifier key is not name+hash+key"));
+    };
+    let raw = B64.decode(key).map_err(|_| NoteError::Malformed("verifier key is not base64"))?;
+    let Some((&ED25519_TYPE, public)) = raw.split_first() else {
+        return Err(NoteError::Malformed("verifier key is not an Ed25519 key"));
+    };
+    if fedgate_catalog::hex(&key_hash(name, public)) != hash {
+        return Err(NoteError::Malformed("verifier key hash does not match its key"));
+    }
+    Ok((name.to_owned(), public.to_vec()))
+}
+
+impl Checkpoint {
+    /// The note body (what is signed).
+    pub fn body(&self) -> String {
+        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+    }
+
+    /// The signed note.
+    pub fn sign(&self, key: &Ed25519KeyPair) -> String {
+        let body = self.body();
+        let sig = key.sign(body.as_bytes());
+        let mut blob = key_hash(&self.origin, key.public_key().as_ref()).to_vec();
+        blob.extend_from_slice(sig.as_ref());
+        format!("{body}\n\u{2014} {} {}\n", self.origin, B64.encode(blob))
+    }
+
+    /// Parses and verifies a signed note against the key `(name, public)`.
+    pub fn verify(note: &str, name: &str, public: &[u8]) -> Result<Checkpoint, NoteError> {
+        let (body, sigs) =
+            note.split_once("\n\n").ok_or(NoteError::Malformed("no blank line before signatures"))?;
+        let body = format!("{body}\n");
+        let want_hash = key_hash(name, public);
+        let mut verified = false;
+        for line in sigs.lines() {
+            let Some(rest) = line.strip_prefix("\u{2014} ") else {
+                return Err(NoteError::Malformed("signature line does not start with an em dash"));
+            };
+            let Some((who, b64)) = rest.split_once(' ') else {
+                return Err(NoteError::Malformed("signature line"));
+            };
+            let blob = B64.decode(b64).map_err(|_| NoteError::Malformed("signature is not base64"))?;
+            if who != name || blob.len() < 4 || blob[..4] != want_hash {
+                continue;
+            }
+            UnparsedPublicKey::new(&ED25519, public)
+                .verify(body.as_bytes(), &blob[4..])
+                .map_err(|_| NoteError::BadSignature)?;
+            verified = true;
+        }
+        if !verified {
+            return Err(NoteError::NoSignature(name.to_owned()));
+        }
+        let mut lines = body.lines();
+        let origin = lines.next().ok_or(NoteError::Malformed("no origin line"))?.to_owned();
+        let size = lines.next().and_then(|l| l.parse().ok()).ok_or(NoteError::Malformed("no size line"))?;
+        let root_raw =
+            lines.next().and_then(|l| B64.decode(l).ok()).ok_or(NoteError::Malformed("no root hash line"))?;
+        let root: Hash =
+            root_raw.try_into().map_err(|_| NoteError::Malformed("root hash is not 32 bytes"))?;
+        Ok(Checkpoint { origin, size, root })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_reject() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let cp = Checkpoint { origin: "fedgate.audit/police@wuxi.liangxi".into(), size: 12, root: [9u8; 32] };
+        let note = cp.sign(&key);
+        assert!(note.starts_with("fedgate.audit/police@wuxi.liangxi\n12\nCQkJ"));
+        let vk = verifier_key(&cp.origin, key.public_key().as_ref());
+        let (name, public) = parse_verifier_key(&vk).unwrap();
+        assert_eq!(Checkpoint::verify(&note, &name, &public).unwrap(), cp);
+        for i in 0..note.len() {
+            let mut bytes = note.clone().into_bytes();
+            bytes[i] ^= 0x01;
+            if let Ok(s) = String::from_utf8(bytes) {
+                assert!(Checkpoint::verify(&s, &name, &public).is_err(), "flip at {i} accepted");
+            }
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The audit log on disk: append with group commit, recover a torn tail, read back.
+//!
+//! Layout of the log folder (everything in it is safe to hand to an auditor):
+//! `seg-<first seq, 20 digits>.log` segment files of framed, encrypted entries (see
+//! [`super::entry`]), `checkpoints` (length-prefixed signed notes) and `signing.pub` (the note
+//! verifier key). The keys themselves live outside it, next to the node's config.
+//!
+//! One writer thread owns the files. Appenders hand it entries and wait; it takes everything
+//! queued, encrypts, writes, `fdatasync`s once for the whole group, and only then acknowledges
+//! each entry with its sequence number — so an acknowledged entry is on disk, and many
+//! appenders share one sync. Checkpoints are signed every [`CHECKPOINT_ENTRIES`] entries or
+//! [`CHECKPOINT_INTERVAL`], and at shutdown.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::checkpoint::{self, Checkpoint};
+use super::entry::{self, Entry, Read, Sealer};
+use super::merkle::{CompactRange, Hash};
+
+/// Entries between signed checkpoints.
+pub const CHECKPOINT_ENTRIES: u64 = 1000;
+/// Longest time a new entry waits for a signed checkpoint.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// A segment file is closed and a new one started beyond this size.
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Entries written per group at most (bounds the batch buffer).
+const GROUP_MAX: usize = 8192;
+
+/// Why the audit log failed. Messages name the file and the entry.
+#[derive(Debug, Error)]
+pub enum AuditError {
+    /// An I/O error on a log file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The log is damaged somewhere other than a torn tail.
+    #[error("{path}: entry {seq} (byte {offset}): {why}")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// The entry's sequence number.
+        seq: u64,
+        /// Its offset in the file.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A checkpoint is missing, altered or inconsistent with the entries.
+    #[error("{path}: {why}")]
+    BadCheckpoint {
+        /// The checkpoints file.
+        path: PathBuf,
+        /// What is wrong (names the checkpoint and the entries concerned).
+        why: String,
+    },
+    /// A key file is missing or unusable.
+    #[error("{path}: {why}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The writer has stopped (after an earlier I/O error, or at shutdown).
+    #[error("the audit log writer has stopped: {0}")]
+    Stopped(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io { path: path.to_owned(), source }
+}
+
+/// The node's audit keys: the entry encryption key and the checkpoint signing key.
+pub struct AuditKeys {
+    /// Encrypts entries.
+    pub sealer: Sealer,
+    signer: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for AuditKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKeys")
+    }
+}
+
+fn read_or_create_secret(
+    path: &Path,
+    make: impl FnOnce() -> Result<Vec<u8>, AuditError>,
+) -> Result<Vec<u8>, AuditError> {
+    let key_err = |why: String| AuditError::Key { path: path.to_owned(), why };
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(key_err(format!("readable by others (mode {mode:o}); run chmod 600")));
+            }
+            from_hex(text.trim()).ok_or_else(|| key_err("not a hex-encoded key".into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = make()?;
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            crate::secret::write_new(path, &fedgate_catalog::hex(&bytes)).map_err(io(path))?;
+            Ok(bytes)
+        }
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn random<const N: usize>() -> Result<[u8; N], AuditError> {
+    let mut b = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| AuditError::Stopped("no system randomness".into()))?;
+    Ok(b)
+}
+
+impl AuditKeys {
+    /// Loads the keys, creating them (mode 0600) on first use.
+    pub fn load_or_create(encryption: &Path, signing: &Path) -> Result<AuditKeys, AuditError> {
+        let key = read_or_create_secret(encryption, || Ok(random::<32>()?.to_vec()))?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| AuditError::Key { path: encryption.into(), why: "not a 32-byte key".into() })?;
+        let pkcs8 = read_or_create_secret(signing, || {
+            Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map(|d| d.as_ref().to_vec())
+                .map_err(|_| AuditError::Key { path: signing.into(), why: "cannot generate".into() })
+        })?;
+        let signer = Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|e| AuditError::Key { path: signing.into(), why: e.to_string() })?;
+        Ok(AuditKeys { sealer: Sealer::new(&key), signer })
+    }
+
+    /// Only the encryption key (for reading a log).
+    pub fn load_sealer(encryption: &Path) -> Result<Sealer, AuditError> {
+        let text = fs::read_to_string(encryption).map_err(io(encryption))?;
+        let key = from_hex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok());
+        key.map(|k| Sealer::new(&k))
+            .ok_or_else(|| AuditError::Key { path: encryption.into(), why: "not a 32-byte hex key".into() })
+    }
+
+    /// The checkpoint signer's public key.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.signer.public_key().as_ref().to_vec()
+    }
+}
+
+/// The segment files of a log, in order, with the first seq each holds.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, AuditError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for e in rd {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) =
+            name.strip_prefix("seg-").and_then(|r| r.strip_suffix(".log")).and_then(|n| n.parse().ok())
+        {
+            out.push((n, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("seg-{first:020}.log"))
+}
+
+/// What reading a whole log found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Entries read.
+    pub entries: u64,
+    /// A torn final record: (segment, offset where the good bytes end).
+    pub torn: Option<(PathBuf, u64)>,
+}
+
+/// Reads every entry in order, calling `visit(seq, leaf, leaf_hash)`. Damage anywhere but at
+/// the very end of the last segment is an error naming the entry; a torn end is reported.
+pub fn scan(
+    dir: &Path,
+    mut visit: impl FnMut(u64, &[u8], &Hash) -> Result<(), AuditError>,
+) -> Result<Scan, AuditError> {
+    let segs = segments(dir)?;
+    let mut seq = 0u64;
+    let mut result = Scan::default();
+    for (i, (first, path)) in segs.iter().enumerate() {
+        if *first != seq {
+            return Err(AuditError::Corrupt {
+                path: path.clone(),
+                seq,
+                offset: 0,
+                why: format!(
+                    "segment starts at entry {first}, but entry {seq} comes next: entries are missing"
+                ),
+            });
+        }
+        let mut bytes = Vec::new();
+        File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(path))?;
+        let mut at = 0usize;
+        while at < bytes.len() {
+            match entry::read_record(&bytes[at..]) {
+                Read::Record { leaf, hash, len } => {
+                    let stored = entry::leaf_seq(leaf).unwrap_or(u64::MAX);
+                    if stored != seq {
+                        return Err(AuditError::Corrupt {
+                            path: path.clone(),
+                            seq,
+                            offset: at as u64,
+                            why: format!("stored as entry {stored}"),
+                        });
+                    }
+                    visit(seq, leaf, &hash)?;
+                    seq += 1;
+                    at += len;
+                }
+                Read::Torn if i + 1 == segs.len() => {
+                    result.torn = Some((path.clone(), at as u64));
+                    break;
+                }
+                Read::Torn => {
+                    return Err(AuditError::Corrupt {
+                        path: path.clone(),
+                        seq,
+                        offset: at as u64,
+                        why: "truncated entry inside the log".into(),
+                    })
+                }
+                Read::Corrupt(why) => {
+                    return Err(AuditError::Corrupt {
+                        path: path.clone(),
+                        seq,
+                        offset: at as u64,
+                        why: why.into(),
+                    })
+                }
+            }
+        }
+    }
+    result.entries = seq;
+    Ok(result)
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+
+/// Every signed note in the log folder, in order; a torn final note is ignored (and cut on open).
+pub fn read_checkpoints(dir: &Path) -> Result<(Vec<String>, Option<u64>), AuditError> {
+    let path = dir.join(CHECKPOINTS);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let mut notes = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let len = bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let Some(body) = len.filter(|&l| l <= 64 * 1024).and_then(|l| bytes.get(at + 4..at + 4 + l)) else {
+            return Ok((notes, Some(at as u64)));
+        };
+        let note = String::from_utf8(body.to_vec()).map_err(|_| AuditError::Corrupt {
+            path: path.clone(),
+            seq: notes.len() as u64,
+            offset: at as u64,
+            why: "checkpoint is not UTF-8".into(),
+        })?;
+        notes.push(note);
+        at += 4 + body.len();
+    }
+    Ok((notes, None))
+}
+
+/// Where an appender waits for its entry's sequence number (or the write error).
+type Ack = oneshot::Sender<Result<u64, String>>;
+
+enum Cmd {
+    Append(Box<Entry>, Option<Ack>),
+    Close(oneshot::Sender<Result<(), String>>),
+}
+
+/// Tunables of a log; the defaults suit a gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// Start a new segment file beyond this size.
+    pub segment_bytes: u64,
+    /// Entries between signed checkpoints.
+    pub checkpoint_entries: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { segment_bytes: SEGMENT_BYTES, checkpoint_entries: CHECKPOINT_ENTRIES }
+    }
+}
+
+/// What opening the log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Entries already in the log.
+    pub entries: u64,
+    /// Bytes of a torn final entry cut off (never an acknowledged entry).
+    pub torn_bytes: u64,
+}
+
+/// A handle to the running log; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Cmd>,
+    actor: String,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({})", self.actor)
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    origin: String,
+    keys: AuditKeys,
+    next_seq: u64,
+    tree: CompactRange,
+    file: File,
+    file_path: PathBuf,
+    file_len: u64,
+    checkpoints: File,
+    last_checkpoint: u64,
+    last_checkpoint_at: Instant,
+    options: LogOptions,
+}
+
+impl AuditLog {
+    /// Opens (recovering a torn tail) or creates the log in `dir`; `origin` names the signer
+    /// in checkpoints, e.g. `fedgate.audit/police@wuxi.liangxi`.
+    pub fn open(dir: &Path, origin: &str, keys: AuditKeys) -> Result<(AuditLog, Recovery), AuditError> {
+        Self::open_with(dir, origin, keys, LogOptions::default())
+    }
+
+    /// [`AuditLog::open`] with explicit tunables.
+    pub fn open_with(
+        dir: &Path,
+        origin: &str,
+        keys: AuditKeys,
+        options: LogOptions,
+    ) -> Result<(AuditLog, Recovery), AuditError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut tree = CompactRange::default();
+        let scan = scan(dir, |_, _, h| {
+            tree.push(*h);
+            Ok(())
+        })?;
+        let mut torn_bytes = 0;
+        if let Some((path, good)) = &scan.torn {
+            let len = fs::metadata(path).map_err(io(path))?.len();
+            torn_bytes = len - good;
+            let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+            f.set_len(*good).map_err(io(path))?;
+            f.sync_all().map_err(io(path))?;
+            tracing::warn!(file = %path.display(), at_entry = scan.entries, cut_bytes = torn_bytes, "audit log had a torn final entry (never acknowledged); cut back to the last whole entry");
+        }
+        let (notes, torn_cp) = read_checkpoints(dir)?;
+        let cp_path = dir.join(CHECKPOINTS);
+        if let Some(good) = torn_cp {
+            let f = OpenOptions::new().write(true).open(&cp_path).map_err(io(&cp_path))?;
+            f.set_len(good).map_err(io(&cp_path))?;
+            tracing::warn!(file = %cp_path.display(), "torn final checkpoint cut");
+        }
+        let (name, public) = (origin.to_owned(), keys.public_key());
+        let last_checkpoint = match notes.last() {
+            Some(n) => Checkpoint::verify(n, &name, &public).map(|c| c.size).map_err(|e| {
+                AuditError::BadCheckpoint {
+                    path: cp_path.clone(),
+                    why: format!("checkpoint {} (the latest): {e}", notes.len()),
+                }
+            })?,
+            None => 0,
+        };
+        fs::write(dir.join("signing.pub"), format!("{}\n", checkpoint::verifier_key(origin, &public)))
+            .map_err(io(dir))?;
+        let segs = segments(dir)?;
+        let (file_path, file_len) = match segs.last() {
+            Some((_, p)) => (p.clone(), fs::metadata(p).map_err(io(p))?.len()),
+            None => (segment_path(dir, 0), 0),
+        };
+        let file = OpenOptions::new().create(true).append(true).open(&file_path).map_err(io(&file_path))?;
+        let checkpoints =
+            OpenOptions::new().create(true).append(true).open(&cp_path).map_err(io(&cp_path))?;
+        let recovery = Recovery { entries: scan.entries, torn_bytes };
+        let w = Writer {
+            dir: dir.to_owned(),
+            origin: origin.to_owned(),
+            keys,
+            next_seq: scan.entries,
+            tree,
+            file,
+            file_path,
+            file_len,
+            checkpoints,
+            last_checkpoint,
+            last_checkpoint_at: Instant::now(),
+            options,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || w.run(rx)).map_err(io(dir))?;
+        Ok((AuditLog { tx, actor: origin.to_owned() }, recovery))
+    }
+
+    /// Appends `entry` and waits until it is durable; returns its sequence number.
+    pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append(Box::new(entry), Some(ack)))
+            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        done.await.map_err(|_| AuditError::Stopped("writer gone".into()))?.map_err(AuditError::Stopped)
+    }
+
+    /// Like [`AuditLog::append`], from synchronous code.
+    pub fn append_blocking(&self, entry: Entry) -> Result<u64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append(Box::new(entry), Some(ack)))
+            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        done.blocking_recv()
+            .map_err(|_| AuditError::Stopped("writer gone".into()))?
+            .map_err(AuditError::Stopped)
+    }
+
+    /// Queues `entry` without waiting (for callbacks that cannot wait, e.g. inside a TLS
+    /// handshake); it becomes durable with the next group.
+    pub fn append_later(&self, entry: Entry) {
+        let _ = self.tx.send(Cmd::Append(Box::new(entry), None));
+    }
+
+    /// Writes a final checkpoint and stops the writer.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Cmd::Close(ack)).is_err() {
+            return Ok(());
+        }
+        done.await.map_err(|_| AuditError::Stopped("writer gone".into()))?.map_err(AuditError::Stopped)
+    }
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let mut group: Vec<(Box<Entry>, Option<Ack>)> = Vec::new();
+        loop {
+            let first = match rx.recv_timeout(CHECKPOINT_INTERVAL) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.maybe_checkpoint(true);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.maybe_checkpoint(true);
+                    return;
+                }
+            };
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(c) = next.take() {
+                match c {
+                    Cmd::Append(e, ack) => group.push((e, ack)),
+                    Cmd::Close(ack) => close = Some(ack),
+                }
+                if group.len() < GROUP_MAX && close.is_none() {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let outcome = if group.is_empty() { Ok(self.next_seq) } else { self.write_group(&mut group) };
+            match &outcome {
+                Ok(first_seq) => {
+                    for (i, (_, ack)) in group.drain(..).enumerate() {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(first_seq + i as u64));
+                        }
+                    }
+                    self.maybe_checkpoint(false);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log write failed; refusing further appends");
+                    for (_, ack) in group.drain(..) {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Err(e.to_string()));
+                        }
+                    }
+                    // Fail every later append too rather than acknowledge what cannot be kept.
+                    while let Ok(c) = rx.recv() {
+                        match c {
+                            Cmd::Append(_, Some(ack)) => {
+                                let _ = ack.send(Err(e.to_string()));
+                            }
+                            Cmd::Append(_, None) => {}
+                            Cmd::Close(ack) => {
+                                let _ = ack.send(Err(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                }
+            }
+            if let Some(ack) = close {
+                let r = self.checkpoint().map_err(|e| e.to_string());
+                let _ = ack.send(r);
+                return;
+            }
+        }
+    }
+
+    /// Encrypts, frames, writes and syncs a group; returns the first seq.
+    fn write_group(&mut self, group: &mut [(Box<Entry>, Option<Ack>)]) -> Result<u64, AuditError> {
+        let first = self.next_seq;
+        let now = time::OffsetDateTime::now_utc();
+        let ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let mut buf = Vec::with_capacity(group.len() * 400);
+        let mut hashes = Vec::with_capacity(group.len());
+        for (i, (e, _)) in group.iter_mut().enumerate() {
+            e.seq = first + i as u64;
+            e.time_ms = ms;
+            let leaf = self.keys.sealer.seal(e, random::<12>()?);
+            hashes.push(entry::frame(&leaf, &mut buf));
+        }
+        if self.file_len > 0 && self.file_len + buf.len() as u64 > self.options.segment_bytes {
+            self.rotate(first)?;
+        }
+        self.file.write_all(&buf).map_err(io(&self.file_path))?;
+        self.file.sync_data().map_err(io(&self.file_path))?;
+        self.file_len += buf.len() as u64;
+        for h in hashes {
+            self.tree.push(h);
+        }
+        self.next_seq += group.len() as u64;
+        Ok(first)
+    }
+
+    fn rotate(&mut self, first: u64) -> Result<(), AuditError> {
+        let path = segment_path(&self.dir, first);
+        self.file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        // Make the new file's name durable before entries in it are acknowledged.
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        self.file_path = path;
+        self.file_len = 0;
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&mut self, timer: bool) {
+        let pending = self.tree.size() - self.last_checkpoint;
+        let due = pending >= self.options.checkpoint_entries
+            || (pending > 0 && (timer || self.last_checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL));
+        if due {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "writing an audit checkpoint failed");
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), AuditError> {
+        let cp = Checkpoint { origin: self.origin.clone(), size: self.tree.size(), root: self.tree.root() };
+        let note = cp.sign(&self.keys.signer);
+        let mut rec = (note.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(note.as_bytes());
+        let path = self.dir.join(CHECKPOINTS);
+        self.checkpoints.write_all(&rec).map_err(io(&path))?;
+        self.checkpoints.sync_data().map_err(io(&path))?;
+        self.last_checkpoint = cp.size;
+        self.last_checkpoint_at = Instant::now();
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! What the `fedgate audit` commands do, on top of [`crate::audit`].
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::audit::{self, AuditError, AuditKeys, AuditLog, Entry, Kind};
+use crate::config::{self, ConfigError};
+
+/// Output format of `audit show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per entry.
+    Jsonl,
+}
+
+/// An `audit` command, as parsed by the CLI.
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub enum Command {
+    Verify {
+        config: Option<PathBuf>,
+        dir: Option<PathBuf>,
+        pubkey: Option<PathBuf>,
+    },
+    Show {
+        config: PathBuf,
+        since: Option<String>,
+        until: Option<String>,
+        peer: Option<String>,
+        dataset: Option<String>,
+        kind: Option<String>,
+        format: Option<Format>,
+    },
+    Prove {
+        config: PathBuf,
+        entry: u64,
+    },
+    CheckProof {
+        proof: PathBuf,
+        pubkey: PathBuf,
+    },
+    Export {
+        config: PathBuf,
+        out: PathBuf,
+    },
+    Soak {
+        dir: PathBuf,
+        count: Option<u64>,
+        writers: usize,
+    },
+}
+
+/// Why an audit command failed.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The config is bad.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The log is bad or unreadable.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Anything else, said in one line.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+/// Runs one audit command.
+pub fn run(cmd: Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Verify { config, dir, pubkey } => verify(config, dir, pubkey),
+        Command::Show { config, since, until, peer, dataset, kind, format } => {
+            let cfg = config::load(&config)?;
+            let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
+            let filter = Filter {
+                since: since.as_deref().map(parse_time).transpose()?,
+                until: until.as_deref().map(parse_time).transpose()?,
+                peer,
+                dataset,
+                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, request-out, deny, cert-reject, reload, start, stop)")))).transpose()?,
+            };
+            let format =
+                format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl });
+            show(&cfg.audit_dir, &sealer, &filter, format)
+        }
+        Command::Prove { config, entry } => {
+            let cfg = config::load(&config)?;
+            let verifier = audit::read_verifier(&cfg.audit_dir.join("signing.pub"))?;
+            let proof = audit::prove(&cfg.audit_dir, &verifier, entry)?;
+            println!("{}", serde_json::to_string_pretty(&proof).map_err(other)?);
+            Ok(())
+        }
+        Command::CheckProof { proof, pubkey } => {
+            let text =
+                std::fs::read_to_string(&proof).map_err(|e| other(format!("{}: {e}", proof.display())))?;
+            let p: audit::InclusionProof = serde_json::from_str(&text)
+                .map_err(|e| other(format!("{}: not a proof: {e}", proof.display())))?;
+            let verifier = audit::read_verifier(&pubkey)?;
+            let cp = audit::check_proof(&p, &verifier)
+                .map_err(|e| other(format!("{}: proof does not verify: {e}", proof.display())))?;
+            println!(
+                "entry {} is in {}'s log of {} entries (checkpoint signature and inclusion path verified)",
+                p.entry, cp.origin, cp.size
+            );
+            Ok(())
+        }
+        Command::Export { config, out } => {
+            let cfg = config::load(&config)?;
+            let n = audit::export(&cfg.audit_dir, &out)?;
+            println!("exported {n} segment(s), checkpoints and public key to {}", out.display());
+            Ok(())
+        }
+        Command::Soak { dir, count, writers } => soak(dir, count, writers),
+    }
+}
+
+fn verify(config: Option<PathBuf>, dir: Option<PathBuf>, pubkey: Option<PathBuf>) -> Result<(), CliError> {
+    let (dir, pubkey, sealer) = match (config, dir) {
+        (Some(c), _) => {
+            let cfg = config::load(&c)?;
+            let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
+            (cfg.audit_dir.clone(), pubkey.unwrap_or_else(|| cfg.audit_dir.join("signing.pub")), Some(sealer))
+        }
+        (None, Some(d)) => (d, pubkey.ok_or_else(|| other("--dir needs --pubkey"))?, None),
+        (None, None) => return Err(other("give --config FILE, or --dir DIR --pubkey FILE")),
+    };
+    let verifier = audit::read_verifier(&pubkey)?;
+    let tty = std::io::stderr().is_terminal();
+    let v = audit::verify(&dir, &verifier, sealer.as_ref(), |n| {
+        if tty {
+            eprint!("\rverifying… {n} entries");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "OK: {} entries intact{}; {} signed checkpoint(s) valid and consistent, the latest covering {} entries",
+        v.entries,
+        if v.decrypted { " and authentic (decrypted with the audit key)" } else { "" },
+        v.checkpoints,
+        v.signed_size
+    );
+    if v.entries > v.signed_size {
+        println!(
+            "note: {} newer entries are not yet covered by a signed checkpoint",
+            v.entries - v.signed_size
+        );
+    }
+    if v.unfinished_tail {
+        println!("note: the log ends inside an unacknowledged entry (a write in progress, or cut by a crash; the gateway removes it on restart)");
+    }
+    Ok(())
+}
+
+struct Filter {
+    since: Option<i64>,
+    until: Option<i64>,
+    peer: Option<String>,
+    dataset: Option<String>,
+    kind: Option<Kind>,
+}
+
+impl Filter {
+    fn keeps(&self, e: &Entry) -> bool {
+        self.since.is_none_or(|t| e.time_ms >= t)
+            && self.until.is_none_or(|t| e.time_ms < t)
+            && self.peer.as_ref().is_none_or(|p| e.counterpart.as_deref() == Some(p))
+            && self.dataset.as_ref().is_none_or(|d| e.dataset.as_deref() == Some(d))
+            && self.kind.is_none_or(|k| e.kind == Some(k))
+    }
+}
+
+/// RFC 3339, or a date meaning its start in UTC+8; as Unix milliseconds.
+fn parse_time(s: &str) -> Result<i64, CliError> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    if let [y, m, d] = parts.as_slice() {
+        if let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>()) {
+            if fedgate_policy::time::is_valid_date(y, m, d) {
+                let secs = fedgate_policy::time::days_from_civil(y, m, d) * 86_400
+                    - fedgate_policy::time::CST_OFFSET_SECS;
+                return Ok(secs * 1000);
+            }
+        }
+    }
+    Err(other(format!("{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date")))
+}
+
+fn time_text(ms: i64) -> String {
+    let cst = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(|t| t.to_offset(cst))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn show(
+    dir: &std::path::Path,
+    sealer: &audit::entry::Sealer,
+    filter: &Filter,
+    format: Format,
+) -> Result<(), CliError> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut rows = Vec::new();
+    audit::entries(dir, sealer, |e| {
+        if !filter.keeps(&e) {
+            return Ok(());
+        }
+        match format {
+            Format::Jsonl => {
+                let mut v = serde_json::to_value(&e).unwrap_or_default();
+                v["time"] = time_text(e.time_ms).into();
+                let _ = writeln!(out, "{v}");
+            }
+            Format::Table => rows.push(vec![
+                e.seq.to_string(),
+                time_text(e.time_ms),
+                e.kind.map(Kind::as_str).unwrap_or("?").to_owned(),
+                e.counterpart.clone().unwrap_or_default(),
+                e.dataset.clone().unwrap_or_default(),
+                e.purpose.clone().unwrap_or_default(),
+                e.decision.clone().unwrap_or_default(),
+                e.records.map(|r| r.to_string()).unwrap_or_default(),
+                e.reason.clone().unwrap_or_default().chars().take(60).collect(),
+            ]),
+        }
+        Ok(())
+    })?;
+    if format == Format::Table {
+        let header =
+            ["SEQ", "TIME", "KIND", "COUNTERPART", "DATASET", "PURPOSE", "DECISION", "RECORDS", "REASON"];
+        let _ = write!(out, "{}", crate::render::table(&header, &rows));
+    }
+    out.flush().map_err(other)
+}
+
+fn soak(dir: PathBuf, count: Option<u64>, writers: usize) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(other)?;
+    rt.block_on(async move {
+        let keys = AuditKeys::load_or_create(&dir.join("keys/audit.key"), &dir.join("keys/signing.key"))?;
+        let (log, _) = AuditLog::open(&dir.join("log"), "fedgate.audit/soak@wuxi", keys)?;
+        let left = Arc::new(AtomicU64::new(count.unwrap_or(u64::MAX)));
+        let mut tasks = Vec::new();
+        for w in 0..writers.max(1) {
+            let (log, left) = (log.clone(), left.clone());
+            tasks.push(tokio::spawn(async move {
+                while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                    let e = Entry {
+                        kind: Some(Kind::RequestIn),
+                        actor: "soak@wuxi".into(),
+                        counterpart: Some(format!("writer{w}@wuxi")),
+                        dataset: Some("hotline-tickets".into()),
+                        purpose: Some("dispute-mediation".into()),
+                        decision: Some("allow".into()),
+                        reason: Some("allowed by grant centre-hotline-full (clearance 4, rows all)".into()),
+                        obligations: vec!["caller_name=mask-name".into(), "caller_id=mask".into()],
+                        records: Some(1),
+                        content_digest: Some("e1217bf0c7a0".repeat(5)),
+                        ..Entry::default()
+                    };
+                    match log.append(e).await {
+                        Ok(seq) => println!("{seq}"),
+                        Err(e) => {
+                            eprintln!("append failed: {e}");
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        log.close().await?;
+        Ok::<(), CliError>(())
+    })
+}
