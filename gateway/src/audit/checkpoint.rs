@@ -57,8 +57,9 @@ pub fn verifier_key(name: &str, public: &[u8]) -> String {
 
 /// Parses a verifier key string into (name, public key).
 pub fn parse_verifier_key(s: &str) -> Result<(String, Vec<u8>), NoteError> {
-    let mut parts = s.trim().rsplitn(3, '+');
-    let (Some(key), Some(hash), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+    // The name never contains '+', the hash is hex; the base64 key may contain '+'.
+    let mut parts = s.trim().splitn(3, '+');
+    let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(NoteError::Malformed("verifier key is not name+hash+key"));
     };
     let raw = B64.decode(key).map_err(|_| NoteError::Malformed("verifier key is not base64"))?;
@@ -126,6 +127,16 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verifier_keys_round_trip_whatever_base64_they_contain() {
+        for _ in 0..64 {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+            let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            let vk = verifier_key("fedgate.audit/x@wuxi", key.public_key().as_ref());
+            assert_eq!(parse_verifier_key(&vk).unwrap().1, key.public_key().as_ref(), "{vk}");
+        }
+    }
 
     #[test]
     fn sign_verify_and_reject() {
