@@ -17,7 +17,11 @@ fn entry(i: u64) -> Entry {
         purpose: Some("law-enforcement".into()),
         decision: Some("allow".into()),
         reason: Some("allowed by grant police-hotline (clearance 2, rows within wuxi.liangxi)".into()),
-        obligations: vec!["caller_name=mask-name".into(), "caller_id=mask".into(), "address=generalize".into()],
+        obligations: vec![
+            "caller_name=mask-name".into(),
+            "caller_id=mask".into(),
+            "address=generalize".into(),
+        ],
         records: Some(i % 500),
         content_digest: Some("3f".repeat(32)),
         policy_digest: Some("a1".repeat(32)),
@@ -55,7 +59,10 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let total: u64 = if quick { 100_000 } else { 1_000_000 };
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = || AuditKeys::load_or_create(&dir.path().join("k/audit.key"), &dir.path().join("k/sign.key")).expect("keys");
+    let keys = || {
+        AuditKeys::load_or_create(&dir.path().join("k/audit.key"), &dir.path().join("k/sign.key"))
+            .expect("keys")
+    };
 
     // Baseline: one appender, so every entry pays its own fsync.
     let base_dir = dir.path().join("baseline");
@@ -78,7 +85,11 @@ async fn main() {
         append_many(&log, rest, 512).await;
     }
     log.close().await.expect("close");
-    let bytes: u64 = audit::log::segments(&log_dir).expect("segments").iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    let bytes: u64 = audit::log::segments(&log_dir)
+        .expect("segments")
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
 
     let verifier = audit::read_verifier(&log_dir.join("signing.pub")).expect("pubkey");
     let sealer = AuditKeys::load_sealer(&dir.path().join("k/audit.key")).expect("key");
@@ -101,5 +112,10 @@ async fn main() {
     println!("  durable appends, 512 appenders (group):     median {:>10.0} entries/s  ({:.0}x the single appender)", median(grouped.clone()), median(grouped) / median(one));
     println!("  verify without key (hashes + signatures):   median {:>10.2} s", median(without_key));
     println!("  verify with key (also decrypt every entry): median {:>10.2} s", median(with_key));
-    println!("  inclusion proof for entry {}: {} hashes, {} bytes as JSON (checkpoint and entry included)", total / 2, proof.path.len(), proof_json.len());
+    println!(
+        "  inclusion proof for entry {}: {} hashes, {} bytes as JSON (checkpoint and entry included)",
+        total / 2,
+        proof.path.len(),
+        proof_json.len()
+    );
 }

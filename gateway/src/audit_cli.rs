@@ -39,7 +39,9 @@ pub enum Command {
     },
     Prove {
         config: PathBuf,
-        entry: u64,
+        entry: Option<u64>,
+        from: Option<u64>,
+        to: Option<u64>,
     },
     CheckProof {
         proof: PathBuf,
@@ -92,21 +94,44 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
                 format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl });
             show(&cfg.audit_dir, &sealer, &filter, format)
         }
-        Command::Prove { config, entry } => {
+        Command::Prove { config, entry, from, to } => {
             let cfg = config::load(&config)?;
             let verifier = audit::read_verifier(&cfg.audit_dir.join("signing.pub"))?;
-            let proof = audit::prove(&cfg.audit_dir, &verifier, entry)?;
-            println!("{}", serde_json::to_string_pretty(&proof).map_err(other)?);
+            let json = match (entry, from) {
+                (Some(seq), _) => {
+                    serde_json::to_string_pretty(&audit::prove(&cfg.audit_dir, &verifier, seq)?)
+                }
+                (None, Some(from)) => serde_json::to_string_pretty(&audit::prove_consistency(
+                    &cfg.audit_dir,
+                    &verifier,
+                    from,
+                    to,
+                )?),
+                (None, None) => {
+                    return Err(other(
+                        "give --entry SEQ (inclusion) or --from SIZE [--to SIZE] (consistency)",
+                    ))
+                }
+            };
+            println!("{}", json.map_err(other)?);
             Ok(())
         }
         Command::CheckProof { proof, pubkey } => {
             let text =
                 std::fs::read_to_string(&proof).map_err(|e| other(format!("{}: {e}", proof.display())))?;
+            let verifier = audit::read_verifier(&pubkey)?;
+            let bad = |e: String| other(format!("{}: proof does not verify: {e}", proof.display()));
+            if let Ok(p) = serde_json::from_str::<audit::ConsistencyProof>(&text) {
+                let (old, new) = audit::check_consistency(&p, &verifier).map_err(bad)?;
+                println!(
+                    "{}'s log of {} entries extends its log of {} entries (both signatures and the consistency proof verified)",
+                    new.origin, new.size, old.size
+                );
+                return Ok(());
+            }
             let p: audit::InclusionProof = serde_json::from_str(&text)
                 .map_err(|e| other(format!("{}: not a proof: {e}", proof.display())))?;
-            let verifier = audit::read_verifier(&pubkey)?;
-            let cp = audit::check_proof(&p, &verifier)
-                .map_err(|e| other(format!("{}: proof does not verify: {e}", proof.display())))?;
+            let cp = audit::check_proof(&p, &verifier).map_err(bad)?;
             println!(
                 "entry {} is in {}'s log of {} entries (checkpoint signature and inclusion path verified)",
                 p.entry, cp.origin, cp.size

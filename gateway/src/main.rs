@@ -29,9 +29,10 @@ enum Command {
     Pki(PkiCommand),
     /// Run one gateway from its gateway.toml until Ctrl-C or SIGTERM.
     ///
-    /// Listens for peers on `listen` (QUIC, mutual TLS). Revocation lists named under [tls] crls
-    /// are re-read when they change (every reload_secs, default 5) and on SIGHUP; connections
-    /// from peers that are now revoked are closed.
+    /// Listens for peers on `listen` (QUIC, mutual TLS) and for the department's applications on
+    /// `api`. Revocation lists, catalog and grant files are re-read when they change (checked
+    /// every reload_secs, default 5) and on SIGHUP; connections from peers that are now revoked
+    /// are closed; catalog or grants that do not load leave the previous ones in force.
     Serve {
         /// The node's gateway.toml.
         #[arg(long, value_name = "FILE")]
@@ -100,15 +101,22 @@ enum AuditCommand {
         #[arg(long, value_enum)]
         format: Option<ShowFormat>,
     },
-    /// Print an inclusion proof of entry SEQ against the latest signed checkpoint, as JSON that
-    /// `fedgate audit check-proof` verifies offline with only the public key.
+    /// Print a proof as JSON that `fedgate audit check-proof` verifies offline with only the
+    /// public key: with --entry, that entry SEQ is in the log signed by the latest checkpoint;
+    /// with --from, that the signed log of that size is a prefix of a later one (consistency).
     Prove {
         /// The node's gateway.toml.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// The entry's sequence number.
-        #[arg(long, value_name = "SEQ")]
-        entry: u64,
+        /// The entry's sequence number (inclusion proof).
+        #[arg(long, value_name = "SEQ", required_unless_present = "from", conflicts_with = "from")]
+        entry: Option<u64>,
+        /// Size of the earlier signed checkpoint (consistency proof).
+        #[arg(long, value_name = "SIZE")]
+        from: Option<u64>,
+        /// Size of the later signed checkpoint; the latest if omitted.
+        #[arg(long, value_name = "SIZE", requires = "from")]
+        to: Option<u64>,
     },
     /// Check an inclusion proof offline: the checkpoint's signature and the path to its root.
     CheckProof {
@@ -652,7 +660,10 @@ async fn wait_for_shutdown(node: &RunningNode) {
             _ = term.recv() => break,
             _ = hup.recv() => {
                 if let Err(e) = node.reload_trust().await {
-                    tracing::warn!(error = %e, "reload on SIGHUP failed");
+                    tracing::warn!(error = %e, "revocation list reload on SIGHUP failed");
+                }
+                if let Err(e) = node.reload_rules().await {
+                    tracing::error!(error = %e, "catalog/grants reload on SIGHUP failed; the previous rules stay in force");
                 }
             }
         }
@@ -676,7 +687,7 @@ impl From<AuditCommand> for fedgate_gateway::audit_cli::Command {
             AuditCommand::Show { config, since, until, peer, dataset, kind, format } => {
                 C::Show { config, since, until, peer, dataset, kind, format: fmt(format) }
             }
-            AuditCommand::Prove { config, entry } => C::Prove { config, entry },
+            AuditCommand::Prove { config, entry, from, to } => C::Prove { config, entry, from, to },
             AuditCommand::CheckProof { proof, pubkey } => C::CheckProof { proof, pubkey },
             AuditCommand::Export { config, out } => C::Export { config, out },
             AuditCommand::Soak { dir, count, writers } => C::Soak { dir, count, writers },

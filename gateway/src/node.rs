@@ -257,6 +257,26 @@ impl Shared {
         }
     }
 
+    /// Re-reads the catalog and grant files; if both are valid, swaps them in (requests in
+    /// flight keep the snapshots they started with) and records the new digests. If not, the
+    /// rules in force stay and the error says why.
+    pub async fn reload_rules(&self) -> Result<(), NodeError> {
+        let catalog = load_catalog(&self.cfg)?;
+        let policy = load_policy(&self.cfg, &catalog)?;
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        let mut e = self.audit_entry(Kind::Reload);
+        e.reason = Some("catalog and grants reloaded".into());
+        e.detail = Some(format!(
+            "{} datasets, {} grants",
+            self.catalog().datasets().len(),
+            self.policy().grants().grants.len()
+        ));
+        self.audit.append(e).await?;
+        tracing::info!(catalog = %self.catalog().digest(), grants = %self.policy().digest(), "catalog and grants reloaded");
+        Ok(())
+    }
+
     /// The policy in force (a snapshot; reloads swap it).
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -403,6 +423,11 @@ impl RunningNode {
         reload(&self.shared).await
     }
 
+    /// Re-reads the catalog and grants now (see [`Shared::reload_rules`]).
+    pub async fn reload_rules(&self) -> Result<(), NodeError> {
+        self.shared.reload_rules().await
+    }
+
     /// Stops serving, closes every connection, records the stop and signs a final checkpoint.
     pub async fn shutdown(self) {
         for t in &self.tasks {
@@ -447,10 +472,19 @@ fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
 
 async fn reload_loop(shared: Arc<Shared>) {
     let crls = shared.cfg.tls.crls.clone();
+    let rules: Vec<PathBuf> = shared.cfg.catalog.iter().chain(&shared.cfg.grants).cloned().collect();
     let mut seen = mtimes(&crls);
+    let mut seen_rules = mtimes(&rules);
     let mut tick = tokio::time::interval(shared.cfg.reload_interval);
     loop {
         tick.tick().await;
+        let now_rules = mtimes(&rules);
+        if now_rules != seen_rules {
+            seen_rules = now_rules;
+            if let Err(e) = shared.reload_rules().await {
+                tracing::error!(error = %e, "catalog/grants changed but do not load; the previous rules stay in force");
+            }
+        }
         let now = mtimes(&crls);
         if now != seen {
             match reload(&shared).await {

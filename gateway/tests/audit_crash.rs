@@ -38,7 +38,8 @@ fn sigkill_during_sustained_appends_loses_no_acknowledged_entry() {
         let keys =
             AuditKeys::load_or_create(&dir.join("keys/audit.key"), &dir.join("keys/signing.key")).unwrap();
         let sealer = AuditKeys::load_sealer(&dir.join("keys/audit.key")).unwrap();
-        let (log, recovery) = AuditLog::open(&dir.join("log"), "fedgate.audit/soak@wuxi", keys).unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL: {e}"));
+        let (log, recovery) = AuditLog::open(&dir.join("log"), "fedgate.audit/soak@wuxi", keys)
+            .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL: {e}"));
         assert!(
             recovery.entries > max_acked,
             "round {round}: acknowledged {max_acked} but the log holds {}",

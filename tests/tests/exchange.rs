@@ -407,3 +407,42 @@ async fn postgres_source_streams_with_pushdown() {
     assert_eq!(got.len(), want);
     client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_reload_without_restart_and_bad_files_keep_the_old_rules() {
+    let f = provider_with(50, SQLITE).await;
+    let court = consumer(&f, "court@wuxi.xinwu").await;
+    assert!(fetch(&court, "family-disputes", "dispute-mediation", vec![], None).await.is_err());
+
+    let grants = f.fed.dir.path().join("wf.grants.toml");
+    let more = format!("{GRANTS}\n[[grant]]\nid = \"court\"\nto = {{ department = \"court\" }}\ndatasets = [\"family-disputes\"]\npurposes = [\"dispute-mediation\"]\nclearance = 1\nrows = \"all\"\n");
+    std::fs::write(&grants, &more).unwrap();
+    f.provider.reload_rules().await.unwrap();
+    let (fields, got) = fetch(&court, "family-disputes", "dispute-mediation", vec![], None).await.unwrap();
+    assert_eq!(got.len(), 50);
+    assert!(
+        !fields.contains(&"party_id".to_owned())
+            || got.iter().all(|r| r[3] != Value::Text("11010519491231002X".into()))
+    );
+
+    std::fs::write(&grants, "[[grant]]\nid = \"broken\"\n").unwrap();
+    let err = f.provider.reload_rules().await.unwrap_err().to_string();
+    assert!(err.contains("wf.grants.toml"), "{err}");
+    assert!(
+        fetch(&court, "family-disputes", "dispute-mediation", vec![], None).await.is_ok(),
+        "old rules stay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_re_established() {
+    let f = provider_with(20, SQLITE).await;
+    let centre = consumer(&f, "mediation-center@wuxi").await;
+    let first = centre.peer(&id("womens-federation@wuxi")).await.unwrap();
+    first.conn.close(0u32.into(), b"test");
+    let _ = first.conn.closed().await;
+    let (_, got) = fetch(&centre, "family-disputes", "dispute-mediation", vec![], None).await.unwrap();
+    assert_eq!(got.len(), 20);
+    let second = centre.peer(&id("womens-federation@wuxi")).await.unwrap();
+    assert_ne!(second.conn.stable_id(), first.conn.stable_id());
+}

@@ -260,6 +260,98 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// A consistency proof between two signed checkpoints: the later log extends the earlier one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    /// The earlier signed checkpoint.
+    pub old: String,
+    /// The later signed checkpoint.
+    pub new: String,
+    /// RFC 6962 consistency proof hashes, hex.
+    pub path: Vec<String>,
+}
+
+fn signed(dir: &Path, verifier: &(String, Vec<u8>)) -> Result<Vec<(String, Checkpoint)>, AuditError> {
+    let cp_path = dir.join("checkpoints");
+    let (notes, _) = log::read_checkpoints(dir)?;
+    notes
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let cp = Checkpoint::verify(&n, &verifier.0, &verifier.1).map_err(|e| {
+                AuditError::BadCheckpoint { path: cp_path.clone(), why: format!("checkpoint {}: {e}", i + 1) }
+            })?;
+            Ok((n, cp))
+        })
+        .collect()
+}
+
+/// Proves that the signed checkpoint of size `from` is a prefix of the one of size `to` (the
+/// latest if `None`).
+pub fn prove_consistency(
+    dir: &Path,
+    verifier: &(String, Vec<u8>),
+    from: u64,
+    to: Option<u64>,
+) -> Result<ConsistencyProof, AuditError> {
+    let cps = signed(dir, verifier)?;
+    let cp_path = dir.join("checkpoints");
+    let find = |size: u64| cps.iter().rev().find(|(_, c)| c.size == size).cloned();
+    let old = find(from).ok_or_else(|| AuditError::BadCheckpoint {
+        path: cp_path.clone(),
+        why: format!("no signed checkpoint of size {from}"),
+    })?;
+    let new = match to {
+        Some(t) => find(t).ok_or_else(|| AuditError::BadCheckpoint {
+            path: cp_path.clone(),
+            why: format!("no signed checkpoint of size {t}"),
+        })?,
+        None => cps.last().cloned().ok_or_else(|| AuditError::BadCheckpoint {
+            path: cp_path.clone(),
+            why: "no signed checkpoint yet".into(),
+        })?,
+    };
+    let mut hashes = Vec::with_capacity(new.1.size as usize);
+    log::scan(dir, |s, _, h| {
+        if s < new.1.size {
+            hashes.push(*h);
+        }
+        Ok(())
+    })?;
+    if (hashes.len() as u64) < new.1.size || old.1.size > new.1.size {
+        return Err(AuditError::BadCheckpoint {
+            path: cp_path,
+            why: format!("checkpoints of size {} and {} do not fit this log", old.1.size, new.1.size),
+        });
+    }
+    let path = merkle::consistency_proof(&hashes, old.1.size as usize);
+    Ok(ConsistencyProof {
+        old: old.0,
+        new: new.0,
+        path: path.iter().map(|h| fedgate_catalog::hex(h)).collect(),
+    })
+}
+
+/// Checks a consistency proof with only the public key; returns (old, new) checkpoints.
+pub fn check_consistency(
+    p: &ConsistencyProof,
+    verifier: &(String, Vec<u8>),
+) -> Result<(Checkpoint, Checkpoint), String> {
+    let old =
+        Checkpoint::verify(&p.old, &verifier.0, &verifier.1).map_err(|e| format!("old checkpoint: {e}"))?;
+    let new =
+        Checkpoint::verify(&p.new, &verifier.0, &verifier.1).map_err(|e| format!("new checkpoint: {e}"))?;
+    let path: Vec<Hash> = p
+        .path
+        .iter()
+        .map(|h| {
+            hex_decode(h).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or("path hash is not 32 hex bytes")
+        })
+        .collect::<Result<_, _>>()?;
+    merkle::verify_consistency(old.size, new.size, &path, &old.root, &new.root).map_err(|e| e.to_string())?;
+    Ok((old, new))
+}
+
 /// Copies the log (segments, checkpoints, public key) into `out` with a README for the auditor.
 pub fn export(dir: &Path, out: &Path) -> Result<u64, AuditError> {
     let io = |p: &Path| {
