@@ -1,0 +1,800 @@
+//! `fedgate-bench`: the exchange measured side by side, in one run, on the same records.
+//!
+//! 1. **raw** — quinn with the same mutual TLS, moving the same number of bytes with no
+//!    processing: the ceiling on this machine;
+//! 2. **fedgate** — two real gateway processes (provider and consumer): policy decision, row
+//!    scoping, masking with the free-text PII scan, CBOR batches, signed trailer, audit on both
+//!    sides, and this harness reading every record from the consumer's local API;
+//! 3. **baseline** — what a department would otherwise build: an HTTPS/1.1 JSON API (axum +
+//!    rustls, TLS 1.3 over TCP) serving the same records with the same masking.
+//!
+//! Usage: `fedgate-bench [--quick] [--runs N] [--records N] [--small N]`. Figures go to stdout;
+//! see BENCHMARKS.md for what they mean. The servers run as child processes so each side's
+//! peak RSS can be read from /proc.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use fedgate_catalog::{NodeId, Region};
+use fedgate_certs::authority::{Authority, NodeProfile};
+use fedgate_certs::store;
+use fedgate_certs::tls::{FederationVerifier, TlsBuilder};
+use fedgate_certs::TrustStore;
+use fedgate_gateway::config;
+use fedgate_gateway::demo::data::{self, Rng};
+use http_body_util::BodyExt;
+
+const PROVIDER: &str = "hotline12345@wuxi";
+const CONSUMER: &str = "police@wuxi.liangxi";
+const DATASET: &str = "bench-tickets";
+const PURPOSE: &str = "law-enforcement";
+const IN_FLIGHT: usize = 64;
+
+/// 14 fields; at the consumer's clearance 2, five are masked (name, ID, mobile, address, the
+/// ~200-character complaint scanned for PII), one generalized, the rest in clear.
+const CATALOG: &str = r#"
+[[dataset]]
+id = "bench-tickets"
+title = "Benchmark tickets"
+owner = "hotline12345@wuxi"
+steward = "bench"
+update = "realtime"
+sharing = "conditional"
+classification = "case.detail"
+jurisdiction = "region"
+primary_key = "ticket_id"
+  [[dataset.fields]]
+  name = "ticket_id"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "region"
+  type = "region"
+  grade = 1
+  [[dataset.fields]]
+  name = "caller_name"
+  type = "string"
+  grade = 3
+  pii = "person-name"
+  [[dataset.fields]]
+  name = "caller_id"
+  type = "string"
+  grade = 4
+  pii = "resident-id"
+  [[dataset.fields]]
+  name = "caller_mobile"
+  type = "string"
+  grade = 3
+  pii = "mobile"
+  [[dataset.fields]]
+  name = "address"
+  type = "string"
+  grade = 3
+  pii = "address"
+  [[dataset.fields]]
+  name = "received_at"
+  type = "datetime"
+  grade = 2
+  [[dataset.fields]]
+  name = "category"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "content"
+  type = "string"
+  grade = 3
+  pii = "free-text"
+  [[dataset.fields]]
+  name = "status"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "handler"
+  type = "string"
+  grade = 2
+  [[dataset.fields]]
+  name = "urgency"
+  type = "integer"
+  grade = 1
+  [[dataset.fields]]
+  name = "channel"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "closed"
+  type = "bool"
+  grade = 1
+"#;
+
+const GRANTS: &str = r#"
+[[grant]]
+id = "bench"
+to = "police@wuxi.liangxi"
+datasets = ["bench-tickets"]
+purposes = ["law-enforcement"]
+clearance = 2
+rows = "all"
+"#;
+
+struct Opts {
+    records: u64,
+    small: u64,
+    runs: usize,
+    keep: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts { records: 1_000_000, small: 20_000, runs: 3, keep: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> Result<u64> {
+            args.next().with_context(|| format!("{name} needs a number"))?.parse().with_context(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--quick" => {
+                o.records = 100_000;
+                o.small = 2_000;
+                o.runs = 1;
+            }
+            "--records" => o.records = num("--records")?,
+            "--small" => o.small = num("--small")?,
+            "--runs" => o.runs = num("--runs")? as usize,
+            "--keep" => o.keep = Some(args.next().context("--keep needs a folder")?.into()),
+            "-h" | "--help" => {
+                println!("fedgate-bench [--quick] [--records N] [--small N] [--runs N] [--keep DIR]\n\n\
+                          Measures raw QUIC, fedgate and an HTTPS+JSON baseline on the same records.\n\
+                          --quick: 100,000 records, 2,000 small queries, 1 run (under a minute).");
+                std::process::exit(0);
+            }
+            "raw-server" | "baseline-server" => return Err(anyhow::anyhow!("internal mode given out of place")),
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.get(1).map(String::as_str) {
+        Some("raw-server") => rt.block_on(raw::serve(Path::new(&args[2]))),
+        Some("baseline-server") => rt.block_on(baseline::serve(Path::new(&args[2]))),
+        _ => {
+            let o = parse_args()?;
+            rt.block_on(run(o))
+        }
+    }
+}
+
+fn free_port_udp() -> Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn free_port_tcp() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Writes the PKI, both node folders and the records; returns the two config paths.
+fn setup(dir: &Path, records: u64) -> Result<(PathBuf, PathBuf, SocketAddr)> {
+    let now = time::OffsetDateTime::now_utc();
+    let root = Authority::new_root(&"wuxi".parse::<Region>()?, now, 30)?;
+    let p_quic = free_port_udp()?;
+    let c_quic = free_port_udp()?;
+    let baseline_addr = free_port_tcp()?;
+    let mut configs = Vec::new();
+    for (node, quic, peer, peer_quic) in [(PROVIDER, p_quic, CONSUMER, c_quic), (CONSUMER, c_quic, PROVIDER, p_quic)] {
+        let id: NodeId = node.parse()?;
+        let ndir = dir.join(node);
+        let issued = root.issue_node(&id, NodeProfile::gateway(now, 30))?;
+        store::write_node(&ndir.join("tls"), &issued, root.root(), true)?;
+        let api = free_port_tcp()?;
+        let mut text = format!("node = \"{node}\"\nlisten = \"{quic}\"\napi = \"{api}\"\n");
+        if node == PROVIDER {
+            std::fs::write(ndir.join("catalog.toml"), CATALOG)?;
+            std::fs::write(ndir.join("grants.toml"), GRANTS)?;
+            text.push_str("catalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n");
+        }
+        text.push_str("\n[tls]\ncert = \"tls/node.crt\"\nkey = \"tls/node.key\"\ntrust = \"tls/trust.crt\"\n");
+        if node == PROVIDER {
+            text.push_str(&format!("\n[[sources]]\ndataset = \"{DATASET}\"\nsqlite = \"records.db\"\ntable = \"records\"\n"));
+        }
+        text.push_str(&format!("\n[[peers]]\nnode = \"{peer}\"\naddress = \"{peer_quic}\"\n"));
+        let path = ndir.join("gateway.toml");
+        std::fs::write(&path, text)?;
+        configs.push(path);
+    }
+    write_records(&dir.join(PROVIDER).join("records.db"), records)?;
+    Ok((configs.remove(0), configs.remove(0), baseline_addr))
+}
+
+fn write_records(path: &Path, n: u64) -> Result<()> {
+    let catalog = fedgate_catalog::parse("bench.toml", CATALOG).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let ds = catalog.get(DATASET).context("bench dataset")?;
+    let mut conn = rusqlite::Connection::open(path)?;
+    let cols: Vec<String> = ds
+        .fields
+        .iter()
+        .map(|f| format!("\"{}\" {}", f.name, if matches!(f.ty, fedgate_catalog::FieldType::Integer | fedgate_catalog::FieldType::Bool) { "INTEGER" } else { "TEXT" }))
+        .collect();
+    conn.execute_batch(&format!("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE records ({}, PRIMARY KEY (ticket_id));", cols.join(", ")))?;
+    let tx = conn.transaction()?;
+    {
+        let ph: Vec<String> = (1..=ds.fields.len()).map(|i| format!("?{i}")).collect();
+        let mut stmt = tx.prepare(&format!("INSERT INTO records VALUES ({})", ph.join(", ")))?;
+        let mut rng = Rng::new(7);
+        for seq in 0..n {
+            let mut rec = data::record(&mut rng, ds, seq, "wuxi");
+            // A ~200-character complaint: the realistic worst case for the PII scan.
+            if let Some(fedgate_catalog::Value::Text(c)) = rec.get_mut(8) {
+                while c.chars().count() < 200 {
+                    let (phone, id) = (data::mobile(&mut rng), data::resident_id(&mut rng));
+                    let more = data::complaint(&mut rng, "来电人", &phone, &id);
+                    c.push_str(&more);
+                }
+                *c = c.chars().take(200).collect();
+            }
+            let vals: Vec<rusqlite::types::Value> = rec
+                .into_iter()
+                .map(|v| match v {
+                    fedgate_catalog::Value::Null => rusqlite::types::Value::Null,
+                    fedgate_catalog::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(b)),
+                    fedgate_catalog::Value::Int(i) => rusqlite::types::Value::Integer(i),
+                    fedgate_catalog::Value::Text(s) => rusqlite::types::Value::Text(s),
+                })
+                .collect();
+            stmt.execute(rusqlite::params_from_iter(vals))?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Removes the bench folder when the run ends.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(name: &'static str, exe: &Path, args: &[&str]) -> Result<Proc> {
+        let child = Command::new(exe).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {}", exe.display()))?;
+        Ok(Proc { child, name })
+    }
+
+    /// (current RSS, peak RSS) in MiB, from /proc.
+    fn rss(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib = |key: &str| status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    }
+}
+
+async fn wait_tcp(addr: SocketAddr) -> Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nothing listening on {addr}")
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.with_file_name(name);
+    if !p.exists() {
+        bail!("{} not found next to {} (build it: cargo build --release)", name, me.display());
+    }
+    Ok(p)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Bulk {
+    secs: f64,
+    records: u64,
+    bytes: u64,
+}
+
+struct Small {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn percentile(xs: &mut [f64], p: f64) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[((xs.len() - 1) as f64 * p) as usize]
+}
+
+async fn run(o: Opts) -> Result<()> {
+    let dir = o.keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("fedgate-bench-{}", std::process::id())));
+    let _cleanup = (o.keep.is_none()).then(|| Cleanup(dir.clone()));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("writing {} records…", o.records);
+    let (pcfg, ccfg, baseline_addr) = setup(&dir, o.records)?;
+    let fedgate = sibling("fedgate")?;
+    let me = std::env::current_exe()?;
+    let provider = Proc::spawn("provider gateway", &fedgate, &["serve", "--config", pcfg.to_str().unwrap_or_default()])?;
+    let consumer = Proc::spawn("consumer gateway", &fedgate, &["serve", "--config", ccfg.to_str().unwrap_or_default()])?;
+    let pc = config::load(&pcfg)?;
+    let cc = config::load(&ccfg)?;
+    wait_tcp(pc.api).await?;
+    wait_tcp(cc.api).await?;
+    std::fs::write(dir.join("baseline.addr"), baseline_addr.to_string())?;
+    let raw_server = Proc::spawn("raw QUIC server", &me, &["raw-server", pcfg.to_str().unwrap_or_default()])?;
+    let baseline_server = Proc::spawn("baseline HTTPS server", &me, &["baseline-server", pcfg.to_str().unwrap_or_default()])?;
+    wait_tcp(baseline_addr).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = (provider.rss().0, consumer.rss().0);
+
+    let token = std::fs::read_to_string(&cc.api_token)?.trim().to_owned();
+    let raw_client = raw::Client::new(&cc, pc.listen)?;
+    let base_client = baseline::Client::new(&pc, baseline_addr)?;
+
+    let mut raw_bulk = Vec::new();
+    let mut fed_bulk = Vec::new();
+    let mut base_bulk = Vec::new();
+    for run in 0..o.runs {
+        eprintln!("run {}/{}: bulk pulls of {} records", run + 1, o.runs, o.records);
+        let f = fedgate_bulk(cc.api, &token, o.records).await?;
+        let r = raw_client.bulk(f.bytes, o.records).await?;
+        let b = base_client.bulk(o.records).await?;
+        fed_bulk.push(f);
+        raw_bulk.push(r);
+        base_bulk.push(b);
+    }
+    eprintln!("small queries: {} of 1 record each, {} in flight", o.small, IN_FLIGHT);
+    let raw_small = raw_client.small(o.small).await?;
+    let fed_small = fedgate_small(cc.api, &token, o.small, o.records).await?;
+    let base_small = base_client.small(o.small, o.records).await?;
+
+    let rec_s = |v: &[Bulk]| median(v.iter().map(|b| b.records as f64 / b.secs).collect());
+    let mb_s = |v: &[Bulk]| median(v.iter().map(|b| b.bytes as f64 / b.secs / 1e6).collect());
+    println!("fedgate-bench: {} records (~{} B each as delivered), {} run(s), medians; small queries: {} × 1 record, {} in flight", o.records, fed_bulk[0].bytes / o.records.max(1), o.runs, o.small, IN_FLIGHT);
+    println!("{:<10} {:>14} {:>10} {:>14} {:>12} {:>12}", "", "bulk rec/s", "MB/s", "small q/s", "small p50", "small p99");
+    for (name, bulk, small) in [("raw", &raw_bulk, &raw_small), ("fedgate", &fed_bulk, &fed_small), ("baseline", &base_bulk, &base_small)] {
+        println!("{name:<10} {:>14.0} {:>10.1} {:>14.0} {:>10.2}ms {:>10.2}ms", rec_s(bulk), mb_s(bulk), small.per_sec, small.p50_ms, small.p99_ms);
+    }
+    println!(
+        "ratios: bulk fedgate/raw {:.2} (bytes/s), fedgate/baseline {:.2} (records/s); small fedgate/raw {:.2}, fedgate/baseline {:.2}",
+        mb_s(&fed_bulk) / mb_s(&raw_bulk),
+        rec_s(&fed_bulk) / rec_s(&base_bulk),
+        fed_small.per_sec / raw_small.per_sec,
+        fed_small.per_sec / base_small.per_sec
+    );
+    println!("peak RSS (MiB): idle gateway {:.1} (provider) / {:.1} (consumer)", idle.0, idle.1);
+    for p in [&provider, &consumer, &raw_server, &baseline_server] {
+        let (now, peak) = p.rss();
+        println!("  {:<22} now {:>6.1}  peak {:>6.1}", p.name, now, peak);
+    }
+    Ok(())
+}
+
+/// Pulls every record through the consumer's local API; counts records and bytes.
+async fn fedgate_bulk(api: SocketAddr, token: &str, records: u64) -> Result<Bulk> {
+    let body = serde_json::json!({"peer": PROVIDER, "dataset": DATASET, "purpose": PURPOSE}).to_string();
+    let start = Instant::now();
+    let (lines, bytes, last) = http::post_count(api, token, &body).await?;
+    let secs = start.elapsed().as_secs_f64();
+    if !last.contains("@end") {
+        bail!("fedgate transfer did not end with a verified trailer: {last}");
+    }
+    let got = lines - 1;
+    if got != records {
+        bail!("fedgate delivered {got} of {records} records");
+    }
+    Ok(Bulk { secs, records: got, bytes })
+}
+
+async fn fedgate_small(api: SocketAddr, token: &str, n: u64, records: u64) -> Result<Small> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (next, token) = (next.clone(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut conn = http::Conn::plain(api).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let id = format!("BENCH-{:06}", (i * 7919) % records);
+                let body = serde_json::json!({"peer": PROVIDER, "dataset": DATASET, "purpose": PURPOSE, "where": {"ticket_id": id}, "limit": 1}).to_string();
+                let t = Instant::now();
+                let (lines, _, last) = conn.post(&token, &body).await?;
+                if lines != 2 || !last.contains("@end") {
+                    bail!("small query {id}: {lines} lines, last {last}");
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let per_sec = n as f64 / start.elapsed().as_secs_f64();
+    Ok(Small { per_sec, p50_ms: percentile(&mut all, 0.5), p99_ms: percentile(&mut all, 0.99) })
+}
+
+/// A minimal HTTP/1.1 client over hyper, for the gateway's API (plain) and the baseline (TLS).
+mod http {
+    use super::*;
+    use hyper::body::Bytes;
+
+    pub(crate) struct Conn {
+        sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    }
+
+    impl Conn {
+        pub(crate) async fn plain(addr: SocketAddr) -> Result<Conn> {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            Conn::over(tcp).await
+        }
+
+        pub(crate) async fn over<T>(io: T) -> Result<Conn>
+        where
+            T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+            tokio::spawn(conn);
+            Ok(Conn { sender })
+        }
+
+        async fn send(&mut self, req: hyper::Request<http_body_util::Full<Bytes>>) -> Result<(u64, u64, String)> {
+            self.sender.ready().await?;
+            let resp = self.sender.send_request(req).await?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            let (mut lines, mut bytes) = (0u64, 0u64);
+            let mut tail: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
+                    bytes += data.len() as u64;
+                    tail.extend_from_slice(&data[data.len().saturating_sub(512)..]);
+                    if tail.len() > 1024 {
+                        tail.drain(..tail.len() - 512);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&tail);
+            let last = text.trim_end().rsplit('\n').next().unwrap_or_default().to_owned();
+            if !status.is_success() {
+                bail!("HTTP {status}: {last}");
+            }
+            Ok((lines, bytes, last))
+        }
+
+        pub(crate) async fn post(&mut self, token: &str, body: &str) -> Result<(u64, u64, String)> {
+            let req = hyper::Request::post("/v1/query")
+                .header("host", "localhost")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(Bytes::from(body.to_owned())))?;
+            self.send(req).await
+        }
+
+        pub(crate) async fn get(&mut self, path: &str) -> Result<(u64, u64, String)> {
+            let req = hyper::Request::get(path).header("host", "localhost").body(http_body_util::Full::new(Bytes::new()))?;
+            self.send(req).await
+        }
+    }
+
+    /// One POST on a fresh connection; (lines, bytes, last line).
+    pub(crate) async fn post_count(addr: SocketAddr, token: &str, body: &str) -> Result<(u64, u64, String)> {
+        Conn::plain(addr).await?.post(token, body).await
+    }
+}
+
+/// The ceiling: the same mutual TLS over quinn, bytes moved with no processing.
+mod raw {
+    use super::*;
+
+    fn endpoint(cfg: &config::Config, listen: Option<SocketAddr>) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
+        let id = fedgate_gateway::node::load_identity(cfg)?;
+        let verifier = FederationVerifier::new(TrustStore::new(id.trust.root().clone(), &[]).map_err(anyhow::Error::msg)?);
+        let tls = TlsBuilder::new(verifier).identity(id.chain, id.key);
+        let server = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls.server()?)?));
+        let client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls.client()?)?));
+        let ep = match listen {
+            Some(addr) => quinn::Endpoint::server(server, addr)?,
+            None => quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
+        };
+        Ok((ep, client))
+    }
+
+    /// Serves on the provider's QUIC address + 1000 (UDP): each stream asks for N bytes.
+    pub(crate) async fn serve(pcfg: &Path) -> Result<()> {
+        let cfg = config::load(pcfg)?;
+        let addr = raw_addr(cfg.listen);
+        let (ep, _) = endpoint(&cfg, Some(addr))?;
+        let chunk = Arc::new(vec![0x5au8; 64 * 1024]);
+        while let Some(inc) = ep.accept().await {
+            let chunk = chunk.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let chunk = chunk.clone();
+                    tokio::spawn(async move {
+                        let Ok(req) = recv.read_to_end(16).await else { return };
+                        let mut left = u64::from_be_bytes(req.try_into().unwrap_or([0; 8]));
+                        while left > 0 {
+                            let n = left.min(chunk.len() as u64) as usize;
+                            if send.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                            left -= n as u64;
+                        }
+                        let _ = send.finish();
+                    });
+                }
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn raw_addr(listen: SocketAddr) -> SocketAddr {
+        let mut a = listen;
+        a.set_port(listen.port().wrapping_add(1000).max(1024));
+        a
+    }
+
+    pub(crate) struct Client {
+        conn: quinn::Connection,
+    }
+
+    impl Client {
+        pub(crate) fn new(ccfg: &config::Config, provider_listen: SocketAddr) -> Result<Client> {
+            let (ep, client) = endpoint(ccfg, None)?;
+            let server_name = PROVIDER.parse::<NodeId>()?.to_server_name();
+            let addr = raw_addr(provider_listen);
+            let conn = futures::executor::block_on(async {
+                for _ in 0..100 {
+                    if let Ok(c) = ep.connect_with(client.clone(), addr, &server_name)?.await {
+                        return Ok(c);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                bail!("raw server not reachable at {addr}")
+            })?;
+            Ok(Client { conn })
+        }
+
+        async fn fetch(&self, bytes: u64) -> Result<u64> {
+            let (mut send, mut recv) = self.conn.open_bi().await?;
+            send.write_all(&bytes.to_be_bytes()).await?;
+            send.finish()?;
+            let mut got = 0u64;
+            while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+                got += chunk.bytes.len() as u64;
+            }
+            Ok(got)
+        }
+
+        pub(crate) async fn bulk(&self, bytes: u64, records: u64) -> Result<Bulk> {
+            let start = Instant::now();
+            let got = self.fetch(bytes).await?;
+            Ok(Bulk { secs: start.elapsed().as_secs_f64(), records, bytes: got })
+        }
+
+        pub(crate) async fn small(&self, n: u64) -> Result<Small> {
+            let next = Arc::new(AtomicU64::new(0));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..IN_FLIGHT {
+                let (next, conn) = (next.clone(), self.conn.clone());
+                tasks.push(tokio::spawn(async move {
+                    let c = Client { conn };
+                    let mut lat = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let t = Instant::now();
+                        c.fetch(600).await?;
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok::<_, anyhow::Error>(lat)
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            Ok(Small { per_sec: n as f64 / start.elapsed().as_secs_f64(), p50_ms: percentile(&mut all, 0.5), p99_ms: percentile(&mut all, 0.99) })
+        }
+    }
+}
+
+/// What a department would otherwise build: HTTPS/1.1 + JSON, the same records, the same masking.
+mod baseline {
+    use super::*;
+    use axum::extract::{Query, State};
+    use axum::response::IntoResponse;
+    use fedgate_gateway::source::{self, SourceQuery};
+    use fedgate_policy::{Action, Decision, Plan, Request};
+
+    struct App {
+        query: SourceQuery,
+        kind: config::SourceKind,
+        plan: Arc<Plan>,
+    }
+
+    fn tls_server(cfg: &config::Config) -> Result<rustls::ServerConfig> {
+        let id = fedgate_gateway::node::load_identity(cfg)?;
+        let mut c = rustls::ServerConfig::builder_with_provider(Arc::new(fedgate_certs::tls::provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(id.chain, id.key)?;
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(c)
+    }
+
+    pub(crate) async fn serve(pcfg: &Path) -> Result<()> {
+        let cfg = config::load(pcfg)?;
+        let addr: SocketAddr = std::fs::read_to_string(cfg.dir.parent().context("bench folder")?.join("baseline.addr"))?.trim().parse()?;
+        let catalog = fedgate_gateway::node::load_catalog(&cfg)?;
+        let policy = fedgate_gateway::node::load_policy(&cfg, &catalog)?;
+        let consumer: NodeId = CONSUMER.parse()?;
+        let req = Request { dataset: DATASET.into(), purpose: PURPOSE.into(), action: Action::Read };
+        let Decision::Allow(allowed) = (*policy.decide(&catalog, &consumer, &req, time::OffsetDateTime::now_utc().unix_timestamp())).clone() else {
+            bail!("baseline: the bench grant does not allow the consumer")
+        };
+        let ds = catalog.get(DATASET).context("dataset")?;
+        let key = fedgate_policy::mask::consumer_key(b"baseline secret", CONSUMER);
+        let plan = Arc::new(Plan::new(ds, &allowed, key));
+        let src = cfg.sources.first().context("source")?;
+        let query = SourceQuery {
+            table: src.table.clone(),
+            columns: ds.fields.iter().map(|f| (f.name.clone(), f.ty)).collect(),
+            jurisdiction: ds.jurisdiction.clone(),
+            scope: allowed.rows.clone(),
+            filters: vec![],
+            primary_key: ds.primary_key.clone(),
+            limit: None,
+        };
+        let app = Arc::new(App { query, kind: src.kind.clone(), plan });
+        let router = axum::Router::new().route("/v1/records", axum::routing::get(records)).with_state(app);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_server(&cfg)?));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper_util::service::TowerToHyperService::new(router);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+            });
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Params {
+        id: Option<String>,
+    }
+
+    async fn records(State(app): State<Arc<App>>, Query(p): Query<Params>) -> axum::response::Response {
+        let mut q = app.query.clone();
+        if let Some(id) = p.id {
+            q.filters = vec![("ticket_id".into(), fedgate_catalog::Value::Text(id))];
+            q.limit = Some(1);
+        }
+        let plan = app.plan.clone();
+        let fields: Vec<String> = plan.fields().to_vec();
+        let transform: source::Transform = Arc::new(move |rec| plan.in_scope(&rec).then(|| plan.apply(&rec)));
+        let rx = source::spawn(&app.kind, q, transform);
+        let stream = futures::stream::unfold(rx, move |mut rx| {
+            let fields = fields.clone();
+            async move {
+                let batch = rx.recv().await?;
+                let text: String = match batch {
+                    Ok(recs) => recs
+                        .iter()
+                        .map(|r| {
+                            let obj: serde_json::Map<String, serde_json::Value> = fields.iter().cloned().zip(r.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
+                            serde_json::Value::Object(obj).to_string() + "\n"
+                        })
+                        .collect(),
+                    Err(e) => format!("{{\"error\":{:?}}}\n", e.to_string()),
+                };
+                Some((Ok::<_, std::convert::Infallible>(text), rx))
+            }
+        });
+        ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response()
+    }
+
+    pub(crate) struct Client {
+        addr: SocketAddr,
+        connector: tokio_rustls::TlsConnector,
+    }
+
+    impl Client {
+        pub(crate) fn new(pcfg: &config::Config, addr: SocketAddr) -> Result<Client> {
+            let id = fedgate_gateway::node::load_identity(pcfg)?;
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(id.trust.root().clone())?;
+            let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(fedgate_certs::tls::provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Client { addr, connector: tokio_rustls::TlsConnector::from(Arc::new(c)) })
+        }
+
+        async fn conn(&self) -> Result<http::Conn> {
+            let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(PROVIDER.parse::<NodeId>()?.to_server_name())?;
+            let tls = self.connector.connect(name, tcp).await?;
+            http::Conn::over(tls).await
+        }
+
+        pub(crate) async fn bulk(&self, records: u64) -> Result<Bulk> {
+            let start = Instant::now();
+            let (lines, bytes, _) = self.conn().await?.get("/v1/records").await?;
+            if lines != records {
+                bail!("baseline delivered {lines} of {records} records");
+            }
+            Ok(Bulk { secs: start.elapsed().as_secs_f64(), records: lines, bytes })
+        }
+
+        pub(crate) async fn small(&self, n: u64, records: u64) -> Result<Small> {
+            let next = Arc::new(AtomicU64::new(0));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..IN_FLIGHT {
+                let next = next.clone();
+                let mut conn = self.conn().await?;
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok::<_, anyhow::Error>(lat);
+                        }
+                        let id = format!("BENCH-{:06}", (i * 7919) % records);
+                        let t = Instant::now();
+                        let (lines, _, _) = conn.get(&format!("/v1/records?id={id}")).await?;
+                        if lines != 1 {
+                            bail!("baseline small query {id}: {lines} lines");
+                        }
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            Ok(Small { per_sec: n as f64 / start.elapsed().as_secs_f64(), p50_ms: percentile(&mut all, 0.5), p99_ms: percentile(&mut all, 0.99) })
+        }
+    }
+}
