@@ -87,6 +87,12 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/metrics", get(|State(st): State<ApiState>| async move { st.shared.metrics.render() }))
         .merge(authed)
         .with_state(state);
+    // Small answers are written in several pieces (headers, records, the control line); without
+    // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to each.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "local API stopped");
     }
@@ -155,17 +161,6 @@ struct QueryBody {
     limit: Option<u64>,
 }
 
-fn record_line(fields: &[String], rec: &[fedgate_catalog::Value]) -> String {
-    let obj: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .zip(rec)
-        .map(|(f, v)| (f.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
-        .collect();
-    let mut line = serde_json::Value::Object(obj).to_string();
-    line.push('\n');
-    line
-}
-
 /// Streams JSON Lines: one object per record, then `{"@end": summary}` or `{"@error": reason}`.
 async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
     let node: NodeId =
@@ -207,7 +202,11 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         let chunk = match t.next_batch().await {
             Ok(Some(records)) => {
                 crate::metrics::Metrics::add(&metrics.records_received_total, records.len() as u64);
-                let text: String = records.iter().map(|r| record_line(t.fields(), r)).collect();
+                let keys = crate::render::json_keys(t.fields());
+                let mut text = Vec::with_capacity(records.len() * 600);
+                for r in &records {
+                    crate::render::json_line(&keys, r, &mut text);
+                }
                 return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters))));
             }
             Ok(None) => {
@@ -223,7 +222,7 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
                 serde_json::json!({ "@error": e.to_string() }).to_string()
             }
         };
-        Some((Ok(chunk + "\n"), None))
+        Some((Ok((chunk + "\n").into_bytes()), None))
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
         .into_response())

@@ -135,3 +135,24 @@ pub fn explain_text(peer: &NodeId, req: &Request, d: &Decision) -> String {
     }
     out
 }
+
+/// JSON-escaped `"name":` prefixes for each field, computed once per transfer.
+pub fn json_keys(fields: &[String]) -> Vec<String> {
+    fields.iter().map(|f| format!("{}:", serde_json::Value::String(f.clone()))).collect()
+}
+
+/// Appends one record as a JSON object line (`{"field": value, ...}\n`), keys in field order.
+/// Written directly rather than through a `serde_json::Map`, which cost a key clone and a value
+/// conversion per field.
+pub fn json_line(keys: &[String], rec: &[fedgate_catalog::Value], out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (k, v)) in keys.iter().zip(rec).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(k.as_bytes());
+        // Writing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    out.extend_from_slice(b"}\n");
+}

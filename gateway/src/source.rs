@@ -163,7 +163,10 @@ fn read_sqlite(
                         other.data_type()
                     )))
                 }
-                (_, ValueRef::Text(t)) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                (_, ValueRef::Text(t)) => Value::Text(match std::str::from_utf8(t) {
+                    Ok(s) => s.to_owned(),
+                    Err(_) => String::from_utf8_lossy(t).into_owned(),
+                }),
                 (_, ValueRef::Integer(n)) => Value::Text(n.to_string()),
                 (_, ValueRef::Real(r)) => Value::Text(r.to_string()),
                 (_, ValueRef::Blob(_)) => {

@@ -708,22 +708,23 @@ mod baseline {
             q.limit = Some(1);
         }
         let plan = app.plan.clone();
-        let fields: Vec<String> = plan.fields().to_vec();
+        let keys = fedgate_gateway::render::json_keys(plan.fields());
         let transform: source::Transform = Arc::new(move |rec| plan.in_scope(&rec).then(|| plan.apply(&rec)));
         let rx = source::spawn(&app.kind, q, transform);
+        // The same JSON writer the gateway's API uses, so the formats cost the same.
         let stream = futures::stream::unfold(rx, move |mut rx| {
-            let fields = fields.clone();
+            let keys = keys.clone();
             async move {
                 let batch = rx.recv().await?;
-                let text: String = match batch {
-                    Ok(recs) => recs
-                        .iter()
-                        .map(|r| {
-                            let obj: serde_json::Map<String, serde_json::Value> = fields.iter().cloned().zip(r.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
-                            serde_json::Value::Object(obj).to_string() + "\n"
-                        })
-                        .collect(),
-                    Err(e) => format!("{{\"error\":{:?}}}\n", e.to_string()),
+                let text: Vec<u8> = match batch {
+                    Ok(recs) => {
+                        let mut out = Vec::with_capacity(recs.len() * 600);
+                        for r in &recs {
+                            fedgate_gateway::render::json_line(&keys, r, &mut out);
+                        }
+                        out
+                    }
+                    Err(e) => format!("{{\"error\":{:?}}}\n", e.to_string()).into_bytes(),
                 };
                 Some((Ok::<_, std::convert::Infallible>(text), rx))
             }

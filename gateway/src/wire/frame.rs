@@ -66,7 +66,13 @@ struct EnvelopeIn {
 
 /// Encodes one message as a whole frame (header included).
 pub fn encode(msg: &Message) -> Vec<u8> {
-    let mut out = vec![0u8; HEADER];
+    // Sized for a typical batch up front, so large frames are not copied while growing.
+    let hint = match msg {
+        Message::Batch { records } => records.len() * 640,
+        _ => 256,
+    };
+    let mut out = Vec::with_capacity(HEADER + hint);
+    out.resize(HEADER, 0);
     // Writing CBOR into a Vec cannot fail for our types (no maps with non-string keys, no I/O).
     if let Err(e) = ciborium::ser::into_writer(&EnvelopeOut { v: PROTOCOL_VERSION, m: msg }, &mut out) {
         unreachable!("CBOR encoding into memory failed: {e}");
