@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn round_trips_through_cbor_and_json() {
-        let rec: Record = vec![Value::Null, Value::Bool(true), Value::Int(-7), Value::Text("欧阳娜娜".into())];
+        let rec: Record =
+            vec![Value::Null, Value::Bool(true), Value::Int(-7), Value::Text("欧阳娜娜".into())];
         let mut cbor = Vec::new();
         ciborium::ser::into_writer(&rec, &mut cbor).unwrap();
         assert_eq!(ciborium::de::from_reader::<Record, _>(cbor.as_slice()).unwrap(), rec);

@@ -133,7 +133,10 @@ fn parse_args() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Result<u64> {
-            args.next().with_context(|| format!("{name} needs a number"))?.parse().with_context(|| format!("{name} needs a number"))
+            args.next()
+                .with_context(|| format!("{name} needs a number"))?
+                .parse()
+                .with_context(|| format!("{name} needs a number"))
         };
         match a.as_str() {
             "--quick" => {
@@ -146,12 +149,16 @@ fn parse_args() -> Result<Opts> {
             "--runs" => o.runs = num("--runs")? as usize,
             "--keep" => o.keep = Some(args.next().context("--keep needs a folder")?.into()),
             "-h" | "--help" => {
-                println!("fedgate-bench [--quick] [--records N] [--small N] [--runs N] [--keep DIR]\n\n\
+                println!(
+                    "fedgate-bench [--quick] [--records N] [--small N] [--runs N] [--keep DIR]\n\n\
                           Measures raw QUIC, fedgate and an HTTPS+JSON baseline on the same records.\n\
-                          --quick: 100,000 records, 2,000 small queries, 1 run (under a minute).");
+                          --quick: 100,000 records, 2,000 small queries, 1 run (under a minute)."
+                );
                 std::process::exit(0);
             }
-            "raw-server" | "baseline-server" => return Err(anyhow::anyhow!("internal mode given out of place")),
+            "raw-server" | "baseline-server" => {
+                return Err(anyhow::anyhow!("internal mode given out of place"))
+            }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
     }
@@ -187,7 +194,9 @@ fn setup(dir: &Path, records: u64) -> Result<(PathBuf, PathBuf, SocketAddr)> {
     let c_quic = free_port_udp()?;
     let baseline_addr = free_port_tcp()?;
     let mut configs = Vec::new();
-    for (node, quic, peer, peer_quic) in [(PROVIDER, p_quic, CONSUMER, c_quic), (CONSUMER, c_quic, PROVIDER, p_quic)] {
+    for (node, quic, peer, peer_quic) in
+        [(PROVIDER, p_quic, CONSUMER, c_quic), (CONSUMER, c_quic, PROVIDER, p_quic)]
+    {
         let id: NodeId = node.parse()?;
         let ndir = dir.join(node);
         let issued = root.issue_node(&id, NodeProfile::gateway(now, 30))?;
@@ -199,9 +208,13 @@ fn setup(dir: &Path, records: u64) -> Result<(PathBuf, PathBuf, SocketAddr)> {
             std::fs::write(ndir.join("grants.toml"), GRANTS)?;
             text.push_str("catalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n");
         }
-        text.push_str("\n[tls]\ncert = \"tls/node.crt\"\nkey = \"tls/node.key\"\ntrust = \"tls/trust.crt\"\n");
+        text.push_str(
+            "\n[tls]\ncert = \"tls/node.crt\"\nkey = \"tls/node.key\"\ntrust = \"tls/trust.crt\"\n",
+        );
         if node == PROVIDER {
-            text.push_str(&format!("\n[[sources]]\ndataset = \"{DATASET}\"\nsqlite = \"records.db\"\ntable = \"records\"\n"));
+            text.push_str(&format!(
+                "\n[[sources]]\ndataset = \"{DATASET}\"\nsqlite = \"records.db\"\ntable = \"records\"\n"
+            ));
         }
         text.push_str(&format!("\n[[peers]]\nnode = \"{peer}\"\naddress = \"{peer_quic}\"\n"));
         let path = ndir.join("gateway.toml");
@@ -219,7 +232,17 @@ fn write_records(path: &Path, n: u64) -> Result<()> {
     let cols: Vec<String> = ds
         .fields
         .iter()
-        .map(|f| format!("\"{}\" {}", f.name, if matches!(f.ty, fedgate_catalog::FieldType::Integer | fedgate_catalog::FieldType::Bool) { "INTEGER" } else { "TEXT" }))
+        .map(|f| {
+            format!(
+                "\"{}\" {}",
+                f.name,
+                if matches!(f.ty, fedgate_catalog::FieldType::Integer | fedgate_catalog::FieldType::Bool) {
+                    "INTEGER"
+                } else {
+                    "TEXT"
+                }
+            )
+        })
         .collect();
     conn.execute_batch(&format!("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE records ({}, PRIMARY KEY (ticket_id));", cols.join(", ")))?;
     let tx = conn.transaction()?;
@@ -278,14 +301,26 @@ impl Drop for Proc {
 
 impl Proc {
     fn spawn(name: &'static str, exe: &Path, args: &[&str]) -> Result<Proc> {
-        let child = Command::new(exe).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {}", exe.display()))?;
+        let child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
         Ok(Proc { child, name })
     }
 
     /// (current RSS, peak RSS) in MiB, from /proc.
     fn rss(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib = |key: &str| status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
     }
 }
@@ -333,22 +368,28 @@ fn percentile(xs: &mut [f64], p: f64) -> f64 {
 }
 
 async fn run(o: Opts) -> Result<()> {
-    let dir = o.keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("fedgate-bench-{}", std::process::id())));
+    let dir = o
+        .keep
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("fedgate-bench-{}", std::process::id())));
     let _cleanup = (o.keep.is_none()).then(|| Cleanup(dir.clone()));
     std::fs::create_dir_all(&dir)?;
     eprintln!("writing {} records…", o.records);
     let (pcfg, ccfg, baseline_addr) = setup(&dir, o.records)?;
     let fedgate = sibling("fedgate")?;
     let me = std::env::current_exe()?;
-    let provider = Proc::spawn("provider gateway", &fedgate, &["serve", "--config", pcfg.to_str().unwrap_or_default()])?;
-    let consumer = Proc::spawn("consumer gateway", &fedgate, &["serve", "--config", ccfg.to_str().unwrap_or_default()])?;
+    let provider =
+        Proc::spawn("provider gateway", &fedgate, &["serve", "--config", pcfg.to_str().unwrap_or_default()])?;
+    let consumer =
+        Proc::spawn("consumer gateway", &fedgate, &["serve", "--config", ccfg.to_str().unwrap_or_default()])?;
     let pc = config::load(&pcfg)?;
     let cc = config::load(&ccfg)?;
     wait_tcp(pc.api).await?;
     wait_tcp(cc.api).await?;
     std::fs::write(dir.join("baseline.addr"), baseline_addr.to_string())?;
     let raw_server = Proc::spawn("raw QUIC server", &me, &["raw-server", pcfg.to_str().unwrap_or_default()])?;
-    let baseline_server = Proc::spawn("baseline HTTPS server", &me, &["baseline-server", pcfg.to_str().unwrap_or_default()])?;
+    let baseline_server =
+        Proc::spawn("baseline HTTPS server", &me, &["baseline-server", pcfg.to_str().unwrap_or_default()])?;
     wait_tcp(baseline_addr).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = (provider.rss().0, consumer.rss().0);
@@ -377,9 +418,23 @@ async fn run(o: Opts) -> Result<()> {
     let rec_s = |v: &[Bulk]| median(v.iter().map(|b| b.records as f64 / b.secs).collect());
     let mb_s = |v: &[Bulk]| median(v.iter().map(|b| b.bytes as f64 / b.secs / 1e6).collect());
     println!("fedgate-bench: {} records (~{} B each as delivered), {} run(s), medians; small queries: {} × 1 record, {} in flight", o.records, fed_bulk[0].bytes / o.records.max(1), o.runs, o.small, IN_FLIGHT);
-    println!("{:<10} {:>14} {:>10} {:>14} {:>12} {:>12}", "", "bulk rec/s", "MB/s", "small q/s", "small p50", "small p99");
-    for (name, bulk, small) in [("raw", &raw_bulk, &raw_small), ("fedgate", &fed_bulk, &fed_small), ("baseline", &base_bulk, &base_small)] {
-        println!("{name:<10} {:>14.0} {:>10.1} {:>14.0} {:>10.2}ms {:>10.2}ms", rec_s(bulk), mb_s(bulk), small.per_sec, small.p50_ms, small.p99_ms);
+    println!(
+        "{:<10} {:>14} {:>10} {:>14} {:>12} {:>12}",
+        "", "bulk rec/s", "MB/s", "small q/s", "small p50", "small p99"
+    );
+    for (name, bulk, small) in [
+        ("raw", &raw_bulk, &raw_small),
+        ("fedgate", &fed_bulk, &fed_small),
+        ("baseline", &base_bulk, &base_small),
+    ] {
+        println!(
+            "{name:<10} {:>14.0} {:>10.1} {:>14.0} {:>10.2}ms {:>10.2}ms",
+            rec_s(bulk),
+            mb_s(bulk),
+            small.per_sec,
+            small.p50_ms,
+            small.p99_ms
+        );
     }
     println!(
         "ratios: bulk fedgate/raw {:.2} (bytes/s), fedgate/baseline {:.2} (records/s); small fedgate/raw {:.2}, fedgate/baseline {:.2}",
@@ -465,12 +520,16 @@ mod http {
         where
             T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         {
-            let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
             tokio::spawn(conn);
             Ok(Conn { sender })
         }
 
-        async fn send(&mut self, req: hyper::Request<http_body_util::Full<Bytes>>) -> Result<(u64, u64, String)> {
+        async fn send(
+            &mut self,
+            req: hyper::Request<http_body_util::Full<Bytes>>,
+        ) -> Result<(u64, u64, String)> {
             self.sender.ready().await?;
             let resp = self.sender.send_request(req).await?;
             let status = resp.status();
@@ -505,7 +564,9 @@ mod http {
         }
 
         pub(crate) async fn get(&mut self, path: &str) -> Result<(u64, u64, String)> {
-            let req = hyper::Request::get(path).header("host", "localhost").body(http_body_util::Full::new(Bytes::new()))?;
+            let req = hyper::Request::get(path)
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(Bytes::new()))?;
             self.send(req).await
         }
     }
@@ -520,12 +581,21 @@ mod http {
 mod raw {
     use super::*;
 
-    fn endpoint(cfg: &config::Config, listen: Option<SocketAddr>) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
+    fn endpoint(
+        cfg: &config::Config,
+        listen: Option<SocketAddr>,
+    ) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
         let id = fedgate_gateway::node::load_identity(cfg)?;
-        let verifier = FederationVerifier::new(TrustStore::new(id.trust.root().clone(), &[]).map_err(anyhow::Error::msg)?);
+        let verifier = FederationVerifier::new(
+            TrustStore::new(id.trust.root().clone(), &[]).map_err(anyhow::Error::msg)?,
+        );
         let tls = TlsBuilder::new(verifier).identity(id.chain, id.key);
-        let server = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls.server()?)?));
-        let client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls.client()?)?));
+        let server = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls.server()?)?,
+        ));
+        let client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
+            tls.client()?,
+        )?));
         let ep = match listen {
             Some(addr) => quinn::Endpoint::server(server, addr)?,
             None => quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
@@ -628,7 +698,11 @@ mod raw {
             for t in tasks {
                 all.extend(t.await??);
             }
-            Ok(Small { per_sec: n as f64 / start.elapsed().as_secs_f64(), p50_ms: percentile(&mut all, 0.5), p99_ms: percentile(&mut all, 0.99) })
+            Ok(Small {
+                per_sec: n as f64 / start.elapsed().as_secs_f64(),
+                p50_ms: percentile(&mut all, 0.5),
+                p99_ms: percentile(&mut all, 0.99),
+            })
         }
     }
 }
@@ -659,12 +733,18 @@ mod baseline {
 
     pub(crate) async fn serve(pcfg: &Path) -> Result<()> {
         let cfg = config::load(pcfg)?;
-        let addr: SocketAddr = std::fs::read_to_string(cfg.dir.parent().context("bench folder")?.join("baseline.addr"))?.trim().parse()?;
+        let addr: SocketAddr =
+            std::fs::read_to_string(cfg.dir.parent().context("bench folder")?.join("baseline.addr"))?
+                .trim()
+                .parse()?;
         let catalog = fedgate_gateway::node::load_catalog(&cfg)?;
         let policy = fedgate_gateway::node::load_policy(&cfg, &catalog)?;
         let consumer: NodeId = CONSUMER.parse()?;
         let req = Request { dataset: DATASET.into(), purpose: PURPOSE.into(), action: Action::Read };
-        let Decision::Allow(allowed) = (*policy.decide(&catalog, &consumer, &req, time::OffsetDateTime::now_utc().unix_timestamp())).clone() else {
+        let Decision::Allow(allowed) =
+            (*policy.decide(&catalog, &consumer, &req, time::OffsetDateTime::now_utc().unix_timestamp()))
+                .clone()
+        else {
             bail!("baseline: the bench grant does not allow the consumer")
         };
         let ds = catalog.get(DATASET).context("dataset")?;
@@ -691,7 +771,9 @@ mod baseline {
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let svc = hyper_util::service::TowerToHyperService::new(router);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
             });
         }
     }
@@ -729,7 +811,8 @@ mod baseline {
                 Some((Ok::<_, std::convert::Infallible>(text), rx))
             }
         });
-        ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response()
+        ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
+            .into_response()
     }
 
     pub(crate) struct Client {
@@ -795,7 +878,11 @@ mod baseline {
             for t in tasks {
                 all.extend(t.await??);
             }
-            Ok(Small { per_sec: n as f64 / start.elapsed().as_secs_f64(), p50_ms: percentile(&mut all, 0.5), p99_ms: percentile(&mut all, 0.99) })
+            Ok(Small {
+                per_sec: n as f64 / start.elapsed().as_secs_f64(),
+                p50_ms: percentile(&mut all, 0.5),
+                p99_ms: percentile(&mut all, 0.99),
+            })
         }
     }
 }
