@@ -353,13 +353,6 @@ pub struct TransferSummary {
     pub audit_seq: Option<u64>,
 }
 
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
 impl Transfer {
     /// Sends the query and waits for the header (or the refusal).
     pub async fn start(
@@ -468,7 +461,8 @@ impl Transfer {
                     count,
                     &digest,
                 );
-                let valid = from_hex(&signature).is_some_and(|sig| self.peer.verify_signature(&msg, &sig));
+                let valid = fedgate_catalog::unhex(&signature)
+                    .is_some_and(|sig| self.peer.verify_signature(&msg, &sig));
                 if !valid {
                     return Err(ExchangeError::BadTrailer {
                         peer: who,

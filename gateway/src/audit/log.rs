@@ -107,7 +107,7 @@ fn read_or_create_secret(
             if mode & 0o077 != 0 {
                 return Err(key_err(format!("readable by others (mode {mode:o}); run chmod 600")));
             }
-            from_hex(text.trim()).ok_or_else(|| key_err("not a hex-encoded key".into()))
+            fedgate_catalog::unhex(text.trim()).ok_or_else(|| key_err("not a hex-encoded key".into()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let bytes = make()?;
@@ -119,13 +119,6 @@ fn read_or_create_secret(
         }
         Err(e) => Err(io(path)(e)),
     }
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 fn random<const N: usize>() -> Result<[u8; N], AuditError> {
@@ -155,7 +148,7 @@ impl AuditKeys {
     /// Only the encryption key (for reading a log).
     pub fn load_sealer(encryption: &Path) -> Result<Sealer, AuditError> {
         let text = fs::read_to_string(encryption).map_err(io(encryption))?;
-        let key = from_hex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok());
+        let key = fedgate_catalog::unhex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok());
         key.map(|k| Sealer::new(&k))
             .ok_or_else(|| AuditError::Key { path: encryption.into(), why: "not a 32-byte hex key".into() })
     }

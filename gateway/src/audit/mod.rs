@@ -237,27 +237,14 @@ pub fn prove(dir: &Path, verifier: &(String, Vec<u8>), seq: u64) -> Result<Inclu
 pub fn check_proof(p: &InclusionProof, verifier: &(String, Vec<u8>)) -> Result<Checkpoint, String> {
     let cp = Checkpoint::verify(&p.checkpoint, &verifier.0, &verifier.1)
         .map_err(|e| format!("checkpoint: {e}"))?;
-    let leaf = hex_decode(&p.leaf).ok_or("leaf is not hex")?;
+    let leaf = fedgate_catalog::unhex(&p.leaf).ok_or("leaf is not hex")?;
     if entry::leaf_seq(&leaf) != Some(p.entry) {
         return Err(format!("the leaf is not entry {}", p.entry));
     }
-    let path: Vec<Hash> = p
-        .path
-        .iter()
-        .map(|h| {
-            hex_decode(h).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or("path hash is not 32 hex bytes")
-        })
-        .collect::<Result<_, _>>()?;
+    let path = parse_hashes(&p.path)?;
     merkle::verify_inclusion(&merkle::leaf_hash(&leaf), p.entry, cp.size, &path, &cp.root)
         .map_err(|e| e.to_string())?;
     Ok(cp)
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A consistency proof between two signed checkpoints: the later log extends the earlier one.
@@ -341,15 +328,21 @@ pub fn check_consistency(
         Checkpoint::verify(&p.old, &verifier.0, &verifier.1).map_err(|e| format!("old checkpoint: {e}"))?;
     let new =
         Checkpoint::verify(&p.new, &verifier.0, &verifier.1).map_err(|e| format!("new checkpoint: {e}"))?;
-    let path: Vec<Hash> = p
-        .path
-        .iter()
-        .map(|h| {
-            hex_decode(h).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or("path hash is not 32 hex bytes")
-        })
-        .collect::<Result<_, _>>()?;
+    let path = parse_hashes(&p.path)?;
     merkle::verify_consistency(old.size, new.size, &path, &old.root, &new.root).map_err(|e| e.to_string())?;
     Ok((old, new))
+}
+
+/// Proof hashes from hex.
+fn parse_hashes(hexes: &[String]) -> Result<Vec<Hash>, String> {
+    hexes
+        .iter()
+        .map(|h| {
+            fedgate_catalog::unhex(h)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| format!("path hash {h:?} is not 32 hex bytes"))
+        })
+        .collect()
 }
 
 /// Copies the log (segments, checkpoints, public key) into `out` with a README for the auditor.

@@ -228,53 +228,20 @@ fn setup(dir: &Path, records: u64) -> Result<(PathBuf, PathBuf, SocketAddr)> {
 fn write_records(path: &Path, n: u64) -> Result<()> {
     let catalog = fedgate_catalog::parse("bench.toml", CATALOG).map_err(|d| anyhow::anyhow!("{d}"))?;
     let ds = catalog.get(DATASET).context("bench dataset")?;
-    let mut conn = rusqlite::Connection::open(path)?;
-    let cols: Vec<String> = ds
-        .fields
-        .iter()
-        .map(|f| {
-            format!(
-                "\"{}\" {}",
-                f.name,
-                if matches!(f.ty, fedgate_catalog::FieldType::Integer | fedgate_catalog::FieldType::Bool) {
-                    "INTEGER"
-                } else {
-                    "TEXT"
-                }
-            )
-        })
-        .collect();
-    conn.execute_batch(&format!("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE records ({}, PRIMARY KEY (ticket_id));", cols.join(", ")))?;
-    let tx = conn.transaction()?;
-    {
-        let ph: Vec<String> = (1..=ds.fields.len()).map(|i| format!("?{i}")).collect();
-        let mut stmt = tx.prepare(&format!("INSERT INTO records VALUES ({})", ph.join(", ")))?;
-        let mut rng = Rng::new(7);
-        for seq in 0..n {
-            let mut rec = data::record(&mut rng, ds, seq, "wuxi");
-            // A ~200-character complaint: the realistic worst case for the PII scan.
-            if let Some(fedgate_catalog::Value::Text(c)) = rec.get_mut(8) {
-                while c.chars().count() < 200 {
-                    let (phone, id) = (data::mobile(&mut rng), data::resident_id(&mut rng));
-                    let more = data::complaint(&mut rng, "来电人", &phone, &id);
-                    c.push_str(&more);
-                }
-                *c = c.chars().take(200).collect();
+    let mut rng = Rng::new(7);
+    let rows = (0..n).map(|seq| {
+        let mut rec = data::record(&mut rng, ds, seq, "wuxi");
+        // A ~200-character complaint: the realistic worst case for the PII scan.
+        if let Some(fedgate_catalog::Value::Text(c)) = rec.get_mut(8) {
+            while c.chars().count() < 200 {
+                let (phone, id) = (data::mobile(&mut rng), data::resident_id(&mut rng));
+                c.push_str(&data::complaint(&mut rng, "来电人", &phone, &id));
             }
-            let vals: Vec<rusqlite::types::Value> = rec
-                .into_iter()
-                .map(|v| match v {
-                    fedgate_catalog::Value::Null => rusqlite::types::Value::Null,
-                    fedgate_catalog::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(b)),
-                    fedgate_catalog::Value::Int(i) => rusqlite::types::Value::Integer(i),
-                    fedgate_catalog::Value::Text(s) => rusqlite::types::Value::Text(s),
-                })
-                .collect();
-            stmt.execute(rusqlite::params_from_iter(vals))?;
+            *c = c.chars().take(200).collect();
         }
-    }
-    tx.commit()?;
-    Ok(())
+        rec
+    });
+    fedgate_gateway::demo::write_table(path, ds, rows)
 }
 
 /// Removes the bench folder when the run ends.

@@ -170,6 +170,17 @@ fn write_sqlite(
     within: &str,
     seed: u64,
 ) -> Result<()> {
+    let mut rng = data::Rng::new(seed);
+    write_table(path, ds, (0..records).map(|seq| data::record(&mut rng, ds, seq, within)))
+}
+
+/// Writes `rows` of `ds` into a new SQLite table `records` at `path`, columns named like the
+/// fields, with the primary key and an index on the jurisdiction field.
+pub fn write_table(
+    path: &Path,
+    ds: &fedgate_catalog::Dataset,
+    rows: impl Iterator<Item = fedgate_catalog::Record>,
+) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let mut conn = rusqlite::Connection::open(path)?;
     let cols: Vec<String> = ds
@@ -193,9 +204,7 @@ fn write_sqlite(
     {
         let placeholders: Vec<String> = (1..=ds.fields.len()).map(|i| format!("?{i}")).collect();
         let mut stmt = tx.prepare(&format!("INSERT INTO records VALUES ({})", placeholders.join(", ")))?;
-        let mut rng = data::Rng::new(seed);
-        for seq in 0..records {
-            let rec = data::record(&mut rng, ds, seq, within);
+        for rec in rows {
             let vals: Vec<rusqlite::types::Value> = rec
                 .into_iter()
                 .map(|v| match v {
