@@ -227,6 +227,8 @@ pub struct Shared {
     /// The QUIC link.
     pub link: Arc<Link>,
     catalog: RwLock<Arc<Catalog>>,
+    // Computed once per load: every audit entry carries it.
+    catalog_digest: RwLock<Arc<str>>,
     policy: RwLock<Arc<Policy>>,
     masking_secret: Vec<u8>,
     /// Signs transfer trailers with the node's key.
@@ -252,7 +254,7 @@ impl Shared {
             kind: Some(kind),
             actor: self.cfg.node.to_string(),
             policy_digest: Some(self.policy().digest().to_owned()),
-            catalog_digest: Some(self.catalog().digest()),
+            catalog_digest: Some(self.catalog_digest.read().unwrap_or_else(|p| p.into_inner()).to_string()),
             ..Entry::default()
         }
     }
@@ -263,6 +265,7 @@ impl Shared {
     pub async fn reload_rules(&self) -> Result<(), NodeError> {
         let catalog = load_catalog(&self.cfg)?;
         let policy = load_policy(&self.cfg, &catalog)?;
+        *self.catalog_digest.write().unwrap_or_else(|p| p.into_inner()) = catalog.digest().into();
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         let mut e = self.audit_entry(Kind::Reload);
@@ -273,7 +276,7 @@ impl Shared {
             self.policy().grants().grants.len()
         ));
         self.audit.append(e).await?;
-        tracing::info!(catalog = %self.catalog().digest(), grants = %self.policy().digest(), "catalog and grants reloaded");
+        tracing::info!(grants = %self.policy().digest(), "catalog and grants reloaded");
         Ok(())
     }
 
@@ -352,6 +355,7 @@ impl RunningNode {
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),
+            catalog_digest: RwLock::new(catalog.digest().into()),
             catalog: RwLock::new(Arc::new(catalog)),
             policy: RwLock::new(Arc::new(policy)),
             masking_secret: masking.into_bytes(),

@@ -446,3 +446,38 @@ async fn a_lost_connection_is_re_established() {
     let second = centre.peer(&id("womens-federation@wuxi")).await.unwrap();
     assert_ne!(second.conn.stable_id(), first.conn.stable_id());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_audit_and_the_trailer_cites_the_providers_entry() {
+    use fedgate_gateway::audit::{self, AuditKeys, Kind};
+    let f = provider_with(40, SQLITE).await;
+    let centre = consumer(&f, "mediation-center@wuxi").await;
+    let pc = centre.peer(&id("womens-federation@wuxi")).await.unwrap();
+    let mut t =
+        Transfer::start(&pc, &centre.config().node, "family-disputes", "dispute-mediation", vec![], None)
+            .await
+            .unwrap();
+    while t.next_batch().await.unwrap().is_some() {}
+    let summary = t.summary().unwrap().clone();
+    let court = consumer(&f, "court@wuxi.xinwu").await;
+    assert!(fetch(&court, "family-disputes", "dispute-mediation", vec![], None).await.is_err());
+
+    let pcfg = f.provider.config();
+    let sealer = AuditKeys::load_sealer(&pcfg.audit_key).unwrap();
+    let mut entries = Vec::new();
+    audit::entries(&pcfg.audit_dir, &sealer, |e| {
+        entries.push(e);
+        Ok(())
+    })
+    .unwrap();
+    let cited = &entries[summary.audit_seq.unwrap() as usize];
+    assert_eq!(cited.kind, Some(Kind::RequestIn));
+    assert_eq!(cited.counterpart.as_deref(), Some("mediation-center@wuxi"));
+    assert_eq!(cited.records, Some(40));
+    assert_eq!(cited.content_digest.as_deref(), Some(summary.digest.as_str()));
+    assert_eq!(cited.catalog_digest.as_deref(), Some(f.provider.shared().catalog().digest().as_str()));
+    assert!(cited.obligations.contains(&"party_id=clear".to_owned()));
+    let deny = entries.iter().find(|e| e.kind == Some(Kind::Deny)).expect("the denial is audited");
+    assert_eq!(deny.counterpart.as_deref(), Some("court@wuxi.xinwu"));
+    assert_eq!(entries[0].kind, Some(Kind::Start));
+}
