@@ -10,7 +10,7 @@ use crate::model::{
     Catalog, Dataset, Field, FieldType, Generalize, OpenAttr, PiiKind, Rule, Sharing, UpdateFrequency,
     DEFAULT_REDACT_TOKEN,
 };
-use crate::toml_reader::{line_col, Diagnostic, Diagnostics, Source, Table};
+use crate::toml_reader::{Diagnostic, Diagnostics, Source, Table};
 
 const ROOT_KEYS: &[&str] = &["dataset"];
 const DATASET_KEYS: &[&str] = &[
@@ -60,8 +60,7 @@ pub fn parse_files(files: &[(&str, &str)]) -> Result<Catalog, Diagnostics> {
     for (file, text) in files {
         let mut src = Source::new(file, text);
         for (ds, id_span) in parse_file(&mut src) {
-            let (line, col) = line_col(text, id_span.start);
-            let here = format!("{file}:{line}:{col}");
+            let here = src.position(id_span.start);
             match seen.get(ds.id.as_str()) {
                 Some(first) => {
                     src.error(id_span, format!("dataset id `{}` is already defined at {first}", ds.id))

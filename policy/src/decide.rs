@@ -213,6 +213,8 @@ pub struct Policy {
     index: HashMap<String, HashMap<String, Vec<usize>>>,
     /// Every valid_from and valid_until, sorted: the moments a decision can change.
     changes: Vec<i64>,
+    /// Per grant, its casbin subject pattern and index as text, made once.
+    rule_heads: Vec<(String, String)>,
     pool: Mutex<Vec<Enforcer>>,
     cache: Mutex<HashMap<(NodeId, Request), Cached>>,
 }
@@ -247,10 +249,12 @@ impl Policy {
             set.grants.iter().flat_map(|g| [g.valid_from, g.valid_until]).flatten().collect();
         changes.sort_unstable();
         changes.dedup();
+        let rule_heads =
+            set.grants.iter().enumerate().map(|(i, g)| (g.to.pattern(), i.to_string())).collect();
         let digest = set.digest();
         // One enforcer up front proves the model compiles; more are made as concurrency needs.
         let pool = Mutex::new(vec![new_enforcer()?]);
-        Ok(Policy { set, digest, index, changes, pool, cache: Mutex::new(HashMap::new()) })
+        Ok(Policy { set, digest, index, changes, rule_heads, pool, cache: Mutex::new(HashMap::new()) })
     }
 
     /// The grants behind this snapshot.
@@ -322,14 +326,20 @@ impl Policy {
     }
 
     /// Grants in force filed under the peer's keys for this dataset, best first.
-    fn candidates(&self, peer: &NodeId, dataset: &str, now: i64) -> Vec<usize> {
+    /// The shard a request falls into: grants filed under the peer's subject keys, for this
+    /// dataset, naming this action and purpose, in force now — usually a handful however many
+    /// grants there are. casbin then matches over just these.
+    fn candidates(&self, peer: &NodeId, req: &Request, now: i64) -> Vec<usize> {
+        let names = |g: &Grant| {
+            g.actions.contains(&req.action) && g.purposes.iter().any(|p| p.as_str() == req.purpose)
+        };
         let mut ids: Vec<usize> = node_keys(peer)
             .iter()
             .filter_map(|k| self.index.get(k))
-            .flat_map(|by_ds| [by_ds.get(dataset), by_ds.get("*")].into_iter().flatten())
+            .flat_map(|by_ds| [by_ds.get(req.dataset.as_str()), by_ds.get("*")].into_iter().flatten())
             .flatten()
             .copied()
-            .filter(|&i| self.set.grants[i].in_force(now))
+            .filter(|&i| names(&self.set.grants[i]) && self.set.grants[i].in_force(now))
             .collect();
         ids.sort_unstable_by(|&a, &b| priority(&self.set.grants[a]).cmp(&priority(&self.set.grants[b])));
         ids.dedup();
@@ -338,25 +348,16 @@ impl Policy {
 
     /// The most permissive grant in force for this request, matched by casbin.
     fn best_grant(&self, peer: &NodeId, req: &Request, now: i64) -> Option<&Grant> {
-        let ids = self.candidates(peer, &req.dataset, now);
+        let ids = self.candidates(peer, req, now);
         if ids.is_empty() {
             return None;
         }
-        let mut rules = Vec::new();
+        let mut rules = Vec::with_capacity(ids.len());
         for &i in &ids {
             let g = &self.set.grants[i];
             let obj = if g.datasets.is_none() { "*".to_owned() } else { req.dataset.clone() };
-            for act in &g.actions {
-                for pur in &g.purposes {
-                    rules.push(vec![
-                        g.to.pattern(),
-                        obj.clone(),
-                        act.to_string(),
-                        pur.to_string(),
-                        i.to_string(),
-                    ]);
-                }
-            }
+            let (pattern, gid) = &self.rule_heads[i];
+            rules.push(vec![pattern.clone(), obj, req.action.to_string(), req.purpose.clone(), gid.clone()]);
         }
         let mut e = match self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             Some(e) => e,

@@ -266,8 +266,8 @@ pub fn parse_grants(files: &[(&str, &str)], known: Option<&[&str]>) -> Result<Gr
         root.deny_unknown(&mut src, ROOT_KEYS);
         for t in root.tables(&mut src, "grant") {
             let start = t.get("id").map_or_else(|| t.span(), |v| v.span());
-            let (line, col) = fedgate_catalog::toml_reader::line_col(text, start.start);
-            if let Some(g) = grant(&mut src, &t, &vocab, known, format!("{file}:{line}:{col}")) {
+            let here = src.position(start.start);
+            if let Some(g) = grant(&mut src, &t, &vocab, known, here) {
                 if let Some(first) = grants.iter().find(|h| h.id == g.id) {
                     src.error(start, format!("grant id `{}` is already used at {}", g.id, first.source));
                     continue;
