@@ -558,3 +558,19 @@ async fn serve_stream(
     let _ = link::write_frame(&mut send, &answer, &who).await;
     let _ = send.finish();
 }
+
+/// Resolves on Ctrl-C or SIGTERM: the ways an operator or systemd stops a gateway.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

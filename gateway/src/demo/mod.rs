@@ -412,7 +412,7 @@ pub async fn run(opts: Options) -> Result<()> {
         println!(
             "Ctrl-C stops. Each node also starts alone: fedgate serve --config DIR/<node-id>/gateway.toml"
         );
-        let _ = tokio::signal::ctrl_c().await;
+        crate::node::shutdown_signal().await;
     }
     for n in running {
         n.shutdown().await;
