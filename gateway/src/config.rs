@@ -322,6 +322,17 @@ address = "127.0.0.1:7402"
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        let text = &readme[start..start + readme[start..].find("```").expect("closed")];
+        let c = parse(Path::new("/etc/fedgate/police/gateway.toml"), text).unwrap();
+        assert_eq!(c.sources.len(), 1);
+        assert_eq!(c.grants, vec![PathBuf::from("/etc/fedgate/police/grants.toml")]);
+        assert_eq!(c.audit_dir, PathBuf::from("/etc/fedgate/police/audit"));
+    }
+
+    #[test]
     fn syntax_errors_are_located() {
         let err = parse(Path::new("g.toml"), "node = = 1\n").unwrap_err();
         assert!(err.to_string().starts_with("g.toml:1:"), "{err}");
