@@ -35,81 +35,13 @@ const DATASET: &str = "bench-tickets";
 const PURPOSE: &str = "law-enforcement";
 const IN_FLIGHT: usize = 64;
 
-/// 14 fields; at the consumer's clearance 2, five are masked (name, ID, mobile, address, the
-/// ~200-character complaint scanned for PII), one generalized, the rest in clear.
-const CATALOG: &str = r#"
-[[dataset]]
-id = "bench-tickets"
-title = "Benchmark tickets"
-owner = "hotline12345@wuxi"
-steward = "bench"
-update = "realtime"
-sharing = "conditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "ticket_id"
-  [[dataset.fields]]
-  name = "ticket_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-  [[dataset.fields]]
-  name = "caller_name"
-  type = "string"
-  grade = 3
-  pii = "person-name"
-  [[dataset.fields]]
-  name = "caller_id"
-  type = "string"
-  grade = 4
-  pii = "resident-id"
-  [[dataset.fields]]
-  name = "caller_mobile"
-  type = "string"
-  grade = 3
-  pii = "mobile"
-  [[dataset.fields]]
-  name = "address"
-  type = "string"
-  grade = 3
-  pii = "address"
-  [[dataset.fields]]
-  name = "received_at"
-  type = "datetime"
-  grade = 2
-  [[dataset.fields]]
-  name = "category"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "content"
-  type = "string"
-  grade = 3
-  pii = "free-text"
-  [[dataset.fields]]
-  name = "status"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "handler"
-  type = "string"
-  grade = 2
-  [[dataset.fields]]
-  name = "urgency"
-  type = "integer"
-  grade = 1
-  [[dataset.fields]]
-  name = "channel"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "closed"
-  type = "bool"
-  grade = 1
-"#;
+/// The demo hotline's 14 fields, as a dataset of the benchmark: at the consumer's clearance 2,
+/// five are masked (name, ID, mobile, address, the ~200-character complaint scanned for PII), one
+/// generalized, the rest in clear.
+fn catalog() -> Result<String> {
+    let text = fedgate_gateway::demo::catalog_text("hotline-tickets").context("demo hotline catalog")?;
+    Ok(text.replace("id = \"hotline-tickets\"", &format!("id = \"{DATASET}\"")))
+}
 
 const GRANTS: &str = r#"
 [[grant]]
@@ -204,7 +136,7 @@ fn setup(dir: &Path, records: u64) -> Result<(PathBuf, PathBuf, SocketAddr)> {
         let api = free_port_tcp()?;
         let mut text = format!("node = \"{node}\"\nlisten = \"{quic}\"\napi = \"{api}\"\n");
         if node == PROVIDER {
-            std::fs::write(ndir.join("catalog.toml"), CATALOG)?;
+            std::fs::write(ndir.join("catalog.toml"), catalog()?)?;
             std::fs::write(ndir.join("grants.toml"), GRANTS)?;
             text.push_str("catalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n");
         }
@@ -226,7 +158,7 @@ fn setup(dir: &Path, records: u64) -> Result<(PathBuf, PathBuf, SocketAddr)> {
 }
 
 fn write_records(path: &Path, n: u64) -> Result<()> {
-    let catalog = fedgate_catalog::parse("bench.toml", CATALOG).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let catalog = fedgate_catalog::parse("bench.toml", &catalog()?).map_err(|d| anyhow::anyhow!("{d}"))?;
     let ds = catalog.get(DATASET).context("bench dataset")?;
     let mut rng = Rng::new(7);
     let rows = (0..n).map(|seq| {

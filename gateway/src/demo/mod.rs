@@ -9,6 +9,12 @@
 mod content;
 pub mod data;
 
+/// The catalog TOML of a demo dataset (e.g. `hotline-tickets`), for tools that want realistic
+/// shapes (the benchmark uses the hotline's 14 fields).
+pub fn catalog_text(dataset: &str) -> Option<&'static str> {
+    content::DATASETS.iter().find(|(_, id, ..)| *id == dataset).map(|(.., toml)| *toml)
+}
+
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
