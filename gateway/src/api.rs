@@ -196,18 +196,18 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         }
     };
     let shared = st.shared.clone();
-    let stream = futures::stream::unfold(Some((transfer, shared, filters)), |state| async move {
-        let (mut t, shared, filters) = state?;
+    let keys = crate::render::json_keys(transfer.fields());
+    let stream = futures::stream::unfold(Some((transfer, shared, filters, keys)), |state| async move {
+        let (mut t, shared, filters, keys) = state?;
         let metrics = shared.metrics.clone();
         let chunk = match t.next_batch().await {
             Ok(Some(records)) => {
                 crate::metrics::Metrics::add(&metrics.records_received_total, records.len() as u64);
-                let keys = crate::render::json_keys(t.fields());
                 let mut text = Vec::with_capacity(records.len() * 600);
                 for r in &records {
                     crate::render::json_line(&keys, r, &mut text);
                 }
-                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters))));
+                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters, keys))));
             }
             Ok(None) => {
                 crate::metrics::Metrics::add(&metrics.transfers_received_total, 1);
