@@ -100,9 +100,11 @@ fn parse_args() -> Result<Opts> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let config =
+        || args.get(2).map(Path::new).context("internal server modes need the provider's gateway.toml");
     match args.get(1).map(String::as_str) {
-        Some("raw-server") => rt.block_on(raw::serve(Path::new(&args[2]))),
-        Some("baseline-server") => rt.block_on(baseline::serve(Path::new(&args[2]))),
+        Some("raw-server") => rt.block_on(raw::serve(config()?)),
+        Some("baseline-server") => rt.block_on(baseline::serve(config()?)),
         _ => {
             let o = parse_args()?;
             rt.block_on(run(o))
