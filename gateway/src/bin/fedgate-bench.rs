@@ -369,26 +369,49 @@ async fn fedgate_bulk(api: SocketAddr, token: &str, records: u64) -> Result<Bulk
 }
 
 async fn fedgate_small(api: SocketAddr, token: &str, n: u64, records: u64) -> Result<Small> {
+    let mut conns = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        conns.push(http::Conn::plain(api).await?);
+    }
+    let token: Arc<str> = token.into();
+    drive_small(n, conns, move |mut conn: http::Conn, i| {
+        let token = token.clone();
+        async move {
+            let id = format!("BENCH-{:06}", (i * 7919) % records);
+            let body = serde_json::json!({"peer": PROVIDER, "dataset": DATASET, "purpose": PURPOSE, "where": {"ticket_id": id}, "limit": 1}).to_string();
+            let (lines, _, last) = conn.post(&token, &body).await?;
+            if lines != 2 || !last.contains("@end") {
+                bail!("small query {id}: {lines} lines, last {last}");
+            }
+            Ok(conn)
+        }
+    })
+    .await
+}
+
+/// Runs `n` one-record queries, one worker per connection in `conns`, each worker taking the
+/// next query number as it finishes one; times every query.
+async fn drive_small<C, F, Fut>(n: u64, conns: Vec<C>, query: F) -> Result<Small>
+where
+    C: Send + 'static,
+    F: Fn(C, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<C>> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let (next, token) = (next.clone(), token.to_owned());
+    for conn in conns {
+        let (next, query) = (next.clone(), query.clone());
         tasks.push(tokio::spawn(async move {
+            let mut conn = conn;
             let mut lat = Vec::new();
-            let mut conn = http::Conn::plain(api).await?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return Ok::<_, anyhow::Error>(lat);
                 }
-                let id = format!("BENCH-{:06}", (i * 7919) % records);
-                let body = serde_json::json!({"peer": PROVIDER, "dataset": DATASET, "purpose": PURPOSE, "where": {"ticket_id": id}, "limit": 1}).to_string();
                 let t = Instant::now();
-                let (lines, _, last) = conn.post(&token, &body).await?;
-                if lines != 2 || !last.contains("@end") {
-                    bail!("small query {id}: {lines} lines, last {last}");
-                }
+                conn = query(conn, i).await?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
         }));
@@ -579,31 +602,12 @@ mod raw {
         }
 
         pub(crate) async fn small(&self, n: u64) -> Result<Small> {
-            let next = Arc::new(AtomicU64::new(0));
-            let start = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..IN_FLIGHT {
-                let (next, conn) = (next.clone(), self.conn.clone());
-                tasks.push(tokio::spawn(async move {
-                    let c = Client { conn };
-                    let mut lat = Vec::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
-                        let t = Instant::now();
-                        c.fetch(600).await?;
-                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    Ok::<_, anyhow::Error>(lat)
-                }));
-            }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await??);
-            }
-            Ok(Small {
-                per_sec: n as f64 / start.elapsed().as_secs_f64(),
-                p50_ms: percentile(&mut all, 0.5),
-                p99_ms: percentile(&mut all, 0.99),
+            let conns = (0..IN_FLIGHT).map(|_| Client { conn: self.conn.clone() }).collect();
+            drive_small(n, conns, |c: Client, _| async move {
+                c.fetch(600).await?;
+                Ok(c)
             })
+            .await
         }
     }
 }
@@ -752,38 +756,19 @@ mod baseline {
         }
 
         pub(crate) async fn small(&self, n: u64, records: u64) -> Result<Small> {
-            let next = Arc::new(AtomicU64::new(0));
-            let start = Instant::now();
-            let mut tasks = Vec::new();
+            let mut conns = Vec::new();
             for _ in 0..IN_FLIGHT {
-                let next = next.clone();
-                let mut conn = self.conn().await?;
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok::<_, anyhow::Error>(lat);
-                        }
-                        let id = format!("BENCH-{:06}", (i * 7919) % records);
-                        let t = Instant::now();
-                        let (lines, _, _) = conn.get(&format!("/v1/records?id={id}")).await?;
-                        if lines != 1 {
-                            bail!("baseline small query {id}: {lines} lines");
-                        }
-                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                }));
+                conns.push(self.conn().await?);
             }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await??);
-            }
-            Ok(Small {
-                per_sec: n as f64 / start.elapsed().as_secs_f64(),
-                p50_ms: percentile(&mut all, 0.5),
-                p99_ms: percentile(&mut all, 0.99),
+            drive_small(n, conns, move |mut conn: http::Conn, i| async move {
+                let id = format!("BENCH-{:06}", (i * 7919) % records);
+                let (lines, _, _) = conn.get(&format!("/v1/records?id={id}")).await?;
+                if lines != 1 {
+                    bail!("baseline small query {id}: {lines} lines");
+                }
+                Ok(conn)
             })
+            .await
         }
     }
 }
