@@ -119,12 +119,18 @@ impl FederationVerifier {
     }
 }
 
+/// Each reason gets its own TLS alert where TLS has one, so the refused side can tell them apart:
+/// revoked 44, expired / not yet valid 45, unknown CA 48, region overstep access_denied 49, wrong
+/// usage unsupported_certificate 43, no node id bad_certificate 42, anything else 46.
 fn to_tls_error(e: PeerError) -> TlsError {
     let cert_error = match e {
         PeerError::Expired => CertificateError::Expired,
         PeerError::NotYetValid => CertificateError::NotValidYet,
         PeerError::Revoked => CertificateError::Revoked,
         PeerError::UnknownCa(_) | PeerError::SelfSigned(_) => CertificateError::UnknownIssuer,
+        PeerError::RegionNotCovered { .. } => CertificateError::ApplicationVerificationFailure,
+        PeerError::WrongUsage(_) => CertificateError::InvalidPurpose,
+        PeerError::NoIdentity(_) => CertificateError::BadEncoding,
         other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
     };
     TlsError::InvalidCertificate(cert_error)

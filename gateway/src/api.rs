@@ -45,6 +45,7 @@ impl From<NodeError> for ApiError {
             NodeError::UnknownPeer(_) => (StatusCode::NOT_FOUND, "unknown-peer"),
             NodeError::Link(LinkError::Remote { code, .. }) => remote_status(*code),
             NodeError::Link(LinkError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "peer-timeout"),
+            NodeError::Link(LinkError::Refused { .. }) => (StatusCode::BAD_GATEWAY, "certificate-refused"),
             NodeError::Link(_) => (StatusCode::BAD_GATEWAY, "peer-unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

@@ -364,11 +364,7 @@ impl Transfer {
         limit: Option<u64>,
     ) -> Result<Transfer, ExchangeError> {
         let who = pc.peer.node().to_string();
-        let (mut send, mut recv) = pc
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| LinkError::Closed { peer: who.clone(), reason: e.to_string() })?;
+        let (mut send, mut recv) = pc.conn.open_bi().await.map_err(|e| link::lost(&who, e))?;
         let q = Message::Query { dataset: dataset.into(), purpose: purpose.into(), filters, limit };
         link::write_frame(&mut send, &q, &who).await?;
         let _ = send.finish();

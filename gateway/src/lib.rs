@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod link;
 pub mod metrics;
 pub mod node;
+pub mod refusal;
 pub mod render;
 pub mod secret;
 pub mod source;

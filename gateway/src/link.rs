@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ring::hmac;
+
 use fedgate_catalog::NodeId;
 use fedgate_certs::tls::{FederationVerifier, TlsBuilder};
 use fedgate_certs::{PeerError, Role, VerifiedPeer};
@@ -19,13 +21,16 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+use crate::refusal::Refusal;
 use crate::wire::{self, frame, ErrorCode, FrameError, Message, PROTOCOL_VERSION};
 
 /// How long a dial (handshake plus hello) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection with no traffic for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A connection with no traffic for this long is closed: three missed keep-alives, so a peer
+/// that vanished without a word (and cannot answer with a stateless reset) is noticed in 15 s.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keep-alives probe cached connections; a restarted peer answers one with a stateless reset.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Why talking to a peer failed. Messages name the peer.
 #[derive(Debug, Error)]
@@ -56,6 +61,16 @@ pub enum LinkError {
         peer: String,
         /// The reason it gave.
         reason: String,
+    },
+    /// The peer refused our certificate and said why (a TLS alert or our refusal close code).
+    #[error("{peer} refused us: {}", refusal.phrase())]
+    Refused {
+        /// The peer that refused.
+        peer: String,
+        /// Why.
+        refusal: Refusal,
+        /// The peer's own words, for logs.
+        detail: String,
     },
     /// The peer's certificate was refused.
     #[error("{peer}: certificate rejected: {error}")]
@@ -141,6 +156,7 @@ impl Link {
         key: PrivateKeyDer<'static>,
     ) -> Result<Link, LinkError> {
         let setup = |why: String| LinkError::Setup { addr: listen, why };
+        let endpoint_config = stable_endpoint_config(&key);
         let tls = TlsBuilder::new(verifier.clone()).identity(chain, key);
         let server_tls = tls.server().map_err(|e| setup(format!("TLS server config: {e}")))?;
         let client_tls = tls.client().map_err(|e| setup(format!("TLS client config: {e}")))?;
@@ -150,7 +166,10 @@ impl Link {
         server.transport_config(transport());
         let mut client = quinn::ClientConfig::new(Arc::new(client_quic));
         client.transport_config(transport());
-        let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|e| setup(e.to_string()))?;
+        let socket = std::net::UdpSocket::bind(listen).map_err(|e| setup(e.to_string()))?;
+        let runtime = quinn::default_runtime().ok_or_else(|| setup("no async runtime".into()))?;
+        let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(|e| setup(e.to_string()))?;
         endpoint.set_default_client_config(client.clone());
         Ok(Link { endpoint, local, verifier, client, outbound: Mutex::default(), live: Mutex::default() })
     }
@@ -185,7 +204,13 @@ impl Link {
         let conn = incoming
             .await
             .map_err(|e| LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })?;
-        let peer = self.identify(&conn, Role::Client, None, &addr.to_string())?;
+        // A resumed TLS session skips the verifier, so this is where a peer revoked since its
+        // first handshake is caught; it is told why, like a refusal inside the handshake.
+        let peer = self.identify(&conn, Role::Client, None, &addr.to_string()).inspect_err(|e| {
+            if let LinkError::Rejected { error, .. } = e {
+                refuse(&conn, error);
+            }
+        })?;
         self.track(&conn);
         Ok(PeerConnection { conn, peer })
     }
@@ -225,10 +250,7 @@ impl Link {
             // Roles differ by direction, but gateway certificates carry both usages; the role
             // only matters for usage checks, which passed at handshake time.
             if let Err(e) = self.verifier.check(&chain[0], &chain[1..], Role::Client, None, UnixTime::now()) {
-                conn.close(
-                    quinn::VarInt::from_u32(ErrorCode::WrongIdentity.quic_code()),
-                    e.to_string().as_bytes(),
-                );
+                refuse(&conn, &e);
                 closed += 1;
             }
         }
@@ -258,7 +280,10 @@ impl Link {
             .map_err(|e| connect_err(e.to_string()))?;
         let conn = connecting.await.map_err(|e| match self.verifier.take_server_rejection(peer) {
             Some(error) => LinkError::Rejected { peer: peer.to_string(), error },
-            None => connect_err(e.to_string()),
+            None => match Refusal::from_connection_error(&e) {
+                Some(refusal) => refused(&peer.to_string(), refusal, &e),
+                None => connect_err(e.to_string()),
+            },
         })?;
         let verified = self.identify(&conn, Role::Server, Some(peer), &peer.to_string())?;
         let pc = PeerConnection { conn, peer: verified };
@@ -292,8 +317,23 @@ fn peer_chain(conn: &quinn::Connection) -> Option<Vec<CertificateDer<'static>>> 
     (!chain.is_empty()).then_some(*chain)
 }
 
-/// Turns a closed connection into the reason the peer gave, if any.
-fn lost(peer: &str, e: quinn::ConnectionError) -> LinkError {
+/// Closes a connection whose peer's certificate no longer verifies, with the refusal's close
+/// code and the reason in words the peer can act on.
+fn refuse(conn: &quinn::Connection, error: &PeerError) {
+    let refusal = Refusal::of(error);
+    conn.close(quinn::VarInt::from_u32(refusal.close_code()), error.to_string().as_bytes());
+}
+
+fn refused(peer: &str, refusal: Refusal, e: &quinn::ConnectionError) -> LinkError {
+    LinkError::Refused { peer: peer.into(), refusal, detail: e.to_string() }
+}
+
+/// Turns a closed connection into the reason the peer gave, if any; a refusal of our certificate
+/// becomes [`LinkError::Refused`].
+pub fn lost(peer: &str, e: quinn::ConnectionError) -> LinkError {
+    if let Some(refusal) = Refusal::from_connection_error(&e) {
+        return refused(peer, refusal, &e);
+    }
     let reason = match &e {
         quinn::ConnectionError::ApplicationClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),
         quinn::ConnectionError::ConnectionClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),
@@ -369,4 +409,24 @@ pub async fn reply_error(send: &mut quinn::SendStream, code: ErrorCode, message:
     let _ = write_frame(send, &Message::Error { code, message }, peer).await;
     let _ = send.finish();
     let _ = send.flush().await;
+}
+
+/// An endpoint config whose stateless-reset key and connection-id key are derived from the node's
+/// private key, so they survive a restart: a peer still holding a connection to the previous
+/// process gets a stateless reset for its next packet and re-dials at once, instead of waiting
+/// for the idle timeout.
+fn stable_endpoint_config(key: &PrivateKeyDer<'_>) -> quinn::EndpointConfig {
+    let derive = |label: &[u8]| {
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.secret_der()), label);
+        hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref())
+    };
+    let mut cfg = quinn::EndpointConfig::new(Arc::new(derive(b"fedgate stateless reset v1")));
+    // Connection ids carry a keyed tag; with a stable key the restarted endpoint recognises its
+    // predecessor's ids (and answers them with a reset) while random packets are still dropped.
+    let tag = hmac::sign(&derive(b"fedgate connection id v1"), b"");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    cfg
 }

@@ -11,6 +11,7 @@ use fedgate_certs::tls::{FederationVerifier, TlsBuilder};
 use fedgate_certs::{PeerError, Role, TrustStore};
 use fedgate_gateway::link::{self, Link, LinkError};
 use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::refusal::Refusal;
 use fedgate_gateway::wire::{ErrorCode, Message};
 use time::Duration as TDuration;
 
@@ -72,29 +73,51 @@ async fn bad_client_certificates_are_rejected_with_reasons() {
     let server_only = NodeProfile { usage: Usage::ServerOnly, ..NodeProfile::gateway(now, 5) };
     let stranger_root = Authority::new_root(&region("wuxi"), now, 10).unwrap();
 
-    let cases: Vec<(&str, IssuedNode, Expect)> = vec![
-        ("unknown CA", stranger_root.issue_node(&police, NodeProfile::gateway(now, 5)).unwrap(), |e| {
-            matches!(e, PeerError::UnknownCa(_))
-        }),
-        ("expired", fed.liangxi.issue_node(&police, expired).unwrap(), |e| *e == PeerError::Expired),
-        ("not yet valid", fed.liangxi.issue_node(&police, future).unwrap(), |e| *e == PeerError::NotYetValid),
+    let cases: Vec<(&str, IssuedNode, Expect, Refusal)> = vec![
+        (
+            "unknown CA",
+            stranger_root.issue_node(&police, NodeProfile::gateway(now, 5)).unwrap(),
+            |e| matches!(e, PeerError::UnknownCa(_)),
+            Refusal::UnknownIssuer,
+        ),
+        (
+            "expired",
+            fed.liangxi.issue_node(&police, expired).unwrap(),
+            |e| *e == PeerError::Expired,
+            Refusal::Expired,
+        ),
+        (
+            "not yet valid",
+            fed.liangxi.issue_node(&police, future).unwrap(),
+            |e| *e == PeerError::NotYetValid,
+            Refusal::NotYetValid,
+        ),
         (
             "region overstep",
             danger::issue_node_unchecked(&fed.xinwu, &police, NodeProfile::gateway(now, 5)).unwrap(),
             |e| matches!(e, PeerError::RegionNotCovered { .. }),
+            Refusal::OutOfRegion,
         ),
-        ("wrong usage", fed.liangxi.issue_node(&police, server_only).unwrap(), |e| {
-            *e == PeerError::WrongUsage(Role::Client)
-        }),
-        ("self-signed", danger::self_signed_node(&police, now).unwrap(), |e| {
-            matches!(e, PeerError::SelfSigned(_))
-        }),
+        (
+            "wrong usage",
+            fed.liangxi.issue_node(&police, server_only).unwrap(),
+            |e| *e == PeerError::WrongUsage(Role::Client),
+            Refusal::WrongUsage,
+        ),
+        (
+            "self-signed",
+            danger::self_signed_node(&police, now).unwrap(),
+            |e| matches!(e, PeerError::SelfSigned(_)),
+            Refusal::UnknownIssuer,
+        ),
     ];
-    for (what, issued, expect) in cases {
+    for (what, issued, expect, told) in cases {
         seen.lock().unwrap().clear();
         let client = bare_link(&fed, "police@wuxi.liangxi", &issued);
         let err = dial(&client, &server).await.expect_err(what);
-        assert!(matches!(err, LinkError::Closed { .. } | LinkError::Connect { .. }), "{what}: {err}");
+        // The refused consumer is told which, in its own terms.
+        assert!(matches!(err, LinkError::Refused { refusal, .. } if refusal == told), "{what}: {err}");
+        assert_eq!(err.to_string(), format!("petition@wuxi refused us: {}", told.phrase()), "{what}");
         let reasons = seen.lock().unwrap().clone();
         assert_eq!(reasons.len(), 1, "{what}: {reasons:?}");
         assert!(expect(&reasons[0].error), "{what}: server recorded {:?}", reasons[0].error);
@@ -119,11 +142,49 @@ async fn revoked_certificate_is_refused_after_reload_and_live_connection_closed(
         .await
         .expect("live connection not closed");
     assert!(closed.to_string().contains("revoked"), "{closed}");
+    assert_eq!(Refusal::from_connection_error(&closed), Some(Refusal::Revoked), "{closed}");
+    let err = link::request_one(&live, &Message::CatalogRequest).await.unwrap_err();
+    assert_eq!(err.to_string(), "court@wuxi.xinwu refused us: our certificate is revoked");
 
     let seen = record_rejections(&server);
     let fresh = bare_link(&fed, "police@wuxi.liangxi", &issued);
-    assert!(dial(&fresh, &server).await.is_err());
+    let err = dial(&fresh, &server).await.unwrap_err();
+    assert_eq!(err.to_string(), "court@wuxi.xinwu refused us: our certificate is revoked");
     assert_eq!(seen.lock().unwrap()[0].error, PeerError::Revoked);
+    server.shutdown().await;
+}
+
+/// A revoked peer that resumes its earlier TLS session skips the certificate verifier; the
+/// gateway's own check after the handshake cuts it with the same close code and reason.
+#[tokio::test]
+async fn a_revoked_peer_resuming_its_tls_session_is_told_why() {
+    let fed = Federation::new();
+    let server = fed.start("court@wuxi.xinwu").await;
+    let issued = fed.issue("police@wuxi.liangxi");
+    let client = bare_link(&fed, "police@wuxi.liangxi", &issued);
+    let first = dial(&client, &server).await.unwrap();
+    // Session tickets arrive after the handshake; a request round trip makes sure we hold one.
+    let hello = Message::Hello { version: 1, node: "police@wuxi.liangxi".into(), software: "t".into() };
+    link::request_one(&first, &hello).await.unwrap();
+
+    let leaf = fed.dir.path().join("police.crt");
+    std::fs::write(&leaf, fedgate_certs::store::certs_pem(&issued.chain[..1])).unwrap();
+    fedgate_certs::store::revoke(&fed.dir.path().join("pki/liangxi"), &leaf, now()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first.conn.closed())
+        .await
+        .expect("live connection not closed");
+
+    let seen = record_rejections(&server);
+    // Same client config, so rustls offers the stored session.
+    let err = dial(&client, &server).await.unwrap_err();
+    assert_eq!(err.to_string(), "court@wuxi.xinwu refused us: our certificate is revoked");
+    // The handshake completed (a TLS refusal would be an alert, a transport-level close); the
+    // gateway's check after it closed with the application code for a revoked certificate.
+    let LinkError::Refused { detail, .. } = &err else { unreachable!() };
+    let code = Refusal::Revoked.close_code();
+    assert_eq!(detail, &format!("closed by peer: certificate revoked (code {code})"), "{err:?}");
+    let observed = seen.lock().unwrap().clone();
+    assert_eq!(observed.len(), 1, "{observed:?}");
     server.shutdown().await;
 }
 
