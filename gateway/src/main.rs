@@ -1,5 +1,6 @@
 //! `fedgate`: the command-line front end. Parses arguments, runs one command, maps errors to a
-//! one-line reason and an exit code (0 success, 1 failure, 2 usage).
+//! one-line reason and an exit code: 0 success, 1 failure (a `policy explain` that denies
+//! included), 2 usage, 3 a query the provider cut short (see README, "Exit status").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -382,6 +383,26 @@ enum PkiCommand {
     },
 }
 
+/// Any failure, including a denial in `policy explain` and a query that timed out.
+const EXIT_FAILURE: u8 = 1;
+/// `fedgate query` printed verified records, but the provider stopped before the end of the
+/// result (its quota): what was printed is not everything that matched.
+const EXIT_TRUNCATED: u8 = 3;
+
+/// A failure with its own exit status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Exit {
+    code: u8,
+    message: String,
+}
+
+impl Exit {
+    fn new(code: u8, message: String) -> Exit {
+        Exit { code, message }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
@@ -392,7 +413,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fedgate: {}", one_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(e.downcast_ref::<Exit>().map_or(EXIT_FAILURE, |x| x.code))
         }
     }
 }
@@ -599,13 +620,24 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             let req = fedgate_policy::Request { dataset, purpose, action };
             let now = OffsetDateTime::now_utc().unix_timestamp();
             let decision = policy.decide(&catalog, &peer, &req, now);
+            let near = if decision.is_allow() {
+                Vec::new()
+            } else {
+                fedgate_policy::near_misses(policy.grants(), &catalog, &peer, &req, now)
+            };
             match format {
-                ExplainFormat::Json => println!("{}", fedgate_gateway::render::explain_json(&decision)),
+                ExplainFormat::Json => {
+                    println!("{}", fedgate_gateway::render::explain_json(&decision, &near))
+                }
                 ExplainFormat::Text => {
-                    print!("{}", fedgate_gateway::render::explain_text(&peer, &req, &decision))
+                    print!("{}", fedgate_gateway::render::explain_text(&peer, &req, &decision, &near))
                 }
             }
-            Ok(())
+            if decision.is_allow() {
+                Ok(())
+            } else {
+                Err(Exit::new(EXIT_FAILURE, format!("denied: {}", decision.reason())).into())
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Text renderings for people: aligned tables.
 
 use fedgate_catalog::{Catalog, Generalize, NodeId, Rule};
-use fedgate_policy::{Decision, Obligation, Request, RowScope};
+use fedgate_policy::{Decision, NearMiss, Obligation, Request, RowScope};
 
 /// Renders rows as aligned columns under a header; widths count characters, CJK counted double.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -57,8 +57,12 @@ pub fn catalog_table(c: &Catalog) -> String {
     table(&["ID", "TITLE", "OWNER", "GRADE", "SHARING", "UPDATE", "FIELDS (name:grade)"], &rows)
 }
 
-/// `policy explain --format json`: decision, reason, fields, and the grant's terms.
-pub fn explain_json(d: &Decision) -> String {
+/// Near misses shown as text; the JSON form lists them all.
+const NEAR_MISSES_SHOWN: usize = 10;
+
+/// `policy explain --format json`: decision, reason, fields, the grant's terms, and on a denial
+/// the grants that almost matched (`near_misses`).
+pub fn explain_json(d: &Decision, near: &[NearMiss]) -> String {
     let mut fields = serde_json::Map::new();
     let mut out = serde_json::Map::new();
     out.insert("decision".into(), (if d.is_allow() { "allow" } else { "deny" }).into());
@@ -76,6 +80,24 @@ pub fn explain_json(d: &Decision) -> String {
         out.insert("field_rules".into(), details.into());
     }
     out.insert("fields".into(), fields.into());
+    let near: Vec<serde_json::Value> = near
+        .iter()
+        .map(|n| {
+            let why: Vec<serde_json::Value> = n
+                .misses
+                .iter()
+                .map(|m| {
+                    let mut v = serde_json::to_value(m).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("message".into(), m.to_string().into());
+                    }
+                    v
+                })
+                .collect();
+            serde_json::json!({ "grant": n.grant, "source": n.source, "why": why })
+        })
+        .collect();
+    out.insert("near_misses".into(), near.into());
     serde_json::Value::Object(out).to_string()
 }
 
@@ -111,8 +133,8 @@ pub fn obligation_detail(o: &Obligation) -> String {
     }
 }
 
-/// `policy explain` for people.
-pub fn explain_text(peer: &NodeId, req: &Request, d: &Decision) -> String {
+/// `policy explain` for people; on a denial, the grants that almost matched and why not.
+pub fn explain_text(peer: &NodeId, req: &Request, d: &Decision, near: &[NearMiss]) -> String {
     let mut out = format!(
         "{} {} `{}` for {}:\n  decision: {}\n  reason:   {}\n",
         peer,
@@ -132,6 +154,26 @@ pub fn explain_text(peer: &NodeId, req: &Request, d: &Decision) -> String {
         let body: Vec<Vec<String>> =
             a.fields.iter().map(|(n, o)| vec![format!("    {n}"), obligation_detail(o)]).collect();
         out.push_str(&table(&["    FIELD", "SENT AS"], &body));
+    } else {
+        out.push_str(&near_misses_text(near));
+    }
+    out
+}
+
+fn near_misses_text(near: &[NearMiss]) -> String {
+    if near.is_empty() {
+        return "  near misses: none (no grant comes within two differences of this request)\n".into();
+    }
+    let mut out = String::from("  near misses:\n");
+    for n in near.iter().take(NEAR_MISSES_SHOWN) {
+        let why: Vec<String> = n.misses.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("    grant {} ({}): {}\n", n.grant, n.source, why.join("; ")));
+    }
+    if near.len() > NEAR_MISSES_SHOWN {
+        out.push_str(&format!(
+            "    … and {} more (--format json lists them all)\n",
+            near.len() - NEAR_MISSES_SHOWN
+        ));
     }
     out
 }

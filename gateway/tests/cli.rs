@@ -266,3 +266,102 @@ fn query_without_a_running_gateway_says_so() {
     let err = stderr(&o);
     assert!(err.contains("cannot reach the gateway's local API") || err.contains("api.token"), "{err}");
 }
+
+/// A provider folder for `policy explain`: a catalog and grants, no certificates needed.
+fn explain_folder(dir: &Path) -> std::path::PathBuf {
+    let catalog = r#"
+[[dataset]]
+id = "tickets"
+title = "Tickets"
+owner = "hotline12345@wuxi"
+steward = "s"
+update = "daily"
+sharing = "conditional"
+classification = "case.detail"
+jurisdiction = "region"
+primary_key = "id"
+  [[dataset.fields]]
+  name = "id"
+  type = "string"
+  grade = 1
+  [[dataset.fields]]
+  name = "region"
+  type = "region"
+  grade = 1
+"#;
+    let grants = r#"
+[[grant]]
+id = "police-2025"
+to = { department = "police" }
+datasets = ["tickets"]
+purposes = ["law-enforcement"]
+clearance = 2
+valid_until = 2025-12-31
+
+[[grant]]
+id = "centre"
+to = "mediation-center@wuxi"
+datasets = ["tickets"]
+purposes = ["dispute-mediation"]
+clearance = 4
+"#;
+    std::fs::write(dir.join("catalog.toml"), catalog).unwrap();
+    std::fs::write(dir.join("grants.toml"), grants).unwrap();
+    let cfg = dir.join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        "node = \"hotline12345@wuxi\"\nlisten = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\ncatalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n[tls]\ncert = \"node.crt\"\nkey = \"node.key\"\ntrust = \"trust.crt\"\n",
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn policy_explain_names_near_misses_and_exits_1_on_deny() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = explain_folder(t.path());
+    let explain = |peer: &str, purpose: &str, format: &str| {
+        fedgate(&[
+            "policy",
+            "explain",
+            "--config",
+            s(&cfg),
+            "--peer",
+            peer,
+            "--dataset",
+            "tickets",
+            "--purpose",
+            purpose,
+            "--format",
+            format,
+        ])
+    };
+    let o = explain("police@wuxi.liangxi", "law-enforcement", "text");
+    assert_eq!(o.status.code(), Some(1), "deny exits 1");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("DENY"), "{out}");
+    assert!(
+        out.contains("grant police-2025 (")
+            && out.contains("grants.toml:3:6): expired at 2026-01-01 00:00 UTC+8"),
+        "{out}"
+    );
+    assert!(stderr(&o).contains("denied: no grant allows police@wuxi.liangxi"), "{}", stderr(&o));
+
+    let o = explain("police@wuxi.liangxi", "law-enforcement", "json");
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["near_misses"][0]["grant"], "police-2025");
+    assert_eq!(v["near_misses"][0]["why"][0]["kind"], "expired");
+
+    // The centre asking for another purpose: its grant is one difference away.
+    let o = explain("mediation-center@wuxi", "statistics", "json");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let near = v["near_misses"].as_array().unwrap();
+    let centre = near.iter().find(|n| n["grant"] == "centre").expect("centre grant named");
+    assert_eq!(centre["why"][0]["kind"], "other-purpose");
+    assert_eq!(centre["why"][0]["message"], "other purpose: grants only dispute-mediation");
+
+    let o = explain("mediation-center@wuxi", "dispute-mediation", "json");
+    assert!(o.status.success(), "allow exits 0: {}", stderr(&o));
+}

@@ -4,11 +4,13 @@
 //! [`Decision`] comes out — allow with per-field obligations and a row scope, or deny with a
 //! reason. [`grant`] parses the steward's grant files with located errors; [`decide`] matches
 //! them with casbin, sharded and cached behind an immutable snapshot; [`plan`] compiles an
-//! allow into per-record work with no policy lookup per record; [`mask`] holds the operators
+//! allow into per-record work with no policy lookup per record; [`explain`] names the grants
+//! that almost allowed a denied request, for the steward's dry run; [`mask`] holds the operators
 //! and [`pii`] the detectors for free text. No I/O, no clock.
 #![warn(missing_docs)]
 
 pub mod decide;
+pub mod explain;
 pub mod grant;
 pub mod mask;
 pub mod pii;
@@ -16,6 +18,7 @@ pub mod plan;
 pub mod time;
 
 pub use decide::{Allowed, Decision, DenyReason, Obligation, Policy, Request, RowScope};
+pub use explain::{near_misses, Miss, NearMiss};
 pub use grant::{parse_grants, Action, Grant, GrantSet, Rows, Subject};
 pub use plan::Plan;
 

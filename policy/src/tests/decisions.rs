@@ -298,3 +298,100 @@ fn documented_example_parses() {
     assert_eq!(set.grants.len(), 3);
     assert_eq!(set.grants[2].quota, Some(500));
 }
+
+mod near_misses {
+    use super::*;
+    use crate::explain::{near_misses, Miss, NearMiss};
+
+    fn explain(peer: &str, ds: &str, purpose: &str, action: Action, t: i64) -> Vec<NearMiss> {
+        let (c, p) = setup();
+        let r = Request { dataset: ds.into(), purpose: purpose.into(), action };
+        assert!(!p.decide(&c, &node(peer), &r, t).is_allow(), "only denials are explained");
+        near_misses(p.grants(), &c, &node(peer), &r, t)
+    }
+
+    fn of<'a>(n: &'a [NearMiss], grant: &str) -> &'a [Miss] {
+        &n.iter().find(|m| m.grant == grant).unwrap_or_else(|| panic!("{grant} not in {n:?}")).misses
+    }
+
+    #[test]
+    fn an_expired_grant_is_named_with_its_end() {
+        let after = days_from_civil(2027, 6, 1) * 86_400;
+        let n =
+            explain("grid@wuxi.liangxi.chongan", "family-disputes", "dispute-mediation", Action::Read, after);
+        // valid_until = 2026-12-31 means through that day in UTC+8.
+        let end = days_from_civil(2027, 1, 1) * 86_400 - 8 * 3600;
+        assert_eq!(of(&n, "liangxi-grid"), [Miss::Expired { until: end }]);
+        assert_eq!(of(&n, "liangxi-grid")[0].to_string(), "expired at 2027-01-01 00:00 UTC+8");
+        let g = n.iter().find(|m| m.grant == "liangxi-grid").unwrap();
+        assert_eq!(g.source, "g.toml:18:6", "file position for the steward");
+    }
+
+    #[test]
+    fn a_grant_not_yet_in_force_says_when_it_starts() {
+        let before = days_from_civil(2025, 12, 1) * 86_400;
+        let n = explain(
+            "grid@wuxi.liangxi.chongan",
+            "family-disputes",
+            "dispute-mediation",
+            Action::Read,
+            before,
+        );
+        let start = days_from_civil(2026, 1, 1) * 86_400 - 8 * 3600;
+        assert_eq!(of(&n, "liangxi-grid"), [Miss::NotYetValid { from: start }]);
+    }
+
+    #[test]
+    fn subjects_outside_region_level_department_or_node() {
+        let why = |n: &[NearMiss], g: &str| match of(n, g) {
+            [Miss::OtherSubject { why, .. }] => why.clone(),
+            other => panic!("{other:?}"),
+        };
+        let n = explain("grid@wuxi.xinwu.x", "family-disputes", "dispute-mediation", Action::Read, now());
+        assert_eq!(why(&n, "liangxi-grid"), "grid@wuxi.xinwu.x is outside region wuxi.liangxi");
+        let n = explain("grid@wuxi.liangxi", "family-disputes", "dispute-mediation", Action::Read, now());
+        assert_eq!(why(&n, "liangxi-grid"), "grid@wuxi.liangxi is at level 2, the grant covers levels 3-4");
+        assert_eq!(why(&n, "district-police"), "grid@wuxi.liangxi is in department grid, not police");
+        assert_eq!(
+            why(&n, "centre-full"),
+            "the grant is for mediation-center@wuxi only, not grid@wuxi.liangxi"
+        );
+    }
+
+    #[test]
+    fn other_purpose_action_and_dataset() {
+        let n = explain("mediation-center@wuxi", "family-disputes", "statistics", Action::Read, now());
+        assert_eq!(
+            of(&n, "centre-full"),
+            [Miss::OtherPurpose { purposes: vec!["dispute-mediation".into()] }]
+        );
+        let n = explain(
+            "mediation-center@wuxi",
+            "family-disputes",
+            "dispute-mediation",
+            Action::Subscribe,
+            now(),
+        );
+        assert_eq!(of(&n, "centre-full"), [Miss::OtherAction { actions: vec![Action::Read] }]);
+        assert_eq!(of(&n, "shelters-never").len(), 2, "other dataset and other action");
+        assert!(matches!(of(&n, "shelters-never")[0], Miss::OtherDataset { .. }));
+    }
+
+    #[test]
+    fn sharing_none_is_named_on_a_grant_that_fits() {
+        let n =
+            explain("mediation-center@wuxi", "shelter-addresses", "dispute-mediation", Action::Read, now());
+        assert_eq!(of(&n, "shelters-never"), [Miss::NotShared]);
+    }
+
+    #[test]
+    fn grants_wrong_in_many_ways_are_not_near_and_closest_come_first() {
+        let after = days_from_civil(2027, 6, 1) * 86_400;
+        let n = explain("court@wuxi.xinwu", "family-disputes", "statistics", Action::Subscribe, after);
+        assert!(n.is_empty(), "every grant misses in 3+ ways: {n:?}");
+        let n = explain("grid@wuxi.liangxi.chongan", "family-disputes", "statistics", Action::Read, after);
+        let counts: Vec<usize> = n.iter().map(|m| m.misses.len()).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{n:?}");
+        assert!(n.iter().all(|m| m.misses.len() <= crate::explain::MAX_MISSES));
+    }
+}
