@@ -21,7 +21,7 @@ use crate::link::{self, LinkError, PeerConnection};
 use crate::metrics::Metrics;
 use crate::node::Shared;
 use crate::source::{self, SourceQuery};
-use crate::wire::{self, ErrorCode, Message};
+use crate::wire::{self, ErrorCode, Message, Truncation};
 
 /// Why a query failed at the consumer.
 #[derive(Debug, Error)]
@@ -59,7 +59,8 @@ pub enum ExchangeError {
     },
 }
 
-/// What the provider signs: who sent what to whom, for which purpose, how many, which bytes.
+/// What the provider signs: who sent what to whom, for which purpose, how many, which bytes,
+/// and whether (and why) that was less than everything that matched.
 pub fn trailer_message(
     provider: &NodeId,
     consumer: &NodeId,
@@ -67,8 +68,10 @@ pub fn trailer_message(
     purpose: &str,
     count: u64,
     digest: &str,
+    truncated: Option<Truncation>,
 ) -> Vec<u8> {
-    format!("fedgate transfer v1\0{provider}\0{consumer}\0{dataset}\0{purpose}\0{count}\0{digest}")
+    let cut = truncated.map_or("", Truncation::as_str);
+    format!("fedgate transfer v1\0{provider}\0{consumer}\0{dataset}\0{purpose}\0{count}\0{digest}\0{cut}")
         .into_bytes()
 }
 
@@ -158,6 +161,8 @@ struct Prepared {
     kind: crate::config::SourceKind,
     reason: String,
     quota: Option<(String, i64, u64)>,
+    /// The most records this answer may carry, and who set that bound.
+    cap: Option<(u64, Truncation)>,
 }
 
 fn prepare(
@@ -193,7 +198,7 @@ fn prepare(
             format!("dataset `{dataset}` has no data source configured at its provider"),
         ));
     };
-    let mut limit = limit;
+    let mut cap = limit.map(|l| (l, Truncation::Limit));
     let mut quota = None;
     if let (Some(q), Some(grant)) = (allowed.quota, &allowed.grant) {
         let day = fedgate_policy::time::cst_day(now);
@@ -201,7 +206,9 @@ fn prepare(
         if got == 0 {
             return Err(Refusal(ErrorCode::QuotaExceeded, format!("the daily quota of {q} records for `{dataset}` is used up; it resets at midnight (UTC+8)")));
         }
-        limit = Some(got);
+        if limit.is_none_or(|l| got < l) {
+            cap = Some((got, Truncation::Quota));
+        }
         quota = Some((grant.clone(), day, got));
     }
     let key = consumer_key(shared.masking_secret(), &peer.to_string());
@@ -213,10 +220,45 @@ fn prepare(
         scope: allowed.rows.clone(),
         filters,
         primary_key: ds.primary_key.clone(),
-        limit,
+        // One row past the cap tells a cut result from one that happens to end there.
+        limit: cap.map(|(n, _)| n.saturating_add(1)),
     };
     let obligations = allowed.fields.iter().map(|(f, o)| format!("{f}={}", o.name())).collect();
-    Ok(Prepared { obligations, plan, query, kind: src.kind.clone(), reason: decision.reason(), quota })
+    Ok(Prepared { obligations, plan, query, kind: src.kind.clone(), reason: decision.reason(), quota, cap })
+}
+
+/// Cuts `records` to what still fits under `cap` after `sent`; says why if anything was cut.
+fn fit_cap(records: &mut Vec<Record>, sent: u64, cap: Option<(u64, Truncation)>) -> Option<Truncation> {
+    let (max, why) = cap?;
+    let room = usize::try_from(max.saturating_sub(sent)).unwrap_or(usize::MAX);
+    (records.len() > room).then(|| {
+        records.truncate(room);
+        why
+    })
+}
+
+/// Why a transfer stopped before its trailer.
+enum Abort {
+    /// The source failed; the detail (paths, SQL, driver messages) stays at the provider.
+    Source(source::SourceError),
+    /// Writing to the consumer failed: it went away.
+    Send(String),
+}
+
+impl Abort {
+    fn detail(&self) -> String {
+        match self {
+            Abort::Source(e) => e.to_string(),
+            Abort::Send(why) => format!("sending failed: {why}"),
+        }
+    }
+}
+
+/// What the consumer is told when the provider's source fails: that it did, and where the
+/// provider's operator finds the details — never the details themselves.
+fn source_failure_message(dataset: &str, audit_seq: Option<u64>) -> String {
+    let entry = audit_seq.map_or_else(String::new, |s| format!(" (provider audit entry {s})"));
+    format!("the provider cannot read dataset `{dataset}` right now; its operator has the details{entry}")
 }
 
 /// Serves one query on its stream (provider side).
@@ -260,26 +302,32 @@ pub async fn serve_query(
     let mut digest = Context::new(&SHA256);
     let mut count = 0u64;
     let mut failed = None;
+    let mut truncated = None;
     while let Some(batch) = rx.recv().await {
         match batch {
-            Ok(records) => {
-                let n = records.len() as u64;
-                let frame = wire::encode(&Message::Batch { records });
-                digest.update(&frame[4..]);
-                if let Err(e) = link::write_encoded(&mut send, &frame, &who).await {
-                    failed = Some(e.to_string());
-                    break;
+            Ok(mut records) => {
+                truncated = fit_cap(&mut records, count, p.cap);
+                if !records.is_empty() {
+                    let n = records.len() as u64;
+                    let frame = wire::encode(&Message::Batch { records });
+                    digest.update(&frame[4..]);
+                    if let Err(e) = link::write_encoded(&mut send, &frame, &who).await {
+                        failed = Some(Abort::Send(e.to_string()));
+                        break;
+                    }
+                    count += n;
                 }
-                count += n;
+                if truncated.is_some() {
+                    break; // dropping the receiver stops the source read
+                }
             }
             Err(e) => {
-                tracing::warn!(peer = %who, %dataset, error = %e, "source failed mid-query");
-                link::reply_error(&mut send, ErrorCode::SourceUnavailable, e.to_string(), &who).await;
-                failed = Some(e.to_string());
+                failed = Some(Abort::Source(e));
                 break;
             }
         }
     }
+    drop(rx);
     if let Some((grant, day, reserved)) = &p.quota {
         shared.quotas.refund(grant, peer.node(), *day, reserved.saturating_sub(count));
     }
@@ -289,41 +337,58 @@ pub async fn serve_query(
     e.obligations = p.obligations.clone();
     e.records = Some(count);
     e.content_digest = Some(digest.clone());
-    e.decision = Some(if failed.is_some() { "allow, transfer aborted" } else { "allow" }.into());
-    e.detail = failed.clone();
+    e.decision = Some(match (&failed, truncated) {
+        (Some(_), _) => "allow, transfer aborted".into(),
+        (None, Some(t)) => format!("allow, truncated by {}", t.as_str()),
+        (None, None) => "allow".into(),
+    });
+    e.truncated = truncated.map(|t| t.as_str().to_owned());
+    e.detail = failed.as_ref().map(Abort::detail);
     // The trailer cites this entry, so it is written (durably) before the trailer leaves.
     let audit_seq = match shared.audit.append(e).await {
         Ok(seq) => seq,
         Err(err) => {
             tracing::error!(error = %err, "audit append failed; withholding the trailer");
-            link::reply_error(
-                &mut send,
-                ErrorCode::Internal,
-                "the provider could not record this transfer".into(),
-                &who,
-            )
-            .await;
+            let message = match &failed {
+                Some(Abort::Source(_)) => source_failure_message(&dataset, None),
+                _ => "the provider could not record this transfer".into(),
+            };
+            link::reply_error(&mut send, ErrorCode::Internal, message, &who).await;
             return;
         }
     };
-    if let Some(why) = failed {
-        tracing::warn!(peer = %who, %dataset, count, %why, "transfer aborted");
-        return;
+    match failed {
+        Some(Abort::Source(err)) => {
+            tracing::warn!(peer = %who, %dataset, count, audit_seq, error = %err, "source failed; transfer aborted");
+            let message = source_failure_message(&dataset, Some(audit_seq));
+            link::reply_error(&mut send, ErrorCode::SourceUnavailable, message, &who).await;
+            return;
+        }
+        Some(Abort::Send(why)) => {
+            tracing::warn!(peer = %who, %dataset, count, %why, "transfer aborted");
+            return;
+        }
+        None => {}
     }
-    let msg = trailer_message(shared.link.local(), peer.node(), &dataset, &purpose, count, &digest);
+    let msg =
+        trailer_message(shared.link.local(), peer.node(), &dataset, &purpose, count, &digest, truncated);
     let signature = match shared.signer.sign(&msg) {
         Ok(s) => fedgate_catalog::hex(&s),
         Err(e) => {
-            link::reply_error(&mut send, ErrorCode::Internal, e.to_string(), &who).await;
+            // The cause is about the node's key: the operator's business, not the consumer's.
+            tracing::error!(error = %e, audit_seq, "signing the trailer failed");
+            let message =
+                format!("the provider could not sign this transfer (provider audit entry {audit_seq})");
+            link::reply_error(&mut send, ErrorCode::Internal, message, &who).await;
             return;
         }
     };
-    let trailer = Message::Trailer { count, digest, signature, audit_seq: Some(audit_seq) };
+    let trailer = Message::Trailer { count, digest, signature, audit_seq: Some(audit_seq), truncated };
     let _ = link::write_frame(&mut send, &trailer, &who).await;
     let _ = send.finish();
     Metrics::add(&shared.metrics.queries_served_total, 1);
     Metrics::add(&shared.metrics.records_sent_total, count);
-    tracing::info!(peer = %who, %dataset, %purpose, count, "query served");
+    tracing::info!(peer = %who, %dataset, %purpose, count, truncated = ?truncated, "query served");
 }
 
 /// A query in progress at the consumer: field names, then batches, then a checked end.
@@ -351,6 +416,8 @@ pub struct TransferSummary {
     pub signature: String,
     /// The provider's audit position, if it reported one.
     pub audit_seq: Option<u64>,
+    /// Set when the provider vouches that more records matched than it sent, and why.
+    pub truncated: Option<Truncation>,
 }
 
 impl Transfer {
@@ -434,7 +501,7 @@ impl Transfer {
                 self.count += records.len() as u64;
                 Ok(Some(records))
             }
-            Some((Message::Trailer { count, digest, signature, audit_seq }, _)) => {
+            Some((Message::Trailer { count, digest, signature, audit_seq, truncated }, _)) => {
                 let ours =
                     self.digest.take().map(|d| fedgate_catalog::hex(d.finish().as_ref())).unwrap_or_default();
                 if count != self.count {
@@ -456,6 +523,7 @@ impl Transfer {
                     &self.purpose,
                     count,
                     &digest,
+                    truncated,
                 );
                 let valid = fedgate_catalog::unhex(&signature)
                     .is_some_and(|sig| self.peer.verify_signature(&msg, &sig));
@@ -465,7 +533,7 @@ impl Transfer {
                         why: "the provider's signature does not verify".into(),
                     });
                 }
-                self.done = Some(TransferSummary { count, digest, signature, audit_seq });
+                self.done = Some(TransferSummary { count, digest, signature, audit_seq, truncated });
                 Ok(None)
             }
             Some((Message::Error { code, message }, _)) => {
@@ -495,7 +563,11 @@ impl Transfer {
         e.reason = Some(self.reason.clone());
         match (outcome, &self.done) {
             (Ok(()), Some(s)) => {
-                e.decision = Some("received".into());
+                e.decision = Some(match s.truncated {
+                    Some(t) => format!("received, truncated by {}", t.as_str()),
+                    None => "received".into(),
+                });
+                e.truncated = s.truncated.map(|t| t.as_str().to_owned());
                 e.content_digest = Some(s.digest.clone());
                 e.detail = Some(format!(
                     "provider signature {}; provider audit entry {:?}",
@@ -514,5 +586,48 @@ impl Transfer {
     /// The verified summary, once `next_batch` has returned `Ok(None)`.
     pub fn summary(&self) -> Option<&TransferSummary> {
         self.done.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs(n: usize) -> Vec<Record> {
+        (0..n).map(|i| vec![Value::Int(i as i64)]).collect()
+    }
+
+    #[test]
+    fn the_signed_summary_covers_truncation() {
+        let (p, c) = ("hotline12345@wuxi".parse().unwrap(), "police@wuxi.liangxi".parse().unwrap());
+        let msg = |t| trailer_message(&p, &c, "ds", "statistics", 3, "ab", t);
+        // A trailer stripped of its truncation no longer matches the signature made over it.
+        assert_ne!(msg(None), msg(Some(Truncation::Quota)));
+        assert_ne!(msg(Some(Truncation::Limit)), msg(Some(Truncation::Quota)));
+        assert!(msg(Some(Truncation::Quota)).ends_with(b"\0ab\0quota"));
+    }
+
+    #[test]
+    fn the_cap_cuts_at_the_bound_and_says_why() {
+        let quota = Some((3, Truncation::Quota));
+        let mut b = recs(2);
+        assert_eq!(fit_cap(&mut b, 0, quota), None);
+        assert_eq!(b.len(), 2);
+        // The probe row past the bound: the result was cut.
+        let mut b = recs(2);
+        assert_eq!(fit_cap(&mut b, 2, quota), Some(Truncation::Quota));
+        assert_eq!(b.len(), 1);
+        let mut b = recs(1);
+        assert_eq!(fit_cap(&mut b, 3, quota), Some(Truncation::Quota));
+        assert!(b.is_empty());
+        let mut b = recs(500);
+        assert_eq!(fit_cap(&mut b, 0, None), None);
+        assert_eq!(b.len(), 500);
+    }
+
+    #[test]
+    fn source_failures_reach_the_consumer_without_details() {
+        let m = source_failure_message("cases", Some(7));
+        assert_eq!(m, "the provider cannot read dataset `cases` right now; its operator has the details (provider audit entry 7)");
     }
 }

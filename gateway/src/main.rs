@@ -55,7 +55,8 @@ enum Command {
     /// The peer decides by its grants what you get: rows of your jurisdiction (unless a grant
     /// widens it), fields in clear, masked or dropped. The transfer is checked against the
     /// provider's signed trailer; an incomplete transfer is an error (exit 1), never a short
-    /// success.
+    /// success. A result the provider cut short (its quota for you ran out) prints what arrived,
+    /// says so on stderr and exits 3; reaching your own --limit is only noted on stderr.
     Query(QueryArgs),
 }
 
@@ -547,19 +548,42 @@ fn query(a: QueryArgs) -> Result<()> {
         out.flush()?;
         anyhow::bail!("incomplete transfer from {}: the gateway's answer ended early", a.peer);
     };
+    let count = end.get("count").and_then(|c| c.as_u64()).unwrap_or(0);
+    let truncated = end.get("truncated").and_then(|t| t.as_str());
     if format == QueryFormat::Table {
         let h = header.unwrap_or_default();
         let h: Vec<&str> = h.iter().map(String::as_str).collect();
         write!(out, "{}", fedgate_gateway::render::table(&h, &rows))?;
-        writeln!(
-            out,
-            "({} records, verified against {}'s signed trailer)",
-            end.get("count").and_then(|c| c.as_u64()).unwrap_or(0),
-            a.peer
-        )?;
+        let cut = truncated.map_or_else(String::new, |t| format!(", truncated by {t}"));
+        writeln!(out, "({count} records, verified against {}'s signed trailer{cut})", a.peer)?;
     }
     out.flush()?;
-    Ok(())
+    truncation_outcome(&a.peer, count, truncated)
+}
+
+/// A result the provider vouches is short: the consumer's own limit is a note; anything the
+/// provider imposed (its quota) is a failure with its own exit status, never a quiet success.
+fn truncation_outcome(peer: &NodeId, count: u64, truncated: Option<&str>) -> Result<()> {
+    match truncated {
+        None => Ok(()),
+        Some("limit") => {
+            eprintln!("fedgate: note: stopped at --limit {count}; more records match");
+            Ok(())
+        }
+        Some("quota") => Err(Exit::new(
+            EXIT_TRUNCATED,
+            format!(
+                "truncated: {peer} sent {count} records and withheld the rest because your daily quota \
+                 is used up (it resets at midnight UTC+8); the records printed are verified but incomplete"
+            ),
+        )
+        .into()),
+        Some(other) => Err(Exit::new(
+            EXIT_TRUNCATED,
+            format!("truncated: {peer} sent {count} records and withheld the rest ({other})"),
+        )
+        .into()),
+    }
 }
 
 fn csv_cell(s: &str) -> String {

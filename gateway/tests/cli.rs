@@ -365,3 +365,68 @@ fn policy_explain_names_near_misses_and_exits_1_on_deny() {
     let o = explain("mediation-center@wuxi", "dispute-mediation", "json");
     assert!(o.status.success(), "allow exits 0: {}", stderr(&o));
 }
+
+#[test]
+fn query_exit_status_tells_truncation_and_source_failures_leak_no_internals() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "40"]).status.success());
+    let cfg = |n: &str| dir.join(n).join("gateway.toml");
+    let hotline = dir.join("hotline12345@wuxi");
+    std::fs::write(
+        hotline.join("grants.toml"),
+        "[[grant]]\nid = \"centre-3\"\nto = \"mediation-center@wuxi\"\ndatasets = [\"hotline-tickets\"]\npurposes = [\"dispute-mediation\"]\nclearance = 4\nrows = \"all\"\nquota = 3\n\n[[grant]]\nid = \"police\"\nto = { department = \"police\" }\ndatasets = [\"hotline-tickets\"]\npurposes = [\"law-enforcement\"]\nclearance = 1\nrows = \"all\"\n",
+    )
+    .unwrap();
+    let _hotline = serve(&cfg("hotline12345@wuxi"));
+    let _centre = serve(&cfg("mediation-center@wuxi"));
+    let _police = serve(&cfg("police@wuxi.liangxi"));
+    let q = |node: &str, purpose: &str, extra: &[&str]| {
+        let c = cfg(node);
+        let mut args = vec![
+            "query",
+            "--config",
+            s(&c),
+            "--peer",
+            "hotline12345@wuxi",
+            "--dataset",
+            "hotline-tickets",
+            "--purpose",
+            purpose,
+            "--format",
+            "jsonl",
+        ];
+        args.extend_from_slice(extra);
+        fedgate(&args)
+    };
+
+    // 40 match, the quota is 3: three verified records, then a loud exit 3.
+    let o = q("mediation-center@wuxi", "dispute-mediation", &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+    assert!(
+        stderr(&o).contains("truncated: hotline12345@wuxi sent 3 records and withheld the rest"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The consumer's own --limit: a note, exit 0.
+    let o = q("police@wuxi.liangxi", "law-enforcement", &["--limit", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("note: stopped at --limit 2; more records match"), "{}", stderr(&o));
+
+    // The provider's database disappears: the consumer hears that, and nothing of where it was.
+    let data = hotline.join("data");
+    std::fs::rename(&data, hotline.join("data.moved")).unwrap();
+    let o = q("police@wuxi.liangxi", "law-enforcement", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("the provider cannot read dataset `hotline-tickets` right now"), "{err}");
+    for leak in [s(&hotline), "data/", ".db", "unable to open", "SELECT"] {
+        assert!(!err.contains(leak), "consumer sees {leak:?}: {err}");
+    }
+    let audit = fedgate(&["audit", "show", "--config", s(&cfg("police@wuxi.liangxi")), "--format", "jsonl"]);
+    let log = String::from_utf8_lossy(&audit.stdout);
+    assert!(log.contains("cannot read dataset"), "{log}");
+    assert!(!log.contains(".db") && !log.contains(s(&hotline)), "{log}");
+}

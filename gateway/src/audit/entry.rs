@@ -104,6 +104,10 @@ pub struct Entry {
     pub catalog_digest: Option<String>,
     /// Anything else worth keeping (a trailer signature, a file's digest).
     pub detail: Option<String>,
+    /// For a transfer cut short, why: `limit` (the consumer's own) or `quota` (the provider's).
+    /// Left out when absent, so entries without it keep their exact bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }
 
 /// Entry encryption with the node's audit key.

@@ -378,7 +378,13 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
             println!("    (not sent: {})", dropped.join(", "));
         }
         consumer.shared().audit.append(t.receipt(consumer.shared(), &[], Ok(()))).await?;
-        let summary = t.summary().map(|s| format!("digest {}…", &s.digest[..12])).unwrap_or_default();
+        let summary = t
+            .summary()
+            .map(|s| match s.truncated {
+                Some(why) => format!("digest {}…; truncated by {}", &s.digest[..12], why.as_str()),
+                None => format!("digest {}…", &s.digest[..12]),
+            })
+            .unwrap_or_default();
         if case.limit.is_none() {
             println!(
                 "    received {n} of {records} records, all under: {}; trailer verified, {summary}",

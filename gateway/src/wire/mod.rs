@@ -8,4 +8,4 @@ pub mod frame;
 pub mod msg;
 
 pub use frame::{decode, encode, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};
-pub use msg::{ErrorCode, Message};
+pub use msg::{ErrorCode, Message, Truncation};

@@ -44,6 +44,33 @@ impl ErrorCode {
     }
 }
 
+/// Why a provider ended a result before its last matching record. Signed with the trailer, so
+/// a short answer can never pass for a complete one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truncation {
+    /// The asker's own `limit` was reached and more records match: what it asked for, not an
+    /// error, but reported.
+    Limit,
+    /// The grant's daily quota ran out before the result did: the provider withheld records.
+    Quota,
+}
+
+impl Truncation {
+    /// As written on the wire, in the signed summary, in audit entries and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truncation::Limit => "limit",
+            Truncation::Quota => "quota",
+        }
+    }
+
+    /// True if and only if the provider (not the asker) cut the result short.
+    pub fn by_provider(self) -> bool {
+        self != Truncation::Limit
+    }
+}
+
 /// One frame's message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -103,6 +130,9 @@ pub enum Message {
         signature: String,
         /// Where the provider recorded this transfer in its audit log.
         audit_seq: Option<u64>,
+        /// Set when more records matched than were sent, and why; absent for a whole result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        truncated: Option<Truncation>,
     },
     /// A typed failure with a message a steward can act on.
     Error {

@@ -1,0 +1,242 @@
+//! Loud, exact failures between real gateways: a result cut short says so in its signed trailer,
+//! and a provider's internals (paths, SQL, driver messages) never reach the consumer.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use fedgate_gateway::audit::{self, AuditKeys, Entry, Kind};
+use fedgate_gateway::client::{Client, ClientError};
+use fedgate_gateway::exchange::{ExchangeError, Transfer};
+use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::wire::{ErrorCode, Truncation};
+
+const PROVIDER: &str = "hotline12345@wuxi";
+
+const GRANTS: &str = r#"
+[[grant]]
+id = "centre-quota"
+to = "mediation-center@wuxi"
+datasets = ["cases"]
+purposes = ["dispute-mediation"]
+clearance = 4
+rows = "all"
+quota = 3
+
+[[grant]]
+id = "grid-quota"
+to = { department = "grid" }
+datasets = ["cases"]
+purposes = ["dispute-mediation"]
+clearance = 1
+rows = "all"
+quota = 3
+
+[[grant]]
+id = "police-open"
+to = { department = "police" }
+datasets = ["cases"]
+purposes = ["law-enforcement"]
+clearance = 1
+rows = "all"
+"#;
+
+/// Four matching rows: three in one community, one in another.
+fn write_db(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE cases (case_id TEXT PRIMARY KEY, region TEXT, party_name TEXT);
+         INSERT INTO cases VALUES ('C1', 'wuxi.liangxi.chongan.guangrui', '张三'),
+                                  ('C2', 'wuxi.liangxi.chongan.guangrui', '李四'),
+                                  ('C3', 'wuxi.liangxi.chongan.guangrui', '王五'),
+                                  ('C4', 'wuxi.xinwu.meicun.taibo', '赵六');",
+    )
+    .unwrap();
+}
+
+struct Fixture {
+    fed: Federation,
+    provider: RunningNode,
+    db: PathBuf,
+}
+
+async fn provider() -> Fixture {
+    let fed = Federation::new();
+    let db = fed.dir.path().join("cases.db");
+    write_db(&db);
+    let cat = fed.file("catalog.toml", &dataset("cases", PROVIDER, "conditional"));
+    let grants = fed.file("grants.toml", GRANTS);
+    let extra = format!(
+        "catalog = [{:?}]\ngrants = [{:?}]\n\n[[sources]]\ndataset = \"cases\"\nsqlite = {:?}\ntable = \"cases\"\n",
+        path_str(&cat),
+        path_str(&grants),
+        path_str(&db)
+    );
+    let provider = fed.start_with(PROVIDER, &extra).await;
+    Fixture { fed, provider, db }
+}
+
+async fn consumer(f: &Fixture, node: &str) -> RunningNode {
+    f.fed.start_with(node, &peer_entry(&f.provider)).await
+}
+
+/// Every record of a transfer and its verified summary.
+async fn fetch(
+    c: &RunningNode,
+    purpose: &str,
+    filters: Vec<(String, String)>,
+    limit: Option<u64>,
+) -> Result<(usize, fedgate_gateway::exchange::TransferSummary), ExchangeError> {
+    let pc = c.peer(&id(PROVIDER)).await.unwrap();
+    let mut t = Transfer::start(&pc, &c.config().node, "cases", purpose, filters, limit).await?;
+    let mut n = 0;
+    while let Some(b) = t.next_batch().await? {
+        n += b.len();
+    }
+    Ok((n, t.summary().unwrap().clone()))
+}
+
+/// Asks the consumer's local API, as `fedgate query` does: the body's lines, or the API's error.
+async fn api_query(c: &RunningNode, body: serde_json::Value) -> Result<Vec<String>, String> {
+    let mut cfg = c.config().clone();
+    cfg.api = c.api_addr();
+    tokio::task::spawn_blocking(move || {
+        let client = Client::new(&cfg).unwrap();
+        match client.post_lines("/v1/query", &body) {
+            Ok(mut r) => {
+                let mut text = String::new();
+                r.read_to_string(&mut text).unwrap();
+                Ok(text.lines().map(str::to_owned).collect())
+            }
+            Err(ClientError::Api(m)) => Err(m),
+            Err(other) => panic!("{other}"),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn audit_entries(node: &RunningNode) -> Vec<Entry> {
+    let cfg = node.config();
+    let sealer = AuditKeys::load_sealer(&cfg.audit_key).unwrap();
+    let mut out = Vec::new();
+    audit::entries(&cfg.audit_dir, &sealer, |e| {
+        out.push(e);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_that_cuts_a_result_short_is_signed_in_the_trailer_and_audited_on_both_sides() {
+    let f = provider().await;
+    let centre = consumer(&f, "mediation-center@wuxi").await;
+    let lines = api_query(
+        &centre,
+        serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 4, "3 records and the control line: {lines:?}");
+    let end: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+    assert_eq!(end["@end"]["count"], 3, "{end}");
+    assert_eq!(end["@end"]["truncated"], "quota", "{end}");
+
+    // The provider's entry (cited by the trailer) and the consumer's receipt both say so.
+    let seq = end["@end"]["audit_seq"].as_u64().unwrap();
+    let provided = &audit_entries(&f.provider)[seq as usize];
+    assert_eq!(provided.kind, Some(Kind::RequestIn));
+    assert_eq!(provided.records, Some(3));
+    assert_eq!(provided.truncated.as_deref(), Some("quota"));
+    assert_eq!(provided.decision.as_deref(), Some("allow, truncated by quota"));
+    let receipt = audit_entries(&centre).into_iter().rfind(|e| e.kind == Some(Kind::RequestOut)).unwrap();
+    assert_eq!(receipt.records, Some(3));
+    assert_eq!(receipt.truncated.as_deref(), Some("quota"));
+    assert_eq!(receipt.decision.as_deref(), Some("received, truncated by quota"));
+
+    // The quota is now used up: a refusal, not an empty success.
+    let err = fetch(&centre, "dispute-mediation", vec![], None).await.unwrap_err();
+    assert!(matches!(err, ExchangeError::Remote { code: ErrorCode::QuotaExceeded, .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_fits_its_bound_exactly_is_not_truncated() {
+    let f = provider().await;
+    // Three rows match and the quota is three: everything was sent.
+    let grid = consumer(&f, "grid@wuxi.liangxi.chongan").await;
+    let filter = vec![("region".to_owned(), "wuxi.liangxi.chongan.guangrui".to_owned())];
+    let (n, s) = fetch(&grid, "dispute-mediation", filter, None).await.unwrap();
+    assert_eq!((n, s.truncated), (3, None));
+
+    // The consumer's own limit: reported when more match, never an error.
+    let police = consumer(&f, "police@wuxi.liangxi").await;
+    let (n, s) = fetch(&police, "law-enforcement", vec![], Some(2)).await.unwrap();
+    assert_eq!((n, s.truncated), (2, Some(Truncation::Limit)));
+    let (n, s) = fetch(&police, "law-enforcement", vec![], Some(4)).await.unwrap();
+    assert_eq!((n, s.truncated), (4, None));
+    let (n, s) = fetch(&police, "law-enforcement", vec![], None).await.unwrap();
+    assert_eq!((n, s.truncated), (4, None));
+    let lines = api_query(
+        &police,
+        serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "law-enforcement", "limit": 1}),
+    )
+    .await
+    .unwrap();
+    let end: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(end["@end"]["truncated"], "limit", "{end}");
+}
+
+/// The consumer's view of a failed query: the API's answer and its own audit log.
+async fn consumer_view(c: &RunningNode) -> String {
+    let answer = match api_query(
+        c,
+        serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "law-enforcement"}),
+    )
+    .await
+    {
+        Ok(lines) => lines.join("\n"),
+        Err(message) => message,
+    };
+    let receipt = audit_entries(c).into_iter().rfind(|e| e.kind == Some(Kind::RequestOut)).unwrap();
+    format!("{answer}\n{receipt:?}")
+}
+
+fn assert_no_internals(view: &str, db: &Path) {
+    let dir = db.parent().unwrap().display().to_string();
+    for leak in [dir.as_str(), "cases.db", "SELECT", "no such table", "unable to open", "sqlite", "FROM"] {
+        assert!(!view.contains(leak), "consumer sees {leak:?}: {view}");
+    }
+    assert!(view.contains("the provider cannot read dataset `cases` right now"), "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_tells_the_consumer_what_failed_but_no_paths_or_sql() {
+    let f = provider().await;
+    let police = consumer(&f, "police@wuxi.liangxi").await;
+
+    // The table is gone: SQLite's error names the SQL it could not prepare.
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    conn.execute_batch("ALTER TABLE cases RENAME TO cases_old").unwrap();
+    drop(conn);
+    let view = consumer_view(&police).await;
+    assert_no_internals(&view, &f.db);
+    let err = fetch(&police, "law-enforcement", vec![], None).await.unwrap_err();
+    assert!(matches!(&err, ExchangeError::Incomplete { count: 0, .. }), "{err}");
+
+    // The file is gone: SQLite's error would name the path.
+    std::fs::rename(&f.db, f.db.with_extension("moved")).unwrap();
+    let view = consumer_view(&police).await;
+    assert_no_internals(&view, &f.db);
+
+    // The provider's own audit keeps the details for its operator.
+    let failures: Vec<Entry> = audit_entries(&f.provider)
+        .into_iter()
+        .filter(|e| e.decision.as_deref() == Some("allow, transfer aborted"))
+        .collect();
+    let details: Vec<&str> = failures.iter().filter_map(|e| e.detail.as_deref()).collect();
+    assert!(details.iter().any(|d| d.contains("no such table")), "{details:?}");
+    assert!(details.iter().any(|d| d.contains("cases.db")), "{details:?}");
+}
