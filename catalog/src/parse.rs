@@ -187,8 +187,17 @@ fn dataset(src: &mut Source<'_>, t: &Table<'_, '_>) -> Option<(Dataset, Range<us
         (None, None) => Some(Grade::PUBLIC),
     };
 
-    let jurisdiction = key_field(t, src, "jurisdiction", &fields, Some(FieldType::Region));
-    let primary_key = key_field(t, src, "primary_key", &fields, None);
+    // Fields that were declared but failed their own checks already have an error; naming one
+    // as a key must not add a second for the same mistake.
+    let declared: Vec<&str> = field_tables
+        .iter()
+        .filter_map(|ft| match ft.get("name").map(|v| v.get_ref()) {
+            Some(DeValue::String(s)) => Some(&**s),
+            _ => None,
+        })
+        .collect();
+    let jurisdiction = key_field(t, src, "jurisdiction", &fields, &declared, Some(FieldType::Region));
+    let primary_key = key_field(t, src, "primary_key", &fields, &declared, None);
 
     Some((
         Dataset {
@@ -217,10 +226,14 @@ fn key_field(
     src: &mut Source<'_>,
     key: &str,
     fields: &[Field],
+    declared: &[&str],
     want: Option<FieldType>,
 ) -> Option<String> {
     let (name, span) = t.str(src, key)?;
     let Some(f) = fields.iter().find(|f| f.name == name) else {
+        if declared.contains(&name) {
+            return None;
+        }
         let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
         let hint = crate::toml_reader::closest(name, &names)
             .map(|b| format!(", did you mean `{b}`?"))

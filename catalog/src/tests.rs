@@ -133,6 +133,17 @@ fn jurisdiction_and_primary_key_must_name_fitting_fields() {
 }
 
 #[test]
+fn one_mistake_in_a_key_field_gives_one_error() {
+    // r10: a bad type on the primary key field also said "primary_key names field `ticket_id`,
+    // which this dataset does not have".
+    let text = documented_example()
+        .replace("name = \"ticket_id\"\n  type = \"string\"", "name = \"ticket_id\"\n  type = \"strng\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("unknown field type \"strng\""), "{errs:#?}");
+}
+
+#[test]
 fn rules_must_fit_their_field() {
     let ex = documented_example();
     let bool_month = ex.replace(
