@@ -58,6 +58,16 @@ pub enum SourceKind {
     Postgres(String),
 }
 
+/// A 1-based line and column in `gateway.toml`, kept so checks made after parsing (against the
+/// catalog, against the database) can still point at the entry they are about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+}
+
 /// One dataset's source: a table (or view) whose columns are named like the dataset's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
@@ -67,6 +77,12 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Table or view, optionally `schema.table`.
     pub table: String,
+    /// Where `dataset = ...` is written.
+    pub dataset_at: Pos,
+    /// Where `sqlite = ...` or `postgres = ...` is written.
+    pub kind_at: Pos,
+    /// Where `table = ...` is written.
+    pub table_at: Pos,
 }
 
 /// A parsed, validated `gateway.toml`.
@@ -98,6 +114,8 @@ pub struct Config {
     pub masking_key: PathBuf,
     /// Data sources, one per served dataset.
     pub sources: Vec<SourceConfig>,
+    /// Where `catalog = [...]` is written (the start of the file if it is not).
+    pub catalog_at: Pos,
     /// The audit log's folder (safe to hand to auditors: no keys in it).
     pub audit_dir: PathBuf,
     /// The audit log's encryption key (0600, created at first start).
@@ -107,6 +125,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// A problem located at `at` in this config file.
+    pub fn diagnostic(&self, at: Pos, message: impl Into<String>) -> fedgate_catalog::Diagnostic {
+        fedgate_catalog::Diagnostic {
+            file: self.path.display().to_string(),
+            line: at.line,
+            col: at.col,
+            message: message.into(),
+        }
+    }
+
     /// The peer with node id `node`, if configured.
     pub fn peer(&self, node: &NodeId) -> Option<&PeerConfig> {
         self.peers.iter().find(|p| &p.node == node)
@@ -161,6 +189,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     };
     let tls = tls_files(&root, &mut src, &dir);
     let catalog = root.str_list(&mut src, "catalog").into_iter().map(|(s, _)| dir.join(s)).collect();
+    let catalog_at = root.get("catalog").map_or(Pos { line: 1, col: 1 }, |v| pos(text, v.span().start));
     let api_token = dir.join(root.opt_str(&mut src, "api_token").map_or("api.token", |(s, _)| s));
     let grants = root.str_list(&mut src, "grants").into_iter().map(|(s, _)| dir.join(s)).collect();
     let masking_key = dir.join(root.opt_str(&mut src, "masking_key").map_or("masking.key", |(s, _)| s));
@@ -176,7 +205,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             peers.push(PeerConfig { node, address });
         }
     }
-    let sources = sources(&root, &mut src, &dir);
+    let sources = sources(&root, &mut src, &dir, text);
     let path_or = |src: &mut Source<'_>, key: &str, default: &str| {
         dir.join(root.opt_str(src, key).map_or(default, |(s, _)| s))
     };
@@ -198,6 +227,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             grants,
             masking_key,
             sources,
+            catalog_at,
             audit_dir,
             audit_key,
             audit_signing_key,
@@ -217,7 +247,12 @@ fn valid_table(s: &str) -> bool {
     parts.len() <= 2 && parts.iter().all(|p| ident(p) && p.len() <= 63)
 }
 
-fn sources(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> Vec<SourceConfig> {
+fn pos(text: &str, at: usize) -> Pos {
+    let (line, col) = fedgate_catalog::toml_reader::line_col(text, at);
+    Pos { line, col }
+}
+
+fn sources(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path, text: &str) -> Vec<SourceConfig> {
     let mut out: Vec<SourceConfig> = Vec::new();
     for t in root.tables(src, "sources") {
         t.deny_unknown(src, SOURCE_KEYS);
@@ -244,7 +279,18 @@ fn sources(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> Vec<Source
             if out.iter().any(|s| s.dataset == dataset) {
                 src.error(t.key_span("dataset"), format!("dataset `{dataset}` has two sources"));
             }
-            out.push(SourceConfig { dataset, kind, table });
+            let at = |key: &str| {
+                t.get(key).map_or_else(|| pos(text, t.span().start), |v| pos(text, v.span().start))
+            };
+            let kind_at = at(if t.get("sqlite").is_some() { "sqlite" } else { "postgres" });
+            out.push(SourceConfig {
+                dataset,
+                kind,
+                table,
+                dataset_at: at("dataset"),
+                kind_at,
+                table_at: at("table"),
+            });
         }
     }
     out

@@ -198,6 +198,14 @@ fn prepare(
             format!("dataset `{dataset}` has no data source configured at its provider"),
         ));
     };
+    if shared.sources.unchecked(dataset).is_some() {
+        // Never read a source that has not been checked against the catalog: its columns could
+        // be anything. Why it is unchecked goes to the provider's log, not to the consumer.
+        return Err(Refusal(
+            ErrorCode::SourceUnavailable,
+            format!("the source of `{dataset}` is not available at the provider right now; try again later"),
+        ));
+    }
     let mut cap = limit.map(|l| (l, Truncation::Limit));
     let mut quota = None;
     if let (Some(q), Some(grant)) = (allowed.quota, &allowed.grant) {
@@ -213,16 +221,9 @@ fn prepare(
     }
     let key = consumer_key(shared.masking_secret(), &peer.to_string());
     let plan = Arc::new(Plan::new(ds, &allowed, key));
-    let query = SourceQuery {
-        table: src.table.clone(),
-        columns: ds.fields.iter().map(|f| (f.name.clone(), f.ty)).collect(),
-        jurisdiction: ds.jurisdiction.clone(),
-        scope: allowed.rows.clone(),
-        filters,
-        primary_key: ds.primary_key.clone(),
-        // One row past the cap tells a cut result from one that happens to end there.
-        limit: cap.map(|(n, _)| n.saturating_add(1)),
-    };
+    // One row past the cap tells a cut result from one that happens to end there.
+    let limit = cap.map(|(n, _)| n.saturating_add(1));
+    let query = SourceQuery::new(ds, &src.table, allowed.rows.clone(), filters, limit);
     let obligations = allowed.fields.iter().map(|(f, o)| format!("{f}={}", o.name())).collect();
     Ok(Prepared { obligations, plan, query, kind: src.kind.clone(), reason: decision.reason(), quota, cap })
 }

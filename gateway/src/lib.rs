@@ -20,4 +20,6 @@ pub mod refusal;
 pub mod render;
 pub mod secret;
 pub mod source;
+pub mod source_check;
+pub mod sources;
 pub mod wire;

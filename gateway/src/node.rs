@@ -47,6 +47,10 @@ pub enum NodeError {
     /// The grant files are invalid.
     #[error("{0}")]
     Policy(String),
+    /// The config does not fit the catalog or its databases; every problem, located in
+    /// `gateway.toml`.
+    #[error("{0}")]
+    Config(fedgate_catalog::Diagnostics),
     /// The audit log could not be opened or written.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -109,6 +113,19 @@ pub fn load_catalog(cfg: &Config) -> Result<Catalog, NodeError> {
         )));
     }
     Ok(catalog)
+}
+
+/// Checks the config's sources against `catalog`; located configuration errors fail, sources
+/// whose server is down are logged and returned to be kept unchecked.
+pub async fn check_sources(cfg: &Config, catalog: &Catalog) -> Result<crate::sources::Checked, NodeError> {
+    let checked = crate::sources::check_all(cfg, catalog).await;
+    if !checked.problems.is_empty() {
+        return Err(NodeError::Config(fedgate_catalog::Diagnostics(checked.problems)));
+    }
+    for (dataset, why) in &checked.unreachable {
+        tracing::warn!(%dataset, error = %why, "source unreachable, not checked against the catalog; its queries are refused until it answers");
+    }
+    Ok(checked)
 }
 
 /// A node's TLS identity and trust, loaded and cross-checked.
@@ -239,6 +256,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The node's audit log.
     pub audit: AuditLog,
+    /// Which sources have passed their check against the catalog.
+    pub sources: crate::sources::SourceGate,
 }
 
 impl Shared {
@@ -265,6 +284,8 @@ impl Shared {
     pub async fn reload_rules(&self) -> Result<(), NodeError> {
         let catalog = load_catalog(&self.cfg)?;
         let policy = load_policy(&self.cfg, &catalog)?;
+        let checked = check_sources(&self.cfg, &catalog).await?;
+        self.sources.reset(&checked.unreachable);
         *self.catalog_digest.write().unwrap_or_else(|p| p.into_inner()) = catalog.digest().into();
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
@@ -278,6 +299,32 @@ impl Shared {
         self.audit.append(e).await?;
         tracing::info!(grants = %self.policy().digest(), "catalog and grants reloaded");
         Ok(())
+    }
+
+    /// Checks the sources still waiting for their server (down at the last check) and lets
+    /// through those that now fit the catalog.
+    pub async fn recheck_sources(&self) {
+        let catalog = self.catalog();
+        for dataset in self.sources.pending() {
+            let (Some(src), Some(ds)) =
+                (self.cfg.sources.iter().find(|s| s.dataset == dataset), catalog.get(&dataset))
+            else {
+                continue;
+            };
+            let outcome = crate::sources::check_one(&self.cfg, src, ds).await;
+            match &outcome {
+                crate::sources::Outcome::Fits => {
+                    tracing::info!(%dataset, "source reachable again and fits the catalog; queries are served")
+                }
+                crate::sources::Outcome::Problems(p) => {
+                    for d in p {
+                        tracing::error!(%dataset, problem = %d, "source reachable but does not fit the catalog; queries stay refused");
+                    }
+                }
+                crate::sources::Outcome::Unreachable(_) => {}
+            }
+            self.sources.record(&dataset, &outcome);
+        }
     }
 
     /// The policy in force (a snapshot; reloads swap it).
@@ -322,6 +369,7 @@ impl RunningNode {
         let id = load_identity(&cfg)?;
         let catalog = load_catalog(&cfg)?;
         let policy = load_policy(&cfg, &catalog)?;
+        let checked = check_sources(&cfg, &catalog).await?;
         let secret = |p: &std::path::Path| crate::secret::ensure(p).map_err(|e| file_err(p, e.to_string()));
         let token = secret(&cfg.api_token)?;
         let masking = secret(&cfg.masking_key)?;
@@ -363,7 +411,9 @@ impl RunningNode {
             quotas: Default::default(),
             metrics,
             audit,
+            sources: Default::default(),
         });
+        shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);
         start.detail = Some(format!(
             "listen {}, {} datasets, {} grants; log had {} entries{}",
@@ -482,6 +532,7 @@ async fn reload_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.cfg.reload_interval);
     loop {
         tick.tick().await;
+        shared.recheck_sources().await;
         let now_rules = mtimes(&rules);
         if now_rules != seen_rules {
             seen_rules = now_rules;

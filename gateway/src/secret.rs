@@ -3,14 +3,20 @@
 use std::path::Path;
 
 /// Reads the secret in `path`, creating a fresh random one (256 bits, hex, mode 0600) if the file
-/// does not exist. An existing file readable by others is refused.
+/// does not exist. An existing file that is empty or readable by others is refused.
 pub fn ensure(path: &Path) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => {
             check_mode(path)?;
             return Ok(t.trim().to_owned());
         }
-        Ok(_) => {}
+        // Writing a fresh secret over an existing file would silently change every pseudonym
+        // (masking key) or lock out every application (API token): say so instead.
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                "the file exists but is empty; put the secret back, or delete the file to have a new one generated at start",
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }

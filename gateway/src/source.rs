@@ -5,7 +5,6 @@
 //! read in batches and handed over a bounded channel, so memory stays flat whatever the result
 //! size, and a slow consumer slows the read (backpressure) instead of filling memory.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use fedgate_catalog::{FieldType, Record, Value};
@@ -14,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::SourceKind;
+use crate::source_check::Column;
 
 /// Records per batch read from a source.
 pub const BATCH: usize = 256;
@@ -38,6 +38,9 @@ pub struct SourceQuery {
     pub table: String,
     /// The dataset's fields and types, in order.
     pub columns: Vec<(String, FieldType)>,
+    /// Per column: false if the catalog says the field is never null. A NULL there is a source
+    /// error, not a value to pass on.
+    pub nullable: Vec<bool>,
     /// The field holding each record's region path.
     pub jurisdiction: String,
     /// Which rows.
@@ -48,6 +51,103 @@ pub struct SourceQuery {
     pub primary_key: String,
     /// At most this many rows.
     pub limit: Option<u64>,
+}
+
+impl SourceQuery {
+    /// Every field of `ds` from `table`, in catalog order, narrowed by `scope` and `filters`.
+    pub fn new(
+        ds: &fedgate_catalog::Dataset,
+        table: &str,
+        scope: RowScope,
+        filters: Vec<(String, Value)>,
+        limit: Option<u64>,
+    ) -> SourceQuery {
+        SourceQuery {
+            table: table.to_owned(),
+            columns: ds.fields.iter().map(|f| (f.name.clone(), f.ty)).collect(),
+            nullable: ds.fields.iter().map(|f| f.nullable).collect(),
+            jurisdiction: ds.jurisdiction.clone(),
+            scope,
+            filters,
+            primary_key: ds.primary_key.clone(),
+            limit,
+        }
+    }
+
+    /// Refuses a record with a NULL in a field the catalog says is never null.
+    fn check_nulls(&self, rec: &Record) -> Result<(), SourceError> {
+        let bad = rec.iter().zip(&self.nullable).position(|(v, nullable)| !nullable && *v == Value::Null);
+        match bad {
+            None => Ok(()),
+            Some(i) => Err(SourceError::Query(format!(
+                "column `{}` of `{}` holds NULL, but the catalog says field `{}` is never null",
+                self.columns[i].0, self.table, self.columns[i].0
+            ))),
+        }
+    }
+}
+
+/// Opens a SQLite source the one way fedgate reads it: read-only, and with double-quoted string
+/// literals off, so `"no_such_column"` is an error instead of the text `no_such_column`.
+pub fn open_sqlite(path: &std::path::Path) -> Result<rusqlite::Connection, SourceError> {
+    use rusqlite::config::DbConfig;
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Err(SourceError::Unavailable(format!("SQLite file {} does not exist", path.display())));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)
+        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
+    for c in [DbConfig::SQLITE_DBCONFIG_DQS_DML, DbConfig::SQLITE_DBCONFIG_DQS_DDL] {
+        conn.set_db_config(c, false)
+            .map_err(|e| SourceError::Unavailable(format!("{}: cannot turn off DQS: {e}", path.display())))?;
+    }
+    Ok(conn)
+}
+
+/// The columns of `table` (`name` or `schema.name`) in a SQLite file; empty if there is no
+/// such table or view.
+pub fn sqlite_columns(path: &std::path::Path, table: &str) -> Result<Vec<Column>, SourceError> {
+    let conn = open_sqlite(path)?;
+    let (schema, name) = table.split_once('.').unwrap_or(("main", table));
+    let err = |e: rusqlite::Error| SourceError::Unavailable(format!("{}: {e}", path.display()));
+    let mut stmt = conn.prepare("SELECT name, type FROM pragma_table_info(?1, ?2)").map_err(err)?;
+    let rows = stmt
+        .query_map([name, schema], |r| Ok(Column { name: r.get(0)?, declared: r.get(1)? }))
+        .map_err(err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
+/// How long a PostgreSQL source may take to answer the column check.
+pub const POSTGRES_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The columns of `table` (`name` or `schema.name`, the schema defaulting to the search path's
+/// first) in a PostgreSQL database; empty if there is no such table or view. `Unavailable` if
+/// the server cannot be reached.
+pub async fn postgres_columns(conn_str: &str, table: &str) -> Result<Vec<Column>, SourceError> {
+    let fetch = async {
+        let (client, connection) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("PostgreSQL: {e}")))?;
+        let driver = tokio::spawn(connection);
+        let (schema, name) = match table.split_once('.') {
+            Some((s, n)) => (Some(s), n),
+            None => (None, table),
+        };
+        let rows = client
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2 ORDER BY ordinal_position",
+                &[&schema, &name],
+            )
+            .await
+            .map_err(|e| SourceError::Query(format!("PostgreSQL: {e}")));
+        driver.abort();
+        Ok(rows?.iter().map(|r| Column { name: r.get(0), declared: r.get(1) }).collect())
+    };
+    tokio::time::timeout(POSTGRES_CHECK_TIMEOUT, fetch).await.unwrap_or_else(|_| {
+        Err(SourceError::Unavailable(format!("PostgreSQL: no answer within {POSTGRES_CHECK_TIMEOUT:?}")))
+    })
 }
 
 /// Per-record work done on the reading side (policy obligations): `None` drops the record.
@@ -126,15 +226,13 @@ fn sqlite_sql(q: &SourceQuery) -> (String, Vec<Value>) {
 }
 
 fn read_sqlite(
-    path: &PathBuf,
+    path: &std::path::Path,
     q: &SourceQuery,
     transform: &Transform,
     tx: &mpsc::Sender<Result<Vec<Record>, SourceError>>,
 ) -> Result<(), SourceError> {
-    use rusqlite::{types::ValueRef, OpenFlags};
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(path, flags)
-        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
+    use rusqlite::types::ValueRef;
+    let conn = open_sqlite(path)?;
     let (sql, params) = sqlite_sql(q);
     let mut stmt = conn.prepare(&sql).map_err(|e| SourceError::Query(format!("{}: {e}", path.display())))?;
     let params: Vec<rusqlite::types::Value> = params
@@ -174,6 +272,7 @@ fn read_sqlite(
                 }
             });
         }
+        q.check_nulls(&rec)?;
         if let Some(out) = transform(rec) {
             batch.push(out);
         }
@@ -252,6 +351,7 @@ async fn read_postgres(
                 _ => row.try_get::<_, Option<String>>(i).map_err(bad)?.map_or(Value::Null, Value::Text),
             });
         }
+        q.check_nulls(&rec)?;
         if let Some(out) = transform(rec) {
             batch.push(out);
         }
@@ -278,6 +378,7 @@ mod tests {
                 ("region".into(), FieldType::Region),
                 ("n".into(), FieldType::Integer),
             ],
+            nullable: vec![false, false, true],
             jurisdiction: "region".into(),
             scope,
             filters,

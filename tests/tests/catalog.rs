@@ -17,8 +17,9 @@ async fn peers_see_shareable_metadata_through_the_local_api() {
         dataset("police-informants", "police@wuxi.liangxi", "none"),
     );
     let cat = fed.file("police.catalog.toml", &provider_catalog);
+    let sources = fed.sqlite_sources(&["police-incidents", "police-open-stats"]);
     let provider =
-        fed.start_with("police@wuxi.liangxi", &format!("catalog = [{:?}]\n", path_str(&cat))).await;
+        fed.start_with("police@wuxi.liangxi", &format!("catalog = [{:?}]\n{sources}", path_str(&cat))).await;
     assert_eq!(provider.shared().catalog().datasets().len(), 3);
 
     let consumer = fed.start_with("mediation-center@wuxi", &peer_entry(&provider)).await;

@@ -292,13 +292,16 @@ async fn denials_filters_and_quotas_are_typed_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_source_is_a_clear_error() {
-    let f = provider_with(10, &SQLITE.replace("\"DB\"", "\"/nonexistent/dir/gone.db\"")).await;
+async fn a_source_gone_after_start_is_a_clear_error() {
+    // A missing file at start is a configuration error (tests/tests/sources.rs); one that
+    // disappears while the gateway runs fails the query.
+    let f = provider_with(10, SQLITE).await;
+    std::fs::rename(f.fed.dir.path().join("wf.db"), f.fed.dir.path().join("gone.db")).unwrap();
     let centre = consumer(&f, "mediation-center@wuxi").await;
     let err = fetch(&centre, "family-disputes", "dispute-mediation", vec![], None).await.unwrap_err();
     let msg = err.to_string();
     // The consumer learns that the source failed, not where it lives (the provider's log has it).
-    assert!(msg.contains("cannot read dataset `family-disputes`") && !msg.contains("gone.db"), "{msg}");
+    assert!(msg.contains("cannot read dataset `family-disputes`") && !msg.contains("wf.db"), "{msg}");
     assert!(matches!(err, ExchangeError::Incomplete { count: 0, .. }), "{err}");
 }
 

@@ -656,15 +656,7 @@ mod baseline {
         let key = fedgate_policy::mask::consumer_key(b"baseline secret", CONSUMER);
         let plan = Arc::new(Plan::new(ds, &allowed, key));
         let src = cfg.sources.first().context("source")?;
-        let query = SourceQuery {
-            table: src.table.clone(),
-            columns: ds.fields.iter().map(|f| (f.name.clone(), f.ty)).collect(),
-            jurisdiction: ds.jurisdiction.clone(),
-            scope: allowed.rows.clone(),
-            filters: vec![],
-            primary_key: ds.primary_key.clone(),
-            limit: None,
-        };
+        let query = SourceQuery::new(ds, &src.table, allowed.rows.clone(), vec![], None);
         let app = Arc::new(App { query, kind: src.kind.clone(), plan });
         let router = axum::Router::new().route("/v1/records", axum::routing::get(records)).with_state(app);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_server(&cfg)?));

@@ -92,6 +92,26 @@ impl Federation {
         RunningNode::start(config::load(&path).unwrap()).await.unwrap()
     }
 
+    /// A SQLite file with one table per dataset id (columns of [`dataset`], table named like the
+    /// id with `_` for `-`) and the `[[sources]]` entries pointing at it.
+    pub fn sqlite_sources(&self, ids: &[&str]) -> String {
+        let db = self.dir.path().join("sources.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut entries = String::new();
+        for ds in ids {
+            let table = ds.replace('-', "_");
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (case_id TEXT PRIMARY KEY, region TEXT, party_name TEXT);"
+            ))
+            .unwrap();
+            entries.push_str(&format!(
+                "\n[[sources]]\ndataset = \"{ds}\"\nsqlite = {:?}\ntable = \"{table}\"\n",
+                path_str(&db)
+            ));
+        }
+        entries
+    }
+
     /// Writes `text` to `name` in the federation folder and returns its path.
     pub fn file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
