@@ -172,9 +172,9 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
     let pc = st.shared.peer(&node).await?;
-    let started = crate::exchange::Transfer::start(
-        &pc,
-        &st.shared.cfg.node,
+    let started = crate::exchange::Transfer::start_redialling(
+        &st.shared,
+        pc,
         &body.dataset,
         &body.purpose,
         filters.clone(),

@@ -88,7 +88,7 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
                 until: until.as_deref().map(parse_time).transpose()?,
                 peer,
                 dataset,
-                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, request-out, deny, cert-reject, reload, start, stop)")))).transpose()?,
+                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop)")))).transpose()?,
             };
             let format =
                 format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl });

@@ -103,6 +103,13 @@ impl QuotaLedger {
 /// A provider-side failure: the code and message the consumer gets.
 struct Refusal(ErrorCode, String);
 
+/// A fresh random 128-bit exchange id, hex. The provider picks it while consumers do not send
+/// one; it ties a transfer's decision entry to its outcome entry.
+fn new_exchange_id() -> Option<String> {
+    let bytes: [u8; 16] = ring::rand::generate(&ring::rand::SystemRandom::new()).ok()?.expose();
+    Some(fedgate_catalog::hex(&bytes))
+}
+
 /// The audit entry of a query received, before its outcome is known.
 fn entry_in(
     shared: &Shared,
@@ -274,6 +281,12 @@ pub async fn serve_query(
 ) {
     let who = peer.node().to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let Some(exchange) = new_exchange_id() else {
+        tracing::error!("no randomness for an exchange id; refusing the query");
+        link::reply_error(&mut send, ErrorCode::Internal, "the provider failed; try again".into(), &who)
+            .await;
+        return;
+    };
     let p = match prepare(&shared, peer.node(), &dataset, &purpose, &filters, limit, now) {
         Ok(p) => p,
         Err(Refusal(code, message)) => {
@@ -284,6 +297,7 @@ pub async fn serve_query(
             e.decision = Some(if code == ErrorCode::Denied { "deny" } else { "error" }.into());
             e.reason = Some(format!("{code:?}: {message}"));
             e.records = Some(0);
+            e.exchange = Some(exchange);
             if let Err(err) = shared.audit.append(e).await {
                 // Nothing leaves unaudited: a refusal that cannot be recorded is still a refusal.
                 tracing::error!(error = %err, "audit append failed");
@@ -292,19 +306,39 @@ pub async fn serve_query(
             return;
         }
     };
-    let header = Message::Header { fields: p.plan.fields().to_vec(), reason: p.reason.clone() };
-    if link::write_frame(&mut send, &header, &who).await.is_err() {
-        return;
-    }
+    // The source starts reading while the decision entry is made durable: the fsync overlaps the
+    // query instead of adding to it, and no record leaves before the decision is on disk.
     let plan = p.plan.clone();
     let transform: source::Transform =
         Arc::new(move |rec: Record| plan.in_scope(&rec).then(|| plan.apply(&rec)));
     let mut rx = source::spawn(&p.kind, p.query, transform);
+    let mut decided = entry_in(&shared, Kind::RequestIn, peer.node(), &dataset, &purpose, &filters);
+    decided.reason = Some(p.reason.clone());
+    decided.obligations = p.obligations.clone();
+    decided.decision = Some("allow".into());
+    decided.exchange = Some(exchange.clone());
+    if let Err(err) = shared.audit.append(decided).await {
+        tracing::error!(error = %err, "audit append failed; sending nothing");
+        if let Some((grant, day, reserved)) = &p.quota {
+            shared.quotas.refund(grant, peer.node(), *day, *reserved);
+        }
+        link::reply_error(
+            &mut send,
+            ErrorCode::Internal,
+            "the provider could not record this transfer".into(),
+            &who,
+        )
+        .await;
+        return;
+    }
+    let header = Message::Header { fields: p.plan.fields().to_vec(), reason: p.reason.clone() };
     let mut digest = Context::new(&SHA256);
     let mut count = 0u64;
-    let mut failed = None;
+    let mut failed =
+        link::write_frame(&mut send, &header, &who).await.err().map(|e| Abort::Send(e.to_string()));
     let mut truncated = None;
-    while let Some(batch) = rx.recv().await {
+    while failed.is_none() {
+        let Some(batch) = rx.recv().await else { break };
         match batch {
             Ok(mut records) => {
                 truncated = fit_cap(&mut records, count, p.cap);
@@ -333,18 +367,17 @@ pub async fn serve_query(
         shared.quotas.refund(grant, peer.node(), *day, reserved.saturating_sub(count));
     }
     let digest = fedgate_catalog::hex(digest.finish().as_ref());
-    let mut e = entry_in(&shared, Kind::RequestIn, peer.node(), &dataset, &purpose, &filters);
-    e.reason = Some(p.reason.clone());
-    e.obligations = p.obligations.clone();
+    let mut e = entry_in(&shared, Kind::TransferEnd, peer.node(), &dataset, &purpose, &filters);
     e.records = Some(count);
     e.content_digest = Some(digest.clone());
     e.decision = Some(match (&failed, truncated) {
-        (Some(_), _) => "allow, transfer aborted".into(),
-        (None, Some(t)) => format!("allow, truncated by {}", t.as_str()),
-        (None, None) => "allow".into(),
+        (Some(_), _) => "aborted".into(),
+        (None, Some(t)) => format!("sent, truncated by {}", t.as_str()),
+        (None, None) => "sent".into(),
     });
     e.truncated = truncated.map(|t| t.as_str().to_owned());
     e.detail = failed.as_ref().map(Abort::detail);
+    e.exchange = Some(exchange);
     // The trailer cites this entry, so it is written (durably) before the trailer leaves.
     let audit_seq = match shared.audit.append(e).await {
         Ok(seq) => seq,
@@ -390,6 +423,19 @@ pub async fn serve_query(
     Metrics::add(&shared.metrics.queries_served_total, 1);
     Metrics::add(&shared.metrics.records_sent_total, count);
     tracing::info!(peer = %who, %dataset, %purpose, count, truncated = ?truncated, "query served");
+}
+
+/// Whether `e` from [`Transfer::start`] means the connection was already gone: it is closed now,
+/// and what failed was not an answer from the peer or a refusal of our certificate.
+fn died_before_answer(pc: &PeerConnection, e: &ExchangeError) -> bool {
+    let answered = matches!(
+        e,
+        ExchangeError::Remote { .. }
+            | ExchangeError::Link(
+                LinkError::Refused { .. } | LinkError::Remote { .. } | LinkError::Frame { .. }
+            )
+    );
+    !answered && pc.conn.close_reason().is_some()
 }
 
 /// A query in progress at the consumer: field names, then batches, then a checked end.
@@ -459,6 +505,35 @@ impl Transfer {
                 count: 0,
                 why: "the stream ended before any answer".into(),
             }),
+        }
+    }
+
+    /// [`Transfer::start`] on `pc`; if that connection turns out dead before any answer arrived
+    /// (the provider restarted: its stateless reset or close ended the cached connection), dials
+    /// afresh and asks once more. A query is a read, so asking twice is safe; a refusal or an
+    /// answer is never retried.
+    pub async fn start_redialling(
+        shared: &Shared,
+        pc: PeerConnection,
+        dataset: &str,
+        purpose: &str,
+        filters: Vec<(String, String)>,
+        limit: Option<u64>,
+    ) -> Result<Transfer, ExchangeError> {
+        let local = &shared.cfg.node;
+        match Transfer::start(&pc, local, dataset, purpose, filters.clone(), limit).await {
+            Err(e) if died_before_answer(&pc, &e) => {
+                tracing::info!(peer = %pc.peer.node(), error = %e, "cached connection was dead; dialling again");
+                let fresh = shared.peer(pc.peer.node()).await.map_err(|e| match e {
+                    crate::node::NodeError::Link(l) => ExchangeError::Link(l),
+                    other => ExchangeError::Link(LinkError::Protocol {
+                        peer: pc.peer.node().to_string(),
+                        why: other.to_string(),
+                    }),
+                })?;
+                Transfer::start(&fresh, local, dataset, purpose, filters, limit).await
+            }
+            other => other,
         }
     }
 

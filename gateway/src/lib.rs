@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod exchange;
+pub mod flood;
 pub mod link;
 pub mod metrics;
 pub mod node;

@@ -96,7 +96,7 @@ enum AuditCommand {
         /// Only entries about this dataset.
         #[arg(long, value_name = "ID")]
         dataset: Option<String>,
-        /// Only entries of this kind: request-in, request-out, deny, cert-reject, reload, start, stop.
+        /// Only entries of this kind: request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop.
         #[arg(long, value_name = "K")]
         kind: Option<String>,
         /// Output format; default table on a terminal, jsonl when piped.

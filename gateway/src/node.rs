@@ -346,7 +346,17 @@ impl Shared {
     /// A peer's catalog metadata, asked over QUIC.
     pub async fn peer_catalog(&self, node: &NodeId) -> Result<Catalog, NodeError> {
         let pc = self.peer(node).await?;
-        match link::request_one(&pc, &Message::CatalogRequest).await? {
+        let answer = match link::request_one(&pc, &Message::CatalogRequest).await {
+            // The cached connection was dead (the peer restarted): dial again, once.
+            Err(e)
+                if pc.conn.close_reason().is_some()
+                    && !matches!(e, LinkError::Refused { .. } | LinkError::Remote { .. }) =>
+            {
+                link::request_one(&self.peer(node).await?, &Message::CatalogRequest).await?
+            }
+            other => other?,
+        };
+        match answer {
             Message::Catalog { catalog } => Ok(catalog),
             other => Err(NodeError::Link(LinkError::Protocol {
                 peer: node.to_string(),

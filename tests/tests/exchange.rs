@@ -475,12 +475,21 @@ async fn both_sides_audit_and_the_trailer_cites_the_providers_entry() {
     })
     .unwrap();
     let cited = &entries[summary.audit_seq.unwrap() as usize];
-    assert_eq!(cited.kind, Some(Kind::RequestIn));
+    assert_eq!(cited.kind, Some(Kind::TransferEnd));
     assert_eq!(cited.counterpart.as_deref(), Some("mediation-center@wuxi"));
     assert_eq!(cited.records, Some(40));
+    assert_eq!(cited.decision.as_deref(), Some("sent"));
     assert_eq!(cited.content_digest.as_deref(), Some(summary.digest.as_str()));
-    assert_eq!(cited.catalog_digest.as_deref(), Some(f.provider.shared().catalog().digest().as_str()));
-    assert!(cited.obligations.contains(&"party_id=clear".to_owned()));
+    // The decision was recorded first, under the same exchange id.
+    let exchange = cited.exchange.as_deref().expect("outcome names its exchange");
+    let decided = entries
+        .iter()
+        .find(|e| e.kind == Some(Kind::RequestIn) && e.exchange.as_deref() == Some(exchange))
+        .expect("the decision entry");
+    assert!(decided.seq < cited.seq);
+    assert_eq!(decided.decision.as_deref(), Some("allow"));
+    assert_eq!(decided.catalog_digest.as_deref(), Some(f.provider.shared().catalog().digest().as_str()));
+    assert!(decided.obligations.contains(&"party_id=clear".to_owned()));
     let deny = entries.iter().find(|e| e.kind == Some(Kind::Deny)).expect("the denial is audited");
     assert_eq!(deny.counterpart.as_deref(), Some("court@wuxi.xinwu"));
     assert_eq!(entries[0].kind, Some(Kind::Start));

@@ -148,10 +148,10 @@ async fn a_quota_that_cuts_a_result_short_is_signed_in_the_trailer_and_audited_o
     // The provider's entry (cited by the trailer) and the consumer's receipt both say so.
     let seq = end["@end"]["audit_seq"].as_u64().unwrap();
     let provided = &audit_entries(&f.provider)[seq as usize];
-    assert_eq!(provided.kind, Some(Kind::RequestIn));
+    assert_eq!(provided.kind, Some(Kind::TransferEnd));
     assert_eq!(provided.records, Some(3));
     assert_eq!(provided.truncated.as_deref(), Some("quota"));
-    assert_eq!(provided.decision.as_deref(), Some("allow, truncated by quota"));
+    assert_eq!(provided.decision.as_deref(), Some("sent, truncated by quota"));
     let receipt = audit_entries(&centre).into_iter().rfind(|e| e.kind == Some(Kind::RequestOut)).unwrap();
     assert_eq!(receipt.records, Some(3));
     assert_eq!(receipt.truncated.as_deref(), Some("quota"));
@@ -234,7 +234,7 @@ async fn a_failing_source_tells_the_consumer_what_failed_but_no_paths_or_sql() {
     // The provider's own audit keeps the details for its operator.
     let failures: Vec<Entry> = audit_entries(&f.provider)
         .into_iter()
-        .filter(|e| e.decision.as_deref() == Some("allow, transfer aborted"))
+        .filter(|e| e.kind == Some(Kind::TransferEnd) && e.decision.as_deref() == Some("aborted"))
         .collect();
     let details: Vec<&str> = failures.iter().filter_map(|e| e.detail.as_deref()).collect();
     assert!(details.iter().any(|d| d.contains("no such table")), "{details:?}");

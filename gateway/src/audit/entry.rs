@@ -31,6 +31,8 @@ pub enum Kind {
     Deny,
     /// A peer certificate refused at the handshake.
     CertReject,
+    /// How a transfer whose decision was recorded as `request-in` ended: records sent, digest.
+    TransferEnd,
     /// Config, catalog, grants or revocation lists (re)loaded.
     Reload,
     /// The gateway started.
@@ -47,6 +49,7 @@ impl Kind {
             Kind::RequestOut => "request-out",
             Kind::Deny => "deny",
             Kind::CertReject => "cert-reject",
+            Kind::TransferEnd => "transfer-end",
             Kind::Reload => "reload",
             Kind::Start => "start",
             Kind::Stop => "stop",
@@ -60,6 +63,7 @@ impl Kind {
             Kind::RequestOut,
             Kind::Deny,
             Kind::CertReject,
+            Kind::TransferEnd,
             Kind::Reload,
             Kind::Start,
             Kind::Stop,
@@ -108,6 +112,10 @@ pub struct Entry {
     /// Left out when absent, so entries without it keep their exact bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<String>,
+    /// The exchange (128-bit id, hex) this entry belongs to; pairs a transfer's decision with
+    /// its outcome. Absent from entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
 }
 
 /// Entry encryption with the node's audit key.
