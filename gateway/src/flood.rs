@@ -21,6 +21,34 @@ pub const REFUSE_AFTER: u64 = 100;
 /// one overflow key, so a spread-out flood cannot grow this table without bound.
 pub const MAX_KEYS: usize = 4096;
 
+/// Rejections in the current interval (all sources) from which unvalidated sources must prove
+/// their address with a QUIC retry before the handshake. Below it, honest peers save the round
+/// trip.
+pub const RETRY_AFTER: u64 = 16;
+
+/// What to do with a new inbound connection, before any TLS work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Go on with the handshake.
+    Accept,
+    /// Ask the client to prove its address first (QUIC retry).
+    Retry,
+    /// Refuse at once (the source is over [`REFUSE_AFTER`]).
+    Refuse,
+}
+
+/// Decides [`Admit`] from whether the client's address is validated, whether its source is over
+/// the refusal threshold, and how many rejections the current interval has seen.
+pub fn admit(validated: bool, refuse_early: bool, recent: u64) -> Admit {
+    if refuse_early {
+        Admit::Refuse
+    } else if !validated && recent >= RETRY_AFTER {
+        Admit::Retry
+    } else {
+        Admit::Accept
+    }
+}
+
 /// What to do with one rejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
@@ -150,6 +178,16 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn admission_refuses_floods_and_retries_under_load() {
+        assert_eq!(admit(false, false, 0), Admit::Accept);
+        assert_eq!(admit(false, false, RETRY_AFTER - 1), Admit::Accept);
+        assert_eq!(admit(false, false, RETRY_AFTER), Admit::Retry);
+        assert_eq!(admit(true, false, RETRY_AFTER), Admit::Accept, "a retried client goes on");
+        assert_eq!(admit(true, true, 0), Admit::Refuse);
+        assert_eq!(admit(false, true, 0), Admit::Refuse);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ring::hmac;
 
@@ -21,6 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+use crate::flood::{self, RejectionTally};
 use crate::refusal::Refusal;
 use crate::wire::{self, frame, ErrorCode, FrameError, Message, PROTOCOL_VERSION};
 
@@ -133,6 +134,19 @@ pub struct Link {
     client: quinn::ClientConfig,
     outbound: Mutex<HashMap<NodeId, PeerConnection>>,
     live: Mutex<HashMap<usize, quinn::Connection>>,
+    rejections: Mutex<RejectionTally>,
+}
+
+/// An inbound handshake that failed: the first of its (source, reason) in the current interval;
+/// later ones are only counted (see [`Link::roll_rejections`]).
+#[derive(Debug)]
+pub struct InboundRejection {
+    /// Where it came from.
+    pub addr: SocketAddr,
+    /// The reason's short name (`revoked`, `unknown-issuer`, `handshake-failed`, …).
+    pub reason: &'static str,
+    /// What failed.
+    pub error: LinkError,
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {
@@ -171,7 +185,15 @@ impl Link {
         let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
             .map_err(|e| setup(e.to_string()))?;
         endpoint.set_default_client_config(client.clone());
-        Ok(Link { endpoint, local, verifier, client, outbound: Mutex::default(), live: Mutex::default() })
+        Ok(Link {
+            endpoint,
+            local,
+            verifier,
+            client,
+            outbound: Mutex::default(),
+            live: Mutex::default(),
+            rejections: Mutex::new(RejectionTally::new(Instant::now(), flood::INTERVAL)),
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -190,26 +212,73 @@ impl Link {
     }
 
     /// Waits for the next inbound connection. `None` once the endpoint is closed.
-    pub async fn accept(&self) -> Option<Result<PeerConnection, LinkError>> {
-        let incoming = self.endpoint.accept().await?;
-        let addr = incoming.remote_address();
-        Some(self.finish_accept(incoming, addr).await)
+    ///
+    /// A source whose handshakes keep failing is refused before any TLS work for the rest of the
+    /// interval; under a stream of failures, unvalidated sources must first prove their address
+    /// (QUIC retry). Only the first failure per (source, reason) per interval is returned; the
+    /// rest are counted.
+    pub async fn accept(&self) -> Option<Result<PeerConnection, InboundRejection>> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            let addr = incoming.remote_address();
+            let admit = {
+                let mut t = self.tally();
+                flood::admit(incoming.remote_address_validated(), t.refuse_early(addr.ip()), t.recent())
+            };
+            match admit {
+                flood::Admit::Refuse => {
+                    incoming.refuse();
+                    continue;
+                }
+                flood::Admit::Retry if incoming.may_retry() => {
+                    // Fails only if the client was already retried; then it proved its address.
+                    let _ = incoming.retry();
+                    continue;
+                }
+                _ => {}
+            }
+            match self.finish_accept(incoming, addr).await {
+                Ok(pc) => return Some(Ok(pc)),
+                Err((reason, error)) => {
+                    if self.tally().record(addr.ip(), reason) == flood::Report::Now {
+                        return Some(Err(InboundRejection { addr, reason, error }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, RejectionTally> {
+        self.rejections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rejections counted but not yet reported, once their interval has ended at `now` (all of
+    /// them if `all`, as at shutdown).
+    pub fn roll_rejections(&self, now: Instant, all: bool) -> Vec<flood::Summary> {
+        let mut t = self.tally();
+        if all {
+            t.drain()
+        } else {
+            t.roll(now)
+        }
     }
 
     async fn finish_accept(
         &self,
         incoming: quinn::Incoming,
         addr: SocketAddr,
-    ) -> Result<PeerConnection, LinkError> {
-        let conn = incoming
-            .await
-            .map_err(|e| LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })?;
+    ) -> Result<PeerConnection, (&'static str, LinkError)> {
+        let conn = incoming.await.map_err(|e| {
+            (handshake_failure(&e), LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })
+        })?;
         // A resumed TLS session skips the verifier, so this is where a peer revoked since its
         // first handshake is caught; it is told why, like a refusal inside the handshake.
-        let peer = self.identify(&conn, Role::Client, None, &addr.to_string()).inspect_err(|e| {
-            if let LinkError::Rejected { error, .. } = e {
+        let peer = self.identify(&conn, Role::Client, None, &addr.to_string()).map_err(|e| match &e {
+            LinkError::Rejected { error, .. } => {
                 refuse(&conn, error);
+                (Refusal::of(error).name(), e)
             }
+            _ => ("handshake-failed", e),
         })?;
         self.track(&conn);
         Ok(PeerConnection { conn, peer })
@@ -315,6 +384,20 @@ fn peer_chain(conn: &quinn::Connection) -> Option<Vec<CertificateDer<'static>>> 
     let any = conn.peer_identity()?;
     let chain = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     (!chain.is_empty()).then_some(*chain)
+}
+
+/// The reason name of a failed inbound handshake: the refusal our verifier's TLS alert stands
+/// for, or a generic failure.
+fn handshake_failure(e: &quinn::ConnectionError) -> &'static str {
+    match e {
+        quinn::ConnectionError::TransportError(t) => u64::from(t.code)
+            .checked_sub(0x100)
+            .filter(|a| *a <= 0xff)
+            .and_then(|a| Refusal::from_alert(a as u8, &t.reason))
+            .map_or("handshake-failed", Refusal::name),
+        quinn::ConnectionError::TimedOut => "handshake-timeout",
+        _ => "handshake-failed",
+    }
 }
 
 /// Closes a connection whose peer's certificate no longer verifies, with the refusal's close

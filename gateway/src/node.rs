@@ -391,6 +391,12 @@ impl RunningNode {
         let (m, log) = (metrics.clone(), audit.clone());
         verifier.set_observer(move |r| {
             crate::metrics::Metrics::add(&m.peer_certificates_rejected_total, 1);
+            // Inbound refusals are logged and audited by the accept loop, aggregated per source
+            // and reason: anyone can send handshakes, so one entry each would let a flood fill
+            // the disk.
+            if r.role == Role::Client {
+                return;
+            }
             tracing::warn!(node = %me, role = ?r.role, claimed = %r.claimed, error = %r.error, "peer certificate rejected");
             // Inside the handshake: queue the entry, do not wait for the disk.
             log.append_later(Entry {
@@ -440,6 +446,7 @@ impl RunningNode {
         shared.audit.append(start).await?;
         let tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
+            tokio::spawn(rejection_summaries(shared.clone())),
             tokio::spawn(reload_loop(shared.clone())),
             tokio::spawn(crate::api::serve(api_listener, shared.clone(), token)),
         ];
@@ -498,6 +505,7 @@ impl RunningNode {
             t.abort();
         }
         self.shared.link.shutdown().await;
+        record_rejections(&self.shared, true).await;
         let stop = self.shared.audit_entry(Kind::Stop);
         if let Err(e) = self.shared.audit.append(stop).await {
             tracing::error!(error = %e, "recording the stop in the audit log failed");
@@ -572,7 +580,47 @@ async fn accept_loop(shared: Arc<Shared>) {
                 tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
                 tokio::spawn(serve_connection(shared.clone(), pc));
             }
-            Err(e) => tracing::warn!(error = %e, "inbound connection refused"),
+            Err(r) => {
+                tracing::warn!(addr = %r.addr, reason = r.reason, error = %r.error, "inbound connection refused; further ones from this source for this reason are counted, not logged, for a minute");
+                let mut e = shared.audit_entry(Kind::CertReject);
+                e.counterpart = Some(r.addr.ip().to_string());
+                e.decision = Some("deny".into());
+                e.reason = Some(r.reason.into());
+                e.detail = Some(r.error.to_string());
+                e.records = Some(1);
+                if let Err(err) = shared.audit.append(e).await {
+                    tracing::error!(error = %err, "audit append failed");
+                }
+            }
+        }
+    }
+}
+
+/// Every few seconds, writes the rejections counted in an interval that has ended: one log line
+/// and one audit entry per (source, reason), with the count.
+async fn rejection_summaries(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        record_rejections(&shared, false).await;
+    }
+}
+
+async fn record_rejections(shared: &Shared, all: bool) {
+    for s in shared.link.roll_rejections(std::time::Instant::now(), all) {
+        let source = s.addr.map_or_else(|| "other sources".to_owned(), |a| a.to_string());
+        tracing::warn!(%source, reason = %s.reason, count = s.count, refused_before_handshake = s.refused_early, "inbound handshakes rejected");
+        let mut e = shared.audit_entry(Kind::CertReject);
+        e.counterpart = Some(source);
+        e.decision = Some("deny".into());
+        e.reason = Some(s.reason.clone());
+        e.records = Some(s.count);
+        e.detail = Some(format!(
+            "{} more rejected handshakes since the first was recorded, {} connections refused before the handshake",
+            s.count, s.refused_early
+        ));
+        if let Err(err) = shared.audit.append(e).await {
+            tracing::error!(error = %err, "audit append failed");
         }
     }
 }
