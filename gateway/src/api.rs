@@ -58,6 +58,8 @@ fn remote_status(code: ErrorCode) -> (StatusCode, &'static str) {
         ErrorCode::Denied => (StatusCode::FORBIDDEN, "denied"),
         ErrorCode::UnknownDataset => (StatusCode::NOT_FOUND, "unknown-dataset"),
         ErrorCode::BadFilter => (StatusCode::BAD_REQUEST, "bad-filter"),
+        ErrorCode::BadRequest => (StatusCode::BAD_REQUEST, "bad-request"),
+        ErrorCode::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         ErrorCode::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "quota-exceeded"),
         ErrorCode::SourceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "source-unavailable"),
         _ => (StatusCode::BAD_GATEWAY, "peer-error"),

@@ -480,8 +480,12 @@ impl Transfer {
         let who = pc.peer.node().to_string();
         let (mut send, mut recv) = pc.conn.open_bi().await.map_err(|e| link::lost(&who, e))?;
         let q = Message::Query { dataset: dataset.into(), purpose: purpose.into(), filters, limit };
-        link::write_frame(&mut send, &q, &who).await?;
-        let _ = send.finish();
+        if let Err(e) = link::send_request(&mut send, &mut recv, &q, &who).await {
+            return Err(match e {
+                LinkError::Remote { peer, code, message } => ExchangeError::Remote { peer, code, message },
+                other => other.into(),
+            });
+        }
         match link::read_frame(&mut recv, &who).await? {
             Some(Message::Header { fields, reason }) => Ok(Transfer {
                 peer: pc.peer.clone(),

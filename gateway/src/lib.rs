@@ -6,6 +6,7 @@
 //! `fedgate` binary (src/main.rs) is the command-line front end over all of it.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod audit_cli;

@@ -149,14 +149,33 @@ pub struct InboundRejection {
     pub error: LinkError,
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
         IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t
+}
+
+/// Accepted connections carry only requests towards us, so what quinn itself may buffer for a
+/// peer is sized to requests: one maximal request per stream, a few per connection, and a
+/// bounded number of streams (see [`crate::wire::limits`]).
+fn server_transport() -> Arc<quinn::TransportConfig> {
+    use crate::wire::limits::{CONNECTION_REQUEST_BUDGET, MAX_REQUEST_FRAME, MAX_STREAMS_PER_CONNECTION};
+    let mut t = transport();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS_PER_CONNECTION));
+    t.stream_receive_window(quinn::VarInt::from_u32((MAX_REQUEST_FRAME + 4) as u32));
+    t.receive_window(quinn::VarInt::from_u32(CONNECTION_REQUEST_BUDGET as u32));
+    Arc::new(t)
+}
+
+/// Dialled connections: we open the streams; the peer may open none, so a hostile provider
+/// cannot make quinn buffer anything for streams we would never read.
+fn client_transport() -> Arc<quinn::TransportConfig> {
+    let mut t = transport();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
     Arc::new(t)
 }
 
@@ -177,9 +196,9 @@ impl Link {
         let server_quic = QuicServerConfig::try_from(server_tls).map_err(|e| setup(e.to_string()))?;
         let client_quic = QuicClientConfig::try_from(client_tls).map_err(|e| setup(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
-        server.transport_config(transport());
+        server.transport_config(server_transport());
         let mut client = quinn::ClientConfig::new(Arc::new(client_quic));
-        client.transport_config(transport());
+        client.transport_config(client_transport());
         let socket = std::net::UdpSocket::bind(listen).map_err(|e| setup(e.to_string()))?;
         let runtime = quinn::default_runtime().ok_or_else(|| setup("no async runtime".into()))?;
         let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
@@ -478,14 +497,36 @@ fn read_error(peer: &str, e: quinn::ReadExactError) -> LinkError {
 pub async fn request_one(pc: &PeerConnection, req: &Message) -> Result<Message, LinkError> {
     let who = pc.peer.node().to_string();
     let (mut send, mut recv) = pc.conn.open_bi().await.map_err(|e| lost(&who, e))?;
-    write_frame(&mut send, req, &who).await?;
-    let _ = send.finish();
+    send_request(&mut send, &mut recv, req, &who).await?;
     match read_frame(&mut recv, &who).await? {
         Some(Message::Error { code, message }) => Err(LinkError::Remote { peer: who, code, message }),
         Some(m) => Ok(m),
         None => Err(LinkError::Protocol { peer: who, why: "stream ended without an answer".into() }),
     }
 }
+
+/// Writes a request frame and finishes our side. If the provider stopped reading it (it refuses
+/// oversized requests as soon as the header is in), its typed refusal is the error, not the
+/// failed write.
+pub async fn send_request(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    req: &Message,
+    peer: &str,
+) -> Result<(), LinkError> {
+    let written = write_frame(send, req, peer).await;
+    let _ = send.finish();
+    let Err(e) = written else { return Ok(()) };
+    match tokio::time::timeout(REFUSAL_WAIT, read_frame(recv, peer)).await {
+        Ok(Ok(Some(Message::Error { code, message }))) => {
+            Err(LinkError::Remote { peer: peer.into(), code, message })
+        }
+        _ => Err(e),
+    }
+}
+
+/// How long to wait for a provider's refusal after it stopped reading our request.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes a typed error and finishes the stream.
 pub async fn reply_error(send: &mut quinn::SendStream, code: ErrorCode, message: String, peer: &str) {

@@ -17,8 +17,7 @@ use crate::config::Config;
 use crate::link::{self, Link, LinkError, PeerConnection};
 use crate::wire::{ErrorCode, Message, PROTOCOL_VERSION};
 
-/// How long a peer may take to send its request frame after opening a stream.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::wire::limits::REQUEST_TIMEOUT;
 
 /// Why a node could not start or act.
 #[derive(Debug, Error)]
@@ -258,6 +257,8 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Which sources have passed their check against the catalog.
     pub sources: crate::sources::SourceGate,
+    /// Live peer connections and buffered request bytes, against their caps.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl Shared {
@@ -428,6 +429,7 @@ impl RunningNode {
             metrics,
             audit,
             sources: Default::default(),
+            admission: Arc::default(),
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);
@@ -626,10 +628,19 @@ async fn record_rejections(shared: &Shared, all: bool) {
 }
 
 async fn serve_connection(shared: Arc<Shared>, pc: PeerConnection) {
+    let admitted = match shared.admission.connect(pc.peer.node()) {
+        Ok(a) => Arc::new(a),
+        Err(full) => {
+            // Not audited: a peer at its cap could otherwise turn reconnects into log entries.
+            tracing::warn!(peer = %pc.peer.node(), reason = %full, "connection refused");
+            pc.conn.close(quinn::VarInt::from_u32(ErrorCode::Busy.quic_code()), full.to_string().as_bytes());
+            return;
+        }
+    };
     loop {
         match pc.conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(shared.clone(), pc.peer.clone(), send, recv));
+                tokio::spawn(serve_stream(shared.clone(), pc.peer.clone(), admitted.clone(), send, recv));
             }
             Err(e) => {
                 tracing::debug!(peer = %pc.peer.node(), reason = %e, "connection ended");
@@ -642,22 +653,21 @@ async fn serve_connection(shared: Arc<Shared>, pc: PeerConnection) {
 async fn serve_stream(
     shared: Arc<Shared>,
     peer: VerifiedPeer,
+    admitted: Arc<crate::admission::Connection>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let who = peer.node().to_string();
-    let req = match tokio::time::timeout(REQUEST_TIMEOUT, link::read_frame(&mut recv, &who)).await {
-        Ok(Ok(Some(m))) => m,
+    let read = crate::admission::read_request(&mut recv, admitted.reservation());
+    let refused = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+        Ok(Ok(Some(m))) => Ok(m),
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(peer = %who, error = %e, "bad request");
-            link::reply_error(&mut send, ErrorCode::Malformed, e.to_string(), &who).await;
-            return;
-        }
-        Err(_) => {
-            link::reply_error(&mut send, ErrorCode::Malformed, "no request within 30 s".into(), &who).await;
-            return;
-        }
+        Ok(Err(refused)) => Err(refused),
+        Err(_) => Err(crate::wire::request::Refused::Timeout(REQUEST_TIMEOUT)),
+    };
+    let req = match refused {
+        Ok(m) => m,
+        Err(refused) => return refuse_request(&shared, &peer, send, recv, refused).await,
     };
     if let Message::Query { dataset, purpose, filters, limit } = req {
         crate::exchange::serve_query(shared, peer, send, dataset, purpose, filters, limit).await;
@@ -666,6 +676,30 @@ async fn serve_stream(
     let answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     let _ = link::write_frame(&mut send, &answer, &who).await;
     let _ = send.finish();
+}
+
+/// Answers a request that broke the wire rules, stops the peer's sending, and audits it (with
+/// oversized values as digests) unless the refusal is about load, which must not cost disk.
+async fn refuse_request(
+    shared: &Shared,
+    peer: &VerifiedPeer,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    refused: crate::wire::request::Refused,
+) {
+    let who = peer.node().to_string();
+    let code = refused.code();
+    tracing::warn!(peer = %who, error = %refused, "request refused at the wire");
+    let _ = recv.stop(quinn::VarInt::from_u32(code.quic_code()));
+    if refused.audited() {
+        let mut e = shared.audit_entry(Kind::RequestIn);
+        e.counterpart = Some(who.clone());
+        crate::admission::describe_refusal(&refused, &mut e);
+        if let Err(err) = shared.audit.append(e).await {
+            tracing::error!(error = %err, "audit append failed");
+        }
+    }
+    link::reply_error(&mut send, code, refused.to_string(), &who).await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM: the ways an operator or systemd stops a gateway.

@@ -247,12 +247,17 @@ async fn malformed_frames_get_an_error_and_the_gateway_keeps_serving() {
     let issued = fed.issue("police@wuxi.liangxi");
     let client = bare_link(&fed, "police@wuxi.liangxi", &issued);
     let pc = dial(&client, &server).await.unwrap();
-    for garbage in [&b"\x00\x00\x00\x05hello"[..], b"\xff\xff\xff\xff", b"\x00\x00\x00\x02\xa1\x00"] {
+    // A request frame over the request cap is a bad request, refused at its header.
+    for (garbage, want) in [
+        (&b"\x00\x00\x00\x05hello"[..], ErrorCode::Malformed),
+        (b"\xff\xff\xff\xff", ErrorCode::BadRequest),
+        (b"\x00\x00\x00\x02\xa1\x00", ErrorCode::Malformed),
+    ] {
         let (mut send, mut recv) = pc.conn.open_bi().await.unwrap();
         send.write_all(garbage).await.unwrap();
         send.finish().unwrap();
         match link::read_frame(&mut recv, "server").await.unwrap() {
-            Some(Message::Error { code, .. }) => assert_eq!(code, ErrorCode::Malformed),
+            Some(Message::Error { code, .. }) => assert_eq!(code, want),
             other => panic!("expected a malformed-frame error, got {other:?}"),
         }
     }

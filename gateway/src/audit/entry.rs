@@ -14,10 +14,21 @@ use super::merkle::{leaf_hash, Hash};
 
 /// Bytes of framing around a leaf.
 pub const FRAME_OVERHEAD: usize = 4 + 32;
-/// The largest leaf accepted when reading: far above any real entry, small enough that a
-/// corrupted length cannot make a reader allocate much.
+/// The largest leaf, shared by the writer and the reader: the reader treats a longer length as
+/// corruption (so a damaged length cannot make it allocate much), and the writer refuses to
+/// append an entry whose leaf would be longer ([`Entry::check_size`]), so it never writes what
+/// the reader would refuse.
 pub const MAX_LEAF: usize = 1 << 20;
+/// A text field longer than this is recorded as its length and SHA-256 digest instead
+/// ([`Entry::bounded`]). Real values (ids, reasons, signatures) are far shorter; the cap exists
+/// because some values come from peers.
+pub const MAX_FIELD: usize = 4096;
+/// A list field (filters, obligations) with more items than this is recorded as its item count
+/// and digest instead.
+pub const MAX_ITEMS: usize = 256;
 const NONCE: usize = 12;
+/// Leaf bytes besides the encrypted CBOR: seq, nonce and the AES-GCM tag.
+const LEAF_OVERHEAD: usize = 8 + NONCE + 16;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,6 +129,82 @@ pub struct Entry {
     pub exchange: Option<String>,
 }
 
+/// An entry too large to append even after [`Entry::bounded`] replaced its oversized fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit entry of {leaf} bytes exceeds the {MAX_LEAF}-byte entry limit")]
+pub struct TooLarge {
+    /// The leaf size it would have had.
+    pub leaf: usize,
+}
+
+fn bound_text(s: &mut String) {
+    if s.len() > MAX_FIELD {
+        *s = crate::wire::limits::fingerprint(s.as_bytes());
+    }
+}
+
+fn bound_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        bound_text(s);
+    }
+}
+
+fn cbor(value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    if let Err(e) = ciborium::ser::into_writer(value, &mut out) {
+        unreachable!("CBOR encoding into memory failed: {e}");
+    }
+    out
+}
+
+impl Entry {
+    /// The entry with every text over [`MAX_FIELD`] and every list over [`MAX_ITEMS`] replaced
+    /// by its length and SHA-256 digest, so a peer-supplied value cannot blow up the log.
+    pub fn bounded(mut self) -> Entry {
+        bound_text(&mut self.actor);
+        for s in [
+            &mut self.counterpart,
+            &mut self.dataset,
+            &mut self.purpose,
+            &mut self.decision,
+            &mut self.reason,
+            &mut self.content_digest,
+            &mut self.policy_digest,
+            &mut self.catalog_digest,
+            &mut self.detail,
+        ] {
+            bound_opt(s);
+        }
+        if self.filters.len() > MAX_ITEMS {
+            let all = cbor(&self.filters);
+            let n = self.filters.len();
+            self.filters = vec![(format!("<{n} filters>"), crate::wire::limits::fingerprint(&all))];
+        }
+        for (k, v) in &mut self.filters {
+            bound_text(k);
+            bound_text(v);
+        }
+        if self.obligations.len() > MAX_ITEMS {
+            let all = cbor(&self.obligations);
+            let n = self.obligations.len();
+            self.obligations = vec![format!("<{n} obligations> {}", crate::wire::limits::fingerprint(&all))];
+        }
+        self.obligations.iter_mut().for_each(bound_text);
+        self
+    }
+
+    /// Checks that the entry's leaf fits [`MAX_LEAF`] whatever seq and time the log gives it.
+    pub fn check_size(&self) -> Result<(), TooLarge> {
+        // The largest seq and time encode longest; the log sets the real ones later.
+        let widest = Entry { seq: u64::MAX, time_ms: i64::MIN, ..self.clone() };
+        let leaf = LEAF_OVERHEAD + cbor(&widest).len();
+        if leaf > MAX_LEAF {
+            return Err(TooLarge { leaf });
+        }
+        Ok(())
+    }
+}
+
 /// Entry encryption with the node's audit key.
 pub struct Sealer {
     cipher: Aes256Gcm,
@@ -159,10 +246,7 @@ impl Sealer {
 
     /// Encrypts `entry` (whose seq must already be set) with a fresh random nonce.
     pub fn seal(&self, entry: &Entry, nonce: [u8; NONCE]) -> Vec<u8> {
-        let mut plain = Vec::with_capacity(256);
-        if let Err(e) = ciborium::ser::into_writer(entry, &mut plain) {
-            unreachable!("CBOR encoding into memory failed: {e}");
-        }
+        let plain = cbor(entry);
         let aad = entry.seq.to_be_bytes();
         let ct = self
             .cipher
@@ -230,7 +314,7 @@ pub fn read_record(bytes: &[u8]) -> Read<'_> {
     let Some(len) = bytes.first_chunk::<4>().map(|b| u32::from_be_bytes(*b) as usize) else {
         return Read::Torn;
     };
-    if !(8 + NONCE + 16..=MAX_LEAF).contains(&len) {
+    if !(LEAF_OVERHEAD..=MAX_LEAF).contains(&len) {
         return Read::Corrupt("impossible entry length");
     }
     let Some(leaf) = bytes.get(4..4 + len) else { return Read::Torn };
@@ -271,6 +355,53 @@ mod tests {
             assert!(s.open(&bad).is_err(), "flip at {i} undetected");
         }
         assert_eq!(Sealer::new(&[8u8; 32]).open(&leaf), Err(OpenError::Decrypt));
+    }
+
+    #[test]
+    fn oversized_fields_become_length_and_digest() {
+        let huge = "x".repeat(1_100_000);
+        let e = Entry {
+            dataset: Some(huge.clone()),
+            filters: vec![("f".into(), huge.clone())],
+            obligations: (0..MAX_ITEMS + 1).map(|i| format!("f{i}=clear")).collect(),
+            ..sample(1)
+        };
+        assert!(e.check_size().is_err(), "the test entry must be too large before bounding");
+        let b = e.bounded();
+        let want = crate::wire::limits::fingerprint(huge.as_bytes());
+        assert_eq!(b.dataset.as_deref(), Some(want.as_str()));
+        assert!(want.starts_with("<1100000 bytes, sha256 "), "{want}");
+        assert_eq!(b.filters, vec![("f".into(), want)]);
+        assert_eq!(b.obligations.len(), 1);
+        assert!(b.check_size().is_ok());
+        // Short values are kept as they are.
+        assert_eq!(sample(1).bounded(), sample(1));
+    }
+
+    #[test]
+    fn what_check_size_passes_the_reader_accepts() {
+        // Many fields just under the field cap: bounded, yet too large as a whole.
+        let near = "y".repeat(MAX_FIELD);
+        let big = Entry { filters: vec![(near.clone(), near); MAX_ITEMS], ..sample(2) }.bounded();
+        assert!(matches!(big.check_size(), Err(TooLarge { leaf }) if leaf > MAX_LEAF));
+        // The largest entry check_size passes is read back as a record, not as corruption.
+        let mut fits = Entry { detail: Some(String::new()), ..sample(u64::MAX) };
+        fits.time_ms = i64::MIN;
+        let room = MAX_LEAF - LEAF_OVERHEAD - cbor(&fits).len();
+        fits.detail = Some("z".repeat(room.min(MAX_FIELD)));
+        let mut filler = Vec::new();
+        while fits.check_size().is_ok() {
+            filler.push(("k".into(), "v".repeat(MAX_FIELD - 8)));
+            fits.filters = filler.clone();
+        }
+        filler.pop();
+        fits.filters = filler;
+        assert!(fits.check_size().is_ok());
+        let leaf = Sealer::new(&[7u8; 32]).seal(&fits, [3u8; 12]);
+        assert!(leaf.len() <= MAX_LEAF && leaf.len() > MAX_LEAF - 2 * MAX_FIELD, "{}", leaf.len());
+        let mut disk = Vec::new();
+        frame(&leaf, &mut disk);
+        assert!(matches!(read_record(&disk), Read::Record { .. }));
     }
 
     #[test]

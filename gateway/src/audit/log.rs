@@ -73,6 +73,10 @@ pub enum AuditError {
         /// What is wrong.
         why: String,
     },
+    /// An entry too large for the log even with its oversized fields replaced by digests; it
+    /// was not appended (the log itself is unharmed).
+    #[error(transparent)]
+    TooLarge(#[from] entry::TooLarge),
     /// The writer has stopped (after an earlier I/O error, or at shutdown).
     #[error("the audit log writer has stopped: {0}")]
     Stopped(String),
@@ -424,21 +428,21 @@ impl AuditLog {
         Ok((AuditLog { tx, actor: origin.to_owned() }, recovery))
     }
 
-    /// Appends `entry` and waits until it is durable; returns its sequence number.
+    /// Appends `entry` and waits until it is durable; returns its sequence number. Oversized
+    /// fields are recorded as length and digest ([`Entry::bounded`]); an entry still too large
+    /// is refused with [`AuditError::TooLarge`] and never reaches the file.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
+        let entry = admit(entry)?;
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Cmd::Append(Box::new(entry), Some(ack)))
-            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        self.tx.send(Cmd::Append(entry, Some(ack))).map_err(|_| AuditError::Stopped("writer gone".into()))?;
         done.await.map_err(|_| AuditError::Stopped("writer gone".into()))?.map_err(AuditError::Stopped)
     }
 
     /// Like [`AuditLog::append`], from synchronous code.
     pub fn append_blocking(&self, entry: Entry) -> Result<u64, AuditError> {
+        let entry = admit(entry)?;
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Cmd::Append(Box::new(entry), Some(ack)))
-            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        self.tx.send(Cmd::Append(entry, Some(ack))).map_err(|_| AuditError::Stopped("writer gone".into()))?;
         done.blocking_recv()
             .map_err(|_| AuditError::Stopped("writer gone".into()))?
             .map_err(AuditError::Stopped)
@@ -447,7 +451,12 @@ impl AuditLog {
     /// Queues `entry` without waiting (for callbacks that cannot wait, e.g. inside a TLS
     /// handshake); it becomes durable with the next group.
     pub fn append_later(&self, entry: Entry) {
-        let _ = self.tx.send(Cmd::Append(Box::new(entry), None));
+        match admit(entry) {
+            Ok(entry) => {
+                let _ = self.tx.send(Cmd::Append(entry, None));
+            }
+            Err(e) => tracing::error!(error = %e, "audit entry dropped"),
+        }
     }
 
     /// Writes a final checkpoint and stops the writer.
@@ -458,6 +467,14 @@ impl AuditLog {
         }
         done.await.map_err(|_| AuditError::Stopped("writer gone".into()))?.map_err(AuditError::Stopped)
     }
+}
+
+/// Bounds an entry's fields and checks its size before it is queued, so the writer never
+/// writes a leaf the reader would refuse as corrupt.
+fn admit(entry: Entry) -> Result<Box<Entry>, AuditError> {
+    let entry = entry.bounded();
+    entry.check_size()?;
+    Ok(Box::new(entry))
 }
 
 impl Writer {

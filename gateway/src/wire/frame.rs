@@ -50,6 +50,30 @@ pub enum FrameError {
         /// The version in the frame.
         got: u16,
     },
+    /// A well-formed envelope carrying a message kind this build does not know.
+    #[error("unknown message kind `{kind}`")]
+    UnknownKind {
+        /// The kind as sent (clipped to a short prefix; it is peer-controlled).
+        kind: String,
+    },
+}
+
+impl FrameError {
+    /// True if and only if the bytes were well-formed but speak something this build does not
+    /// (another version, an unknown message kind): answered `unsupported`, not `malformed`.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, FrameError::Version { .. } | FrameError::UnknownKind { .. })
+    }
+}
+
+/// Decoder messages can quote peer-supplied text; they are cut to this many characters.
+const MAX_ERROR_TEXT: usize = 160;
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
 }
 
 #[derive(Serialize)]
@@ -94,13 +118,7 @@ pub fn body_len(header: [u8; HEADER]) -> Result<usize, FrameError> {
 /// Decodes a frame body (without header).
 pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
     let mut rest = body;
-    let env: EnvelopeIn = ciborium::de::from_reader(&mut rest).map_err(|e| {
-        // A version mismatch may also change the message shape; report the version if readable.
-        match version_of(body) {
-            Some(v) if v != PROTOCOL_VERSION => FrameError::Version { got: v },
-            _ => FrameError::Malformed(e.to_string()),
-        }
-    })?;
+    let env: EnvelopeIn = ciborium::de::from_reader(&mut rest).map_err(|e| classify(body, &e.to_string()))?;
     if env.v != PROTOCOL_VERSION {
         return Err(FrameError::Version { got: env.v });
     }
@@ -110,12 +128,32 @@ pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
     Ok(env.m)
 }
 
-fn version_of(body: &[u8]) -> Option<u16> {
-    #[derive(Deserialize)]
-    struct V {
-        v: u16,
+/// Why a body that failed to decode as a message failed: a version or message kind this build
+/// does not speak (checked on the generic CBOR value, since either may change the shape), or
+/// plain malformation. Only runs on the error path, so good frames are decoded once.
+fn classify(body: &[u8], err: &str) -> FrameError {
+    use ciborium::Value;
+    let mut rest = body;
+    let Ok(Value::Map(env)) = ciborium::de::from_reader::<Value, _>(&mut rest) else {
+        return FrameError::Malformed(clip(err));
+    };
+    if !rest.is_empty() {
+        return FrameError::Trailing(rest.len());
     }
-    ciborium::de::from_reader::<V, _>(body).ok().map(|v| v.v)
+    let field = |name: &str| env.iter().find(|(k, _)| k.as_text() == Some(name)).map(|(_, v)| v);
+    let version = field("v").and_then(Value::as_integer).and_then(|i| u16::try_from(i).ok());
+    if let Some(v) = version.filter(|v| *v != PROTOCOL_VERSION) {
+        return FrameError::Version { got: v };
+    }
+    let kind = match field("m") {
+        Some(Value::Text(k)) => Some(k.as_str()),
+        Some(Value::Map(m)) if m.len() == 1 => m[0].0.as_text(),
+        _ => None,
+    };
+    match kind {
+        Some(k) if !Message::KINDS.contains(&k) => FrameError::UnknownKind { kind: clip(k) },
+        _ => FrameError::Malformed(clip(err)),
+    }
 }
 
 /// Decodes exactly one whole frame; anything after it is an error.
@@ -215,6 +253,103 @@ mod tests {
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
         frame.extend(body);
         assert_eq!(decode(&frame), Err(FrameError::Version { got: 9 }));
+    }
+
+    fn frame_of(value: &ciborium::Value) -> Vec<u8> {
+        let mut body = Vec::new();
+        ciborium::ser::into_writer(value, &mut body).unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend(body);
+        frame
+    }
+
+    fn envelope(v: u64, m: ciborium::Value) -> ciborium::Value {
+        use ciborium::Value;
+        Value::Map(vec![(Value::Text("v".into()), Value::Integer(v.into())), (Value::Text("m".into()), m)])
+    }
+
+    #[test]
+    fn unknown_kinds_and_versions_are_unsupported_not_malformed() {
+        use ciborium::Value;
+        let unit = frame_of(&envelope(1, Value::Text("subscribe".into())));
+        assert_eq!(decode(&unit), Err(FrameError::UnknownKind { kind: "subscribe".into() }));
+        let tagged = frame_of(&envelope(1, Value::Map(vec![(Value::Text("referral".into()), Value::Null)])));
+        assert!(decode(&tagged).unwrap_err().is_unsupported());
+        // A future version may reshape a known message: still `unsupported`, naming the version.
+        let v2 =
+            frame_of(&envelope(2, Value::Map(vec![(Value::Text("hello".into()), Value::Integer(7.into()))])));
+        assert_eq!(decode(&v2), Err(FrameError::Version { got: 2 }));
+        // A known kind with a bad shape is malformed.
+        let bad =
+            frame_of(&envelope(1, Value::Map(vec![(Value::Text("query".into()), Value::Integer(7.into()))])));
+        assert!(matches!(decode(&bad), Err(FrameError::Malformed(_))));
+        // Peer text in an error is clipped.
+        let long = frame_of(&envelope(1, Value::Text("k".repeat(10_000))));
+        assert!(decode(&long).unwrap_err().to_string().len() < 300);
+    }
+
+    #[test]
+    fn a_body_with_bytes_after_its_one_value_is_refused() {
+        use ciborium::Value;
+        let mut body = Vec::new();
+        ciborium::ser::into_writer(&envelope(1, Value::Text("catalog-request".into())), &mut body).unwrap();
+        for extra in [vec![0u8], vec![0xf6], encode(&Message::CatalogRequest)[4..].to_vec()] {
+            let mut b = body.clone();
+            b.extend(&extra);
+            assert_eq!(decode_body(&b), Err(FrameError::Trailing(extra.len())));
+        }
+        assert_eq!(decode_body(&body), Ok(Message::CatalogRequest));
+    }
+
+    #[test]
+    fn every_kind_is_listed() {
+        let all = [
+            Message::CatalogRequest,
+            Message::Query { dataset: "d".into(), purpose: "p".into(), filters: vec![], limit: None },
+            Message::Header { fields: vec![], reason: String::new() },
+            Message::Batch { records: vec![] },
+            Message::Trailer {
+                count: 0,
+                digest: String::new(),
+                signature: String::new(),
+                audit_seq: None,
+                truncated: None,
+            },
+        ];
+        for m in samples().into_iter().chain(all) {
+            let v: ciborium::Value = ciborium::de::from_reader(&encode(&m)[4..]).unwrap();
+            let inner = v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("m")).unwrap().1.clone();
+            let kind = match &inner {
+                ciborium::Value::Text(t) => t.clone(),
+                other => other.as_map().unwrap()[0].0.as_text().unwrap().to_owned(),
+            };
+            assert!(Message::KINDS.contains(&kind.as_str()), "{kind}");
+        }
+    }
+
+    #[test]
+    fn error_code_names_match_the_wire() {
+        use crate::wire::msg::ErrorCode as C;
+        for c in [
+            C::Malformed,
+            C::Unsupported,
+            C::BadRequest,
+            C::Busy,
+            C::WrongIdentity,
+            C::Denied,
+            C::UnknownDataset,
+            C::BadFilter,
+            C::SourceUnavailable,
+            C::QuotaExceeded,
+            C::Internal,
+        ] {
+            let v: ciborium::Value = {
+                let mut b = Vec::new();
+                ciborium::ser::into_writer(&c, &mut b).unwrap();
+                ciborium::de::from_reader(b.as_slice()).unwrap()
+            };
+            assert_eq!(v.as_text(), Some(c.as_str()));
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! its side; the provider answers with one or more frames and finishes.
 
 pub mod frame;
+pub mod limits;
 pub mod msg;
+pub mod request;
 
 pub use frame::{decode, encode, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};
 pub use msg::{ErrorCode, Message, Truncation};

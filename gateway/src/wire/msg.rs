@@ -11,6 +11,11 @@ pub enum ErrorCode {
     Malformed,
     /// The request is valid but this gateway does not support it.
     Unsupported,
+    /// The request decoded but breaks a cap on a field's size or value (see
+    /// [`limits`](super::limits)).
+    BadRequest,
+    /// The provider is at a resource limit (connections, buffered requests); retry later.
+    Busy,
     /// The peer said it is someone other than its certificate.
     WrongIdentity,
     /// Policy denies the request.
@@ -28,11 +33,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as written on the wire (`bad-request`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::Busy => "busy",
+            ErrorCode::WrongIdentity => "wrong-identity",
+            ErrorCode::Denied => "denied",
+            ErrorCode::UnknownDataset => "unknown-dataset",
+            ErrorCode::BadFilter => "bad-filter",
+            ErrorCode::SourceUnavailable => "source-unavailable",
+            ErrorCode::QuotaExceeded => "quota-exceeded",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
     /// The QUIC application error code used when closing with this error.
     pub fn quic_code(self) -> u32 {
         match self {
             ErrorCode::Malformed => 0x10,
             ErrorCode::Unsupported => 0x11,
+            ErrorCode::BadRequest => 0x13,
+            ErrorCode::Busy => 0x32,
             ErrorCode::WrongIdentity => 0x12,
             ErrorCode::Denied => 0x20,
             ErrorCode::UnknownDataset => 0x21,
@@ -69,6 +93,12 @@ impl Truncation {
     pub fn by_provider(self) -> bool {
         self != Truncation::Limit
     }
+}
+
+impl Message {
+    /// Every message kind, as it appears on the wire.
+    pub const KINDS: &'static [&'static str] =
+        &["hello", "welcome", "catalog-request", "catalog", "query", "header", "batch", "trailer", "error"];
 }
 
 /// One frame's message.
