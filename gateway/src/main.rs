@@ -40,6 +40,9 @@ enum Command {
         config: PathBuf,
     },
     /// Build the demo federation in DIR, start every gateway and show them talking.
+    ///
+    /// DIR must be new or empty; one that already holds a federation is refused (use --force to
+    /// start clean).
     Demo(DemoArgs),
     /// Catalogs: check the steward's files, list a node's or a peer's datasets.
     #[command(subcommand)]
@@ -300,6 +303,10 @@ struct DemoArgs {
     /// Keep the federation running until Ctrl-C instead of exiting after the showcase.
     #[arg(long)]
     serve: bool,
+    /// DIR already holds a demo federation: delete it (keys, data, audit logs) and build a new
+    /// one. Without it such a DIR is refused.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -441,7 +448,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(a) => query(a),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd.into())?),
         Command::Demo(a) => {
-            runtime()?.block_on(demo::run(demo::Options { dir: a.dir, records: a.records, serve: a.serve }))
+            runtime()?.block_on(demo::run(demo::Options {
+                dir: a.dir,
+                records: a.records,
+                serve: a.serve,
+                force: a.force,
+            }))
         }
     }
 }

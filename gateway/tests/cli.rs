@@ -267,6 +267,39 @@ fn query_without_a_running_gateway_says_so() {
     assert!(err.contains("cannot reach the gateway's local API") || err.contains("api.token"), "{err}");
 }
 
+#[test]
+fn demo_into_a_used_folder_refuses_or_starts_clean_with_force() {
+    // r10.10: a second demo run regenerated the keys and kept the old audit logs.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "10"]).status.success());
+    let key = dir.join("pki/root/root.key");
+    let before = std::fs::read(&key).unwrap();
+    let audit = dir.join("hotline12345@wuxi/audit");
+    assert!(audit.exists());
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "10"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("already holds a demo federation") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "a refused run changes nothing");
+
+    // --force: the old federation is gone, audit logs included, and a new one runs.
+    let stale = audit.join("stale-marker");
+    std::fs::write(&stale, "old").unwrap();
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "10", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(std::fs::read(&key).unwrap(), before);
+    assert!(!stale.exists(), "old audit folder removed");
+
+    // --force never deletes a folder fedgate did not build.
+    let other = t.path().join("mine");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "keep").unwrap();
+    let o = fedgate(&["demo", "--dir", s(&other), "--records", "10", "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(other.join("notes.txt").exists());
+}
+
 /// A provider folder for `policy explain`: a catalog and grants, no certificates needed.
 fn explain_folder(dir: &Path) -> std::path::PathBuf {
     let catalog = r#"

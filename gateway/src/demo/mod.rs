@@ -38,6 +38,8 @@ pub struct Options {
     pub records: u64,
     /// Keep running after the showcase.
     pub serve: bool,
+    /// Delete a federation already in `dir` (keys, data, audit logs) and build a new one.
+    pub force: bool,
 }
 
 /// The demo's nodes and what each stands for.
@@ -73,11 +75,31 @@ fn free_addr() -> Result<(SocketAddr, SocketAddr)> {
     Ok((udp, tcp))
 }
 
-fn prepare_dir(dir: &Path) -> Result<()> {
+/// Makes `dir` ready for a new federation. A folder that already holds one is refused, because
+/// fresh keys next to the old audit logs would leave logs no key verifies; with `force` the old
+/// federation (keys, data, audit logs) is deleted first. A folder fedgate did not build is never
+/// deleted.
+fn prepare_dir(dir: &Path, force: bool) -> Result<()> {
     if dir.exists() {
-        let non_empty = std::fs::read_dir(dir)?.next().is_some();
-        if non_empty && !dir.join(MARKER).exists() {
+        let non_empty = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some();
+        let ours = dir.join(MARKER).exists();
+        if non_empty && !ours {
             bail!("{} exists and is not a fedgate demo folder; choose an empty or new folder", dir.display());
+        }
+        if ours && !force {
+            bail!(
+                "{} already holds a demo federation (its keys and audit logs); run `fedgate serve --config {}` to use it, \
+                 choose another folder, or pass --force to delete it and build a new one",
+                dir.display(),
+                dir.join("<node-id>/gateway.toml").display()
+            );
+        }
+        if ours {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("--force: cannot delete the old federation in {}", dir.display()))?;
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -86,8 +108,8 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes the PKI and every node folder; returns the nodes with their config paths.
-pub fn build(dir: &Path, records: u64) -> Result<Vec<BuiltNode>> {
-    prepare_dir(dir)?;
+pub fn build(dir: &Path, records: u64, force: bool) -> Result<Vec<BuiltNode>> {
+    prepare_dir(dir, force)?;
     let now = OffsetDateTime::now_utc();
     let wuxi: Region = "wuxi".parse()?;
     let root = Authority::new_root(&wuxi, now, ROOT_DAYS)?;
@@ -399,7 +421,7 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
 
 /// Builds the federation, starts it, shows it working, and exits or keeps serving.
 pub async fn run(opts: Options) -> Result<()> {
-    let built = build(&opts.dir, opts.records)?;
+    let built = build(&opts.dir, opts.records, opts.force)?;
     println!(
         "demo federation built in {} ({} nodes, {} records per dataset requested)",
         opts.dir.display(),
