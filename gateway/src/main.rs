@@ -309,6 +309,15 @@ struct DemoArgs {
     force: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ShowCertFormat {
+    /// For people.
+    Text,
+    /// [{"kind": "node"|"ca"|"none"|"invalid", "node_id", "department", "region", "level",
+    /// "subject", "issuer", "ca", "not_before", "not_after", "days_left", "serial", "sha256"}, ...]
+    Json,
+}
+
 #[derive(Subcommand)]
 enum PkiCommand {
     /// Create a federation root CA: DIR/root.crt, DIR/root.key (0600) and DIR/crl.pem.
@@ -388,6 +397,9 @@ enum PkiCommand {
         /// A PEM certificate file; with a chain, every certificate is shown.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Output format; json is an array with one object per certificate in the file.
+        #[arg(long, value_enum, default_value_t = ShowCertFormat::Text)]
+        format: ShowCertFormat,
     },
 }
 
@@ -486,15 +498,23 @@ fn pki(cmd: PkiCommand) -> Result<()> {
             let crl = store::revoke(&ca, &cert, now)?;
             println!("revoked; updated {}", crl.display());
         }
-        PkiCommand::Show { file } => {
+        PkiCommand::Show { file, format } => {
             let certs = store::read_certs(&file)?;
+            let mut json = Vec::new();
             for (i, c) in certs.iter().enumerate() {
                 let info = inspect::parse(c)
                     .map_err(|e| anyhow::anyhow!("{}: certificate {}: {e}", file.display(), i + 1))?;
+                if format == ShowCertFormat::Json {
+                    json.push(fedgate_gateway::render::cert_json(&info, now));
+                    continue;
+                }
                 if i > 0 {
                     println!();
                 }
                 print!("{}", inspect::describe(&info));
+            }
+            if format == ShowCertFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&json)?);
             }
         }
     }

@@ -198,3 +198,37 @@ pub fn json_line(keys: &[String], rec: &[fedgate_catalog::Value], out: &mut Vec<
     }
     out.extend_from_slice(b"}\n");
 }
+
+/// One certificate as JSON, for `fedgate pki show --format json`: the fields of the text form,
+/// with times in RFC 3339 and whole days left before it expires (negative once expired) at
+/// `now`.
+pub fn cert_json(info: &fedgate_certs::inspect::CertInfo, now: time::OffsetDateTime) -> serde_json::Value {
+    use fedgate_certs::inspect::hex_colon;
+    use fedgate_certs::names::Named;
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+    };
+    let mut v = serde_json::json!({
+        "subject": info.subject,
+        "issuer": info.issuer,
+        "ca": info.is_ca,
+        "not_before": rfc3339(info.not_before),
+        "not_after": rfc3339(info.not_after),
+        "days_left": (info.not_after - now).whole_days(),
+        "serial": hex_colon(&info.serial),
+        "sha256": hex_colon(&info.fingerprint),
+    });
+    let name = match &info.named {
+        Named::Node(n) => serde_json::json!({
+            "kind": "node", "node_id": n.to_string(), "department": n.department(),
+            "region": n.region().to_string(), "level": n.level(),
+        }),
+        Named::Region(r) => serde_json::json!({ "kind": "ca", "region": r.to_string(), "level": r.level() }),
+        Named::Nothing => serde_json::json!({ "kind": "none" }),
+        Named::Ambiguous(why) => serde_json::json!({ "kind": "invalid", "why": why }),
+    };
+    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), name) {
+        v.extend(extra);
+    }
+    v
+}

@@ -53,6 +53,17 @@ fn pki_round_trip_with_modes_and_region_refusal() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+    let show = fedgate(&["pki", "show", s(&node.join("node.crt")), "--format", "json"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v[0]["kind"], "node");
+    assert_eq!(v[0]["node_id"], "police@wuxi.liangxi");
+    assert_eq!(v[0]["level"], 2);
+    assert_eq!(v[0]["ca"], false);
+    assert!(v[0]["days_left"].as_i64().unwrap() > 300, "{v}");
+    assert!(v[0]["not_after"].as_str().unwrap().ends_with('Z'), "{v}");
+    assert_eq!(v[1]["kind"], "ca");
+    assert_eq!(v[1]["region"], "wuxi.liangxi");
     let revoke = fedgate(&["pki", "revoke", "--ca", s(&lx), "--cert", s(&node.join("node.crt"))]);
     assert!(revoke.status.success(), "{}", stderr(&revoke));
     // The root did not issue the node: revoking there is refused.
