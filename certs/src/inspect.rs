@@ -99,6 +99,12 @@ pub fn crl_entries(crl: &CertificateRevocationListDer<'_>) -> Result<(Vec<Revoke
     Ok((entries, number))
 }
 
+/// When a CRL says its next issue is due (`None` if it does not say).
+pub fn crl_next_update(crl: &CertificateRevocationListDer<'_>) -> Result<Option<OffsetDateTime>, String> {
+    let (_, parsed) = x509_parser::parse_x509_crl(crl).map_err(|e| e.to_string())?;
+    Ok(parsed.next_update().map(|t| time_of(&t)))
+}
+
 /// A human-readable description, for `fedgate pki show`.
 pub fn describe(info: &CertInfo) -> String {
     let mut out = String::new();

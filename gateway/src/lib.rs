@@ -10,6 +10,7 @@ pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod audit_cli;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -39,6 +39,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check a node before starting it: everything serve would load, and its peers.
+    ///
+    /// Config, catalog, grants, secret files and their modes, certificates and CRLs (warning
+    /// when one runs out within 30 days), every source against the catalog, and a handshake plus
+    /// hello with each configured peer. Prints every problem as FILE:LINE:COL: message (or the
+    /// peer and why), warnings prefixed `warning:`; exit 1 if there is any problem. Safe to run
+    /// beside the running gateway: it binds none of its addresses.
+    Check {
+        /// The node's gateway.toml.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Skip the peer handshakes (before start under systemd: a node must start even while
+        /// its peers are down).
+        #[arg(long)]
+        no_peers: bool,
+    },
     /// Build the demo federation in DIR, start every gateway and show them talking.
     ///
     /// DIR must be new or empty; one that already holds a federation is refused (use --force to
@@ -455,18 +471,17 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pki(cmd) => pki(cmd),
         Command::Serve { config } => serve(config),
+        Command::Check { config, no_peers } => check(config, !no_peers),
         Command::Catalog(cmd) => catalog(cmd),
         Command::Policy(cmd) => policy(cmd),
         Command::Query(a) => query(a),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd.into())?),
-        Command::Demo(a) => {
-            runtime()?.block_on(demo::run(demo::Options {
-                dir: a.dir,
-                records: a.records,
-                serve: a.serve,
-                force: a.force,
-            }))
-        }
+        Command::Demo(a) => runtime()?.block_on(demo::run(demo::Options {
+            dir: a.dir,
+            records: a.records,
+            serve: a.serve,
+            force: a.force,
+        })),
     }
 }
 
@@ -723,6 +738,25 @@ fn catalog(cmd: CatalogCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn check(path: PathBuf, dial_peers: bool) -> Result<()> {
+    use fedgate_gateway::check::{self, Severity};
+    let findings = runtime()?.block_on(check::run(&path, OffsetDateTime::now_utc(), dial_peers));
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    for f in &findings {
+        match f.severity {
+            Severity::Error => eprintln!("{}", f.text),
+            Severity::Warning => eprintln!("warning: {}", f.text),
+        }
+    }
+    let warnings = findings.len() - errors;
+    if errors > 0 {
+        eprintln!("{}: {errors} problem(s), {warnings} warning(s)", path.display());
+        std::process::exit(1);
+    }
+    println!("{}: ready to serve ({warnings} warning(s))", path.display());
+    Ok(())
 }
 
 fn serve(path: PathBuf) -> Result<()> {

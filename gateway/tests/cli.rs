@@ -311,6 +311,30 @@ fn demo_into_a_used_folder_refuses_or_starts_clean_with_force() {
     assert!(other.join("notes.txt").exists());
 }
 
+#[test]
+fn check_passes_a_demo_node_and_fails_a_broken_one_with_one_error() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = dir.join("hotline12345@wuxi/gateway.toml");
+    let o = fedgate(&["check", "--config", s(&cfg), "--no-peers"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ready to serve"));
+
+    let catalog = dir.join("hotline12345@wuxi/catalog.toml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(&catalog, text.replacen("type = \"string\"", "type = \"strin\"", 1)).unwrap();
+    let o = fedgate(&["check", "--config", s(&cfg), "--no-peers"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let problems: Vec<&str> = err.lines().filter(|l| !l.starts_with("warning:")).collect();
+    assert_eq!(problems.len(), 2, "one problem and the summary:\n{err}");
+    assert!(problems[0].starts_with(&format!("{}:", catalog.display())), "{err}");
+    assert!(problems[0].contains("unknown field type \"strin\""), "{err}");
+    assert!(problems[1].ends_with("1 problem(s), 0 warning(s)"), "{err}");
+}
+
 /// A provider folder for `policy explain`: a catalog and grants, no certificates needed.
 fn explain_folder(dir: &Path) -> std::path::PathBuf {
     let catalog = r#"

@@ -1,0 +1,112 @@
+//! `fedgate check` against real files and real peers on loopback (issue 10, item 8): every
+//! problem once, located; a running peer passes, a silent one is named; expiry is warned about.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use fedgate_gateway::check::{self, Finding, Severity};
+
+fn errors(found: &[Finding]) -> Vec<&str> {
+    found.iter().filter(|f| f.severity == Severity::Error).map(|f| f.text.as_str()).collect()
+}
+
+fn warnings(found: &[Finding]) -> Vec<&str> {
+    found.iter().filter(|f| f.severity == Severity::Warning).map(|f| f.text.as_str()).collect()
+}
+
+const GRANTS: &str = r#"
+[[grant]]
+id = "centre"
+to = "mediation-center@wuxi"
+datasets = ["incidents"]
+purposes = ["dispute-mediation"]
+clearance = 4
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_node_with_a_running_peer_has_no_problem_and_its_expiry_is_warned() {
+    let fed = Federation::new();
+    let peer = fed.start("mediation-center@wuxi").await;
+    let cat = fed.file("c.toml", &dataset("incidents", "police@wuxi.liangxi", "conditional"));
+    let grants = fed.file("g.toml", GRANTS);
+    let extra = format!(
+        "catalog = [{:?}]\ngrants = [{:?}]\n{}{}",
+        path_str(&cat),
+        path_str(&grants),
+        fed.sqlite_sources(&["incidents"]),
+        peer_entry(&peer)
+    );
+    let path = fed.node_folder_with("police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"), &extra);
+    let found = check::run(&path, now(), true).await;
+    assert_eq!(errors(&found), Vec::<&str>::new());
+    // The fixture's certificates last 10 days.
+    let cert = path.parent().unwrap().join("node.crt");
+    assert!(
+        warnings(&found).iter().any(|w| w.starts_with(&format!("{}: certificate 1 (", cert.display()))
+            && w.contains("expires in 9 days")),
+        "{found:#?}"
+    );
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_problem_is_reported_once_with_its_place() {
+    let fed = Federation::new();
+    let running = fed.start("mediation-center@wuxi").await;
+    // A port nothing answers on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    drop(silent);
+    // One mistake in the catalog: the primary key field's type. It must not also say that
+    // primary_key names a field the dataset does not have, nor fail the grants or the sources.
+    let bad_catalog = dataset("incidents", "police@wuxi.liangxi", "conditional").replacen(
+        "type = \"string\"",
+        "type = \"strng\"",
+        1,
+    );
+    let cat = fed.file("c.toml", &bad_catalog);
+    let grants = fed.file("g.toml", GRANTS);
+    let extra = format!(
+        "catalog = [{:?}]\ngrants = [{:?}]\n{}{}\n[[peers]]\nnode = \"court@wuxi.xinwu\"\naddress = \"{silent_addr}\"\n",
+        path_str(&cat),
+        path_str(&grants),
+        fed.sqlite_sources(&["incidents"]),
+        peer_entry(&running)
+    );
+    let path = fed.node_folder_with("police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"), &extra);
+    let dir = path.parent().unwrap();
+    let masking = dir.join("masking.key");
+    std::fs::write(&masking, "00112233\n").unwrap();
+    std::fs::set_permissions(&masking, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let found = check::run(&path, now(), true).await;
+    let errs = errors(&found);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{}:", cat.display()))
+            && errs[0].contains("unknown field type \"strng\""),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| !e.contains("does not have")), "{errs:#?}");
+    assert_eq!(errs[1], format!("{}: readable by others (mode 644); run chmod 600", masking.display()));
+    assert!(errs[2].starts_with(&format!("peer court@wuxi.xinwu at {silent_addr}: ")), "{errs:#?}");
+    // The secrets not created yet are only warnings.
+    assert!(warnings(&found).iter().any(|w| w.contains("api.token: does not exist yet")), "{found:#?}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_error_stops_the_check_with_located_messages() {
+    let fed = Federation::new();
+    let path =
+        fed.node_folder_with("police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"), "api_token = 5\n");
+    let found = check::run(&path, now(), false).await;
+    let errs = errors(&found);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{}:5:", path.display())) && errs[0].contains("api_token"),
+        "{errs:#?}"
+    );
+}
