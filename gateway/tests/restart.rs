@@ -89,7 +89,7 @@ fn query_within(dir: &Path, limit: Duration) -> Output {
 
 fn demo(records: u64) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
-    fedgate_gateway::demo::build(t.path(), records).unwrap();
+    fedgate_gateway::demo::build(t.path(), records, false).unwrap();
     t
 }
 
