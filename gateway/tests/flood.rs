@@ -66,7 +66,7 @@ async fn a_handshake_flood_costs_a_few_entries_and_is_refused_early() {
     let n: usize = std::env::var("FEDGATE_FLOOD").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    fedgate_gateway::demo::build(dir, 10).unwrap();
+    fedgate_gateway::demo::build(dir, 10, false).unwrap();
     let log_path = dir.join("provider.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut served = Served(
