@@ -5,6 +5,7 @@
 //! `/healthz` is open so supervisors can probe it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -64,6 +65,29 @@ fn remote_status(code: ErrorCode) -> (StatusCode, &'static str) {
         ErrorCode::SourceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "source-unavailable"),
         _ => (StatusCode::BAD_GATEWAY, "peer-error"),
     }
+}
+
+/// How long a query waits by default: to connect, for the provider's first answer, and for each
+/// next piece of data. A transfer that keeps moving is never cut, however long it takes.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait a request may ask for (`timeout_ms`).
+pub const MAX_QUERY_TIMEOUT_MS: u64 = 3_600_000;
+
+/// The wait a request asked for, or the default.
+fn query_wait(ms: Option<u64>) -> Result<Duration, ApiError> {
+    match ms {
+        None => Ok(DEFAULT_QUERY_TIMEOUT),
+        Some(ms) if (1..=MAX_QUERY_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        Some(ms) => Err(bad_request(format!("`timeout_ms` must be 1 to {MAX_QUERY_TIMEOUT_MS}, not {ms}"))),
+    }
+}
+
+fn timed_out(
+    peer: &NodeId,
+    waiting: crate::exchange::Wait,
+    after: Duration,
+) -> crate::exchange::ExchangeError {
+    crate::exchange::ExchangeError::TimedOut { peer: peer.to_string(), waiting, after }
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -149,7 +173,19 @@ async fn peer_catalog(
     UrlPath(node): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let node: NodeId = node.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
-    let catalog = st.shared.peer_catalog(&node).await?;
+    let catalog = match tokio::time::timeout(DEFAULT_QUERY_TIMEOUT, st.shared.peer_catalog(&node)).await {
+        Ok(c) => c?,
+        Err(_) => {
+            return Err(ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "peer-timeout",
+                message: format!(
+                    "{node} timed out: its catalog took longer than {}",
+                    crate::exchange::seconds(DEFAULT_QUERY_TIMEOUT)
+                ),
+            })
+        }
+    };
     Ok(Json(catalog).into_response())
 }
 
@@ -162,6 +198,8 @@ struct QueryBody {
     #[serde(default, rename = "where")]
     filters: serde_json::Map<String, serde_json::Value>,
     limit: Option<u64>,
+    /// Milliseconds to wait to connect, for the first answer, and between pieces of data.
+    timeout_ms: Option<u64>,
 }
 
 /// Streams JSON Lines: one object per record, then `{"@end": summary}` or `{"@error": reason}`.
@@ -173,16 +211,23 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
-    let pc = st.shared.peer(&node).await?;
-    let started = crate::exchange::Transfer::start_redialling(
+    let wait = query_wait(body.timeout_ms)?;
+    let pc = match tokio::time::timeout(wait, st.shared.peer(&node)).await {
+        Ok(pc) => pc?,
+        Err(_) => return Err(exchange_error(timed_out(&node, crate::exchange::Wait::Connect, wait))),
+    };
+    let start = crate::exchange::Transfer::start_redialling(
         &st.shared,
         pc,
         &body.dataset,
         &body.purpose,
         filters.clone(),
         body.limit,
-    )
-    .await;
+    );
+    let started = match tokio::time::timeout(wait, start).await {
+        Ok(started) => started.map(|t| t.stall_limit(wait)),
+        Err(_) => Err(timed_out(&node, crate::exchange::Wait::FirstAnswer, wait)),
+    };
     let transfer = match started {
         Ok(t) => t,
         Err(e) => {
@@ -239,6 +284,9 @@ fn exchange_error(e: crate::exchange::ExchangeError) -> ApiError {
             ApiError { status, code: c, message: format!("{peer}: {message}") }
         }
         E::Link(l) => NodeError::Link(l).into(),
+        e @ E::TimedOut { .. } => {
+            ApiError { status: StatusCode::GATEWAY_TIMEOUT, code: "peer-timeout", message: e.to_string() }
+        }
         other => ApiError { status: StatusCode::BAD_GATEWAY, code: "incomplete", message: other.to_string() },
     }
 }

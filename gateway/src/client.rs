@@ -62,6 +62,19 @@ impl Client {
         })
     }
 
+    /// For a streamed answer that may last long: no bound on the whole call, but each read from
+    /// the gateway may wait at most `wait` plus a margin. The gateway enforces `wait` towards
+    /// the peer itself and says which step timed out; the margin lets its message arrive first.
+    pub fn streaming(mut self, wait: Duration) -> Client {
+        self.agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_per_read(Some(wait + Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        self
+    }
+
     /// POSTs JSON to `path` and returns the response body as lines (for streamed answers).
     pub fn post_lines(
         &self,

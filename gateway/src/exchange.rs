@@ -57,6 +57,39 @@ pub enum ExchangeError {
         /// What did not match.
         why: String,
     },
+    /// The provider did not answer in time.
+    #[error("{peer} timed out: {waiting} took longer than {}", seconds(*after))]
+    TimedOut {
+        /// The provider.
+        peer: String,
+        /// What the consumer was waiting for.
+        waiting: Wait,
+        /// The limit that ran out.
+        after: std::time::Duration,
+    },
+}
+
+/// What a consumer was waiting for when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The QUIC handshake and the hello.
+    Connect,
+    /// The provider's first answer (header or refusal) to a query.
+    FirstAnswer,
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wait::Connect => "connecting (QUIC handshake and hello)",
+            Wait::FirstAnswer => "the first answer to the query",
+        })
+    }
+}
+
+/// `30 s`, `0.5 s`: durations as people read them in messages.
+pub fn seconds(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// What the provider signs: who sent what to whom, for which purpose, how many, which bytes,
@@ -450,6 +483,7 @@ pub struct Transfer {
     digest: Option<Context>,
     count: u64,
     done: Option<TransferSummary>,
+    stall: Option<std::time::Duration>,
 }
 
 /// What a completed transfer proved.
@@ -498,6 +532,7 @@ impl Transfer {
                 digest: Some(Context::new(&SHA256)),
                 count: 0,
                 done: None,
+                stall: None,
             }),
             Some(Message::Error { code, message }) => Err(ExchangeError::Remote { peer: who, code, message }),
             Some(other) => Err(ExchangeError::Link(LinkError::Protocol {
@@ -541,6 +576,13 @@ impl Transfer {
         }
     }
 
+    /// Gives up on the transfer, as incomplete, when no data arrives for `d` between frames.
+    /// A slow but moving transfer is never cut; a silent provider is.
+    pub fn stall_limit(mut self, d: std::time::Duration) -> Transfer {
+        self.stall = Some(d);
+        self
+    }
+
     /// The fields each record carries.
     pub fn fields(&self) -> &[String] {
         &self.fields
@@ -563,7 +605,15 @@ impl Transfer {
         }
         let who = self.peer.node().to_string();
         let incomplete = |count, why: String| ExchangeError::Incomplete { peer: who.clone(), count, why };
-        let frame = match link::read_frame_raw(&mut self.recv, &who).await {
+        let read = link::read_frame_raw(&mut self.recv, &who);
+        let read = match self.stall {
+            Some(d) => match tokio::time::timeout(d, read).await {
+                Ok(r) => r,
+                Err(_) => return Err(incomplete(self.count, format!("stalled: no data for {}", seconds(d)))),
+            },
+            None => read.await,
+        };
+        let frame = match read {
             Ok(f) => f,
             Err(e) => return Err(incomplete(self.count, e.to_string())),
         };

@@ -202,6 +202,10 @@ struct QueryArgs {
     /// At most N records.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
+    /// Seconds to wait for the peer to connect, to give its first answer, and between pieces of
+    /// data; a transfer that keeps moving is never cut.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
     /// Output format; default jsonl when piped, table on a terminal.
     #[arg(long, value_enum)]
     format: Option<QueryFormat>,
@@ -548,8 +552,10 @@ fn query(a: QueryArgs) -> Result<()> {
         a.filters.into_iter().map(|(k, v)| (k, v.into())).collect();
     let body = serde_json::json!({
         "peer": a.peer.to_string(), "dataset": a.dataset, "purpose": a.purpose, "where": filters, "limit": a.limit,
+        "timeout_ms": a.timeout * 1000,
     });
-    let reader = Client::new(&cfg)?.post_lines("/v1/query", &body)?;
+    let wait = std::time::Duration::from_secs(a.timeout);
+    let reader = Client::new(&cfg)?.streaming(wait).post_lines("/v1/query", &body)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut header: Option<Vec<String>> = None;

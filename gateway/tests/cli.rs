@@ -435,7 +435,7 @@ fn policy_explain_names_near_misses_and_exits_1_on_deny() {
 }
 
 #[test]
-fn query_exit_status_tells_truncation_and_source_failures_leak_no_internals() {
+fn query_reports_truncation_timeouts_and_source_failures_without_internals() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("demo");
     assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "40"]).status.success());
@@ -446,7 +446,7 @@ fn query_exit_status_tells_truncation_and_source_failures_leak_no_internals() {
         "[[grant]]\nid = \"centre-3\"\nto = \"mediation-center@wuxi\"\ndatasets = [\"hotline-tickets\"]\npurposes = [\"dispute-mediation\"]\nclearance = 4\nrows = \"all\"\nquota = 3\n\n[[grant]]\nid = \"police\"\nto = { department = \"police\" }\ndatasets = [\"hotline-tickets\"]\npurposes = [\"law-enforcement\"]\nclearance = 1\nrows = \"all\"\n",
     )
     .unwrap();
-    let _hotline = serve(&cfg("hotline12345@wuxi"));
+    let hotline_proc = serve(&cfg("hotline12345@wuxi"));
     let _centre = serve(&cfg("mediation-center@wuxi"));
     let _police = serve(&cfg("police@wuxi.liangxi"));
     let q = |node: &str, purpose: &str, extra: &[&str]| {
@@ -497,4 +497,15 @@ fn query_exit_status_tells_truncation_and_source_failures_leak_no_internals() {
     let log = String::from_utf8_lossy(&audit.stdout);
     assert!(log.contains("cannot read dataset"), "{log}");
     assert!(!log.contains(".db") && !log.contains(s(&hotline)), "{log}");
+
+    // The provider freezes (SIGSTOP): --timeout bounds the wait and the message names the peer
+    // and the step, instead of hanging until the connection's idle timeout.
+    let stop = Command::new("kill").args(["-STOP", &hotline_proc.0.id().to_string()]).status().unwrap();
+    assert!(stop.success());
+    let started = std::time::Instant::now();
+    let o = q("police@wuxi.liangxi", "law-enforcement", &["--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("hotline12345@wuxi timed out: ") && err.contains("took longer than 1 s"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
 }

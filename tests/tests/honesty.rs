@@ -240,3 +240,121 @@ async fn a_failing_source_tells_the_consumer_what_failed_but_no_paths_or_sql() {
     assert!(details.iter().any(|d| d.contains("no such table")), "{details:?}");
     assert!(details.iter().any(|d| d.contains("cases.db")), "{details:?}");
 }
+
+/// How a fake provider misbehaves once connected.
+#[derive(Clone, Copy)]
+enum Silence {
+    /// Completes the handshake, then never answers, not even the hello.
+    FromTheStart,
+    /// Answers the hello, then never answers a query.
+    AfterHello,
+    /// Answers a query with a header and one batch, then goes quiet.
+    MidStream,
+}
+
+/// A provider with a valid federation certificate that accepts QUIC and then goes quiet as told.
+/// Streams it does not answer are kept open (dropping them would end them, which is an answer).
+fn silent_provider(fed: &Federation, how: Silence) -> std::net::SocketAddr {
+    use fedgate_certs::tls::FederationVerifier;
+    use fedgate_certs::TrustStore;
+    use fedgate_gateway::link::{self, Link};
+    use fedgate_gateway::wire::Message;
+    let issued = fed.issue(PROVIDER);
+    let trust = TrustStore::new(fed.root.root().clone(), &[]).unwrap();
+    let verifier = FederationVerifier::new(trust);
+    let link = Link::bind(
+        id(PROVIDER),
+        "127.0.0.1:0".parse().unwrap(),
+        verifier,
+        issued.chain.clone(),
+        key_of(&issued),
+    )
+    .unwrap();
+    let addr = link.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(Ok(pc)) = link.accept().await {
+            while let Ok((mut send, mut recv)) = pc.conn.accept_bi().await {
+                let who = pc.peer.node().to_string();
+                let answer = match (how, link::read_frame(&mut recv, &who).await) {
+                    (Silence::FromTheStart, _) => None,
+                    (_, Ok(Some(Message::Hello { .. }))) => {
+                        Some(vec![Message::Welcome { node: PROVIDER.into() }])
+                    }
+                    (Silence::MidStream, Ok(Some(Message::Query { .. }))) => Some(vec![
+                        Message::Header { fields: vec!["case_id".into()], reason: "test".into() },
+                        Message::Batch { records: vec![vec![fedgate_catalog::Value::Text("C1".into())]] },
+                    ]),
+                    _ => None,
+                };
+                for m in answer.iter().flatten() {
+                    link::write_frame(&mut send, m, &who).await.unwrap();
+                }
+                if matches!(answer.as_deref(), Some([Message::Welcome { .. }])) {
+                    let _ = send.finish();
+                }
+                held.push((send, recv));
+            }
+        }
+    });
+    addr
+}
+
+async fn query_silent(how: Silence) -> (Result<Vec<String>, String>, std::time::Duration) {
+    let fed = Federation::new();
+    let addr = silent_provider(&fed, how);
+    let centre = fed
+        .start_with(
+            "mediation-center@wuxi",
+            &format!("\n[[peers]]\nnode = \"{PROVIDER}\"\naddress = \"{addr}\"\n"),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let body = serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation", "timeout_ms": 400});
+    let got = api_query(&centre, body).await;
+    (got, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_the_hello_times_out_connecting() {
+    let (got, took) = query_silent(Silence::FromTheStart).await;
+    let err = got.unwrap_err();
+    assert_eq!(
+        err,
+        "hotline12345@wuxi timed out: connecting (QUIC handshake and hello) took longer than 0.4 s"
+    );
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_the_query_times_out_waiting_for_the_first_answer() {
+    let (got, took) = query_silent(Silence::AfterHello).await;
+    let err = got.unwrap_err();
+    assert_eq!(err, "hotline12345@wuxi timed out: the first answer to the query took longer than 0.4 s");
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_stream_is_an_incomplete_transfer() {
+    let (got, took) = query_silent(Silence::MidStream).await;
+    let lines = got.unwrap();
+    assert_eq!(lines[0], r#"{"case_id":"C1"}"#);
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(
+        last["@error"],
+        "incomplete transfer from hotline12345@wuxi after 1 records: stalled: no data for 0.4 s",
+        "{lines:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_outside_its_range_is_a_bad_request() {
+    let f = provider().await;
+    let centre = consumer(&f, "mediation-center@wuxi").await;
+    for bad in [0u64, 3_600_001] {
+        let body = serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation", "timeout_ms": bad});
+        let err = api_query(&centre, body).await.unwrap_err();
+        assert!(err.contains("`timeout_ms` must be 1 to 3600000"), "{err}");
+    }
+}
