@@ -260,7 +260,8 @@ fn demo_folders_serve_and_answer_queries_through_the_local_api() {
 fn query_without_a_running_gateway_says_so() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("demo");
-    assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "10"]).status.success());
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "10"]);
+    assert!(o.status.success(), "demo failed: {}", stderr(&o));
     let c = dir.join("mediation-center@wuxi/gateway.toml");
     let o = fedgate(&[
         "query",
@@ -438,7 +439,8 @@ fn policy_explain_names_near_misses_and_exits_1_on_deny() {
 fn query_reports_truncation_timeouts_and_source_failures_without_internals() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("demo");
-    assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "40"]).status.success());
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "40"]);
+    assert!(o.status.success(), "demo failed: {}", stderr(&o));
     let cfg = |n: &str| dir.join(n).join("gateway.toml");
     let hotline = dir.join("hotline12345@wuxi");
     std::fs::write(

@@ -400,20 +400,20 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
             println!("    (not sent: {})", dropped.join(", "));
         }
         consumer.shared().audit.append(t.receipt(consumer.shared(), &[], Ok(()))).await?;
-        let summary = t
-            .summary()
-            .map(|s| match s.truncated {
-                Some(why) => format!("digest {}…; truncated by {}", &s.digest[..12], why.as_str()),
-                None => format!("digest {}…", &s.digest[..12]),
-            })
-            .unwrap_or_default();
+        let summary = t.summary().map(|s| format!("digest {}…", &s.digest[..12])).unwrap_or_default();
+        // The provider signs whether it cut the result short; say so rather than imply a whole.
+        let cut = match t.summary().and_then(|s| s.truncated) {
+            Some(why) if why.by_provider() => format!("; CUT SHORT by the provider's {}", why.as_str()),
+            Some(_) => "; more records match (stopped at the limit)".into(),
+            None => String::new(),
+        };
         if case.limit.is_none() {
             println!(
-                "    received {n} of {records} records, all under: {}; trailer verified, {summary}",
+                "    received {n} of {records} records, all under: {}; trailer verified, {summary}{cut}",
                 regions.into_iter().collect::<Vec<_>>().join(", ")
             );
         } else {
-            println!("    {n} record(s); trailer signature and {summary} verified");
+            println!("    {n} record(s); trailer signature and {summary} verified{cut}");
         }
     }
     Ok(())
