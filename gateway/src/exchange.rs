@@ -331,6 +331,10 @@ pub async fn serve_query(
             e.reason = Some(format!("{code:?}: {message}"));
             e.records = Some(0);
             e.exchange = Some(exchange);
+            if code == ErrorCode::SourceUnavailable {
+                // What the consumer is not told (paths, driver messages) the auditor still sees.
+                e.detail = shared.sources.unchecked(&dataset);
+            }
             if let Err(err) = shared.audit.append(e).await {
                 // Nothing leaves unaudited: a refusal that cannot be recorded is still a refusal.
                 tracing::error!(error = %err, "audit append failed");

@@ -358,3 +358,35 @@ async fn a_timeout_outside_its_range_is_a_bad_request() {
         assert!(err.contains("`timeout_ms` must be 1 to 3600000"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_down_since_start_is_refused_with_the_details_only_in_the_providers_audit() {
+    let fed = Federation::new();
+    // Nothing listens on port 1: the PostgreSQL source cannot be checked, so it is not read.
+    let conn = "host=127.0.0.1 port=1 user=secret-user dbname=cases connect_timeout=1";
+    let cat = fed.file("catalog.toml", &dataset("cases", PROVIDER, "conditional"));
+    let grants = fed.file("grants.toml", GRANTS);
+    let extra = format!(
+        "catalog = [{:?}]\ngrants = [{:?}]\n\n[[sources]]\ndataset = \"cases\"\npostgres = {conn:?}\ntable = \"cases\"\n",
+        path_str(&cat),
+        path_str(&grants),
+    );
+    let provider = fed.start_with(PROVIDER, &extra).await;
+    let police = fed.start_with("police@wuxi.liangxi", &peer_entry(&provider)).await;
+    let err = api_query(
+        &police,
+        serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "law-enforcement"}),
+    )
+    .await
+    .unwrap_err();
+    let receipt = audit_entries(&police).into_iter().rfind(|e| e.kind == Some(Kind::RequestOut)).unwrap();
+    let view = format!("{err}\n{receipt:?}");
+    for leak in ["secret-user", "port=1", "127.0.0.1", "Connection refused", "error connecting"] {
+        assert!(!view.contains(leak), "consumer sees {leak:?}: {view}");
+    }
+    let refused = audit_entries(&provider)
+        .into_iter()
+        .rfind(|e| e.kind == Some(Kind::RequestIn) && e.counterpart.as_deref() == Some("police@wuxi.liangxi"))
+        .unwrap();
+    assert!(refused.detail.as_deref().is_some_and(|d| !d.is_empty()), "{refused:?}");
+}
