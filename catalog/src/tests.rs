@@ -200,3 +200,20 @@ proptest! {
         let _ = parse("p.toml", &text);
     }
 }
+
+/// The fuzzer's seeds (fuzz/seeds/catalog_parse) must stay valid catalogs, or the fuzzer spends
+/// its runs on syntax errors instead of the validation past them.
+#[test]
+fn fuzz_seeds_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/catalog_parse");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(d) = parse(&path.display().to_string(), &text) {
+            panic!("{d}");
+        }
+        n += 1;
+    }
+    assert!(n >= 2, "seeds missing from {}", dir.display());
+}

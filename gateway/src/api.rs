@@ -28,6 +28,18 @@ pub struct ApiError {
     message: String,
 }
 
+impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable `code` of the error body.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -202,16 +214,46 @@ struct QueryBody {
     timeout_ms: Option<u64>,
 }
 
-/// Streams JSON Lines: one object per record, then `{"@end": summary}` or `{"@error": reason}`.
-async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
-    let node: NodeId =
+/// A `POST /v1/query` body after the handler's checks, before any network I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRequest {
+    /// The provider asked.
+    pub peer: NodeId,
+    /// The dataset id, as given (the provider judges it).
+    pub dataset: String,
+    /// The purpose, as given (the provider judges it).
+    pub purpose: String,
+    /// Equality filters; non-string JSON values as their JSON text.
+    pub filters: Vec<(String, String)>,
+    /// At most this many records.
+    pub limit: Option<u64>,
+    /// How long to wait to connect, for the first answer, and between pieces of data.
+    pub wait: Duration,
+}
+
+/// Decodes and checks a `POST /v1/query` body exactly as the handler does (the same serde type
+/// and [`check_query`]); public so the API's input handling can be fuzzed without a socket.
+pub fn parse_query_body(bytes: &[u8]) -> Result<QueryRequest, ApiError> {
+    let body: QueryBody =
+        serde_json::from_slice(bytes).map_err(|e| bad_request(format!("request body: {e}")))?;
+    check_query(body)
+}
+
+fn check_query(body: QueryBody) -> Result<QueryRequest, ApiError> {
+    let peer: NodeId =
         body.peer.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
-    let filters: Vec<(String, String)> = body
+    let filters = body
         .filters
         .into_iter()
         .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
     let wait = query_wait(body.timeout_ms)?;
+    Ok(QueryRequest { peer, dataset: body.dataset, purpose: body.purpose, filters, limit: body.limit, wait })
+}
+
+/// Streams JSON Lines: one object per record, then `{"@end": summary}` or `{"@error": reason}`.
+async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
+    let QueryRequest { peer: node, dataset, purpose, filters, limit, wait } = check_query(body)?;
     let pc = match tokio::time::timeout(wait, st.shared.peer(&node)).await {
         Ok(pc) => pc?,
         Err(_) => return Err(exchange_error(timed_out(&node, crate::exchange::Wait::Connect, wait))),
@@ -219,10 +261,10 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
     let start = crate::exchange::Transfer::start_redialling(
         &st.shared,
         pc,
-        &body.dataset,
-        &body.purpose,
+        &dataset,
+        &purpose,
         filters.clone(),
-        body.limit,
+        limit,
     );
     let started = match tokio::time::timeout(wait, start).await {
         Ok(started) => started.map(|t| t.stall_limit(wait)),
@@ -233,8 +275,8 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         Err(e) => {
             let mut entry = st.shared.audit_entry(crate::audit::Kind::RequestOut);
             entry.counterpart = Some(node.to_string());
-            entry.dataset = Some(body.dataset.clone());
-            entry.purpose = Some(body.purpose.clone());
+            entry.dataset = Some(dataset);
+            entry.purpose = Some(purpose);
             entry.filters = filters;
             entry.decision = Some("refused".into());
             entry.reason = Some(e.to_string());
@@ -288,5 +330,38 @@ fn exchange_error(e: crate::exchange::ExchangeError) -> ApiError {
             ApiError { status: StatusCode::GATEWAY_TIMEOUT, code: "peer-timeout", message: e.to_string() }
         }
         other => ApiError { status: StatusCode::BAD_GATEWAY, code: "incomplete", message: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_body_parses_as_documented() {
+        let body = br#"{"peer":"hotline12345@wuxi","dataset":"hotline-tickets","purpose":"dispute-mediation",
+            "where":{"district":"wuxi.liangxi","year":2026},"limit":5}"#;
+        let q = parse_query_body(body).unwrap();
+        assert_eq!(q.peer.to_string(), "hotline12345@wuxi");
+        assert_eq!(
+            q.filters,
+            vec![("district".into(), "wuxi.liangxi".into()), ("year".into(), "2026".into())]
+        );
+        assert_eq!(q.limit, Some(5));
+    }
+
+    #[test]
+    fn bad_query_bodies_are_bad_requests() {
+        for body in [
+            &b"{"[..],
+            br#"{"peer":"nobody","dataset":"d","purpose":"p"}"#,
+            br#"{"peer":"a@b","dataset":"d"}"#,
+            br#"{"peer":"a@b","dataset":"d","purpose":"p","limit":-1}"#,
+            br#"{"peer":"a@b","dataset":"d","purpose":"p"} {}"#,
+            br#"{"peer":"a@b","dataset":"d","purpose":"p","timeout_ms":0}"#,
+        ] {
+            let e = parse_query_body(body).unwrap_err();
+            assert_eq!((e.status(), e.code()), (StatusCode::BAD_REQUEST, "bad-request"), "{e:?}");
+        }
     }
 }
