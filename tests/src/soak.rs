@@ -133,6 +133,11 @@ pub fn judge(q: &Query, outages: &[Outage]) -> Verdict {
         Outcome::StreamError { message, .. } if provider_down && message.contains("incomplete transfer") => {
             Verdict::Expected("incomplete transfer while the provider restarted")
         }
+        // A consumer that is stopping closes its own connections first, so the application may
+        // still get the control line for the transfer it cut.
+        Outcome::StreamError { message, .. } if via_down && message.contains("incomplete transfer") => {
+            Verdict::Expected("incomplete transfer while the consumer restarted")
+        }
         Outcome::Cut { .. } if via_down => Verdict::Expected("stream cut by the consumer's restart"),
         Outcome::Unreachable(_) if via_down => Verdict::Expected("consumer API down during its restart"),
         other => Verdict::Unexpected(label(other, provider_down, via_down)),
@@ -201,6 +206,18 @@ impl Tally {
     pub fn unexpected_total(&self) -> u64 {
         self.unexpected.values().map(|(n, _)| n).sum()
     }
+}
+
+/// Percentiles (p50, p99, max) of how long complete answers took; `None` without any.
+pub fn latencies(queries: &[Query]) -> Option<[Duration; 3]> {
+    let mut d: Vec<Duration> = queries
+        .iter()
+        .filter(|q| matches!(q.outcome, Outcome::Complete { .. }))
+        .map(|q| q.ended - q.started)
+        .collect();
+    d.sort_unstable();
+    let at = |p: usize| d[(d.len() - 1) * p / 100];
+    (!d.is_empty()).then(|| [at(50), at(99), at(100)])
 }
 
 /// Time from each moment a gateway was ready again to the first complete answer to a query sent
@@ -277,6 +294,15 @@ mod tests {
         ));
         // A consumer restart does not explain the provider being unavailable.
         assert!(matches!(judge(&q(Role::Consumer, 31, 32, unavailable), OUTAGES), Verdict::Unexpected(_)));
+        // ... and the consumer's own restart explains an incomplete transfer through it, not
+        // through the steady one.
+        let cut_by_consumer =
+            Outcome::StreamError { records: 1, message: "incomplete transfer from p after 1 records".into() };
+        assert!(matches!(
+            judge(&q(Role::Consumer, 31, 32, cut_by_consumer.clone()), OUTAGES),
+            Verdict::Expected(_)
+        ));
+        assert!(matches!(judge(&q(Role::Steady, 31, 32, cut_by_consumer), OUTAGES), Verdict::Unexpected(_)));
         // A query spanning the start of the outage counts.
         let cut =
             Outcome::StreamError { records: 7, message: "incomplete transfer from p after 7 records".into() };
@@ -326,6 +352,15 @@ mod tests {
             q(Role::Steady, 13, 15, Outcome::Complete { records: 1 }),
         ];
         assert_eq!(recoveries(&[s(12), s(100)], &qs), vec![Some(s(3)), None]);
+    }
+
+    #[test]
+    fn latency_percentiles_of_complete_answers_only() {
+        let mut qs: Vec<Query> =
+            (1..=100).map(|i| q(Role::Steady, 0, i, Outcome::Complete { records: 1 })).collect();
+        qs.push(q(Role::Steady, 0, 1000, refused(502, "peer-unavailable")));
+        assert_eq!(latencies(&qs), Some([s(50), s(99), s(100)]));
+        assert_eq!(latencies(&[]), None);
     }
 
     #[test]

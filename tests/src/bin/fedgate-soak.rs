@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use fedgate_tests::soak::{recoveries, rss_problem, Outage, Outcome, Query, Role, Tally};
+use fedgate_tests::soak::{latencies, recoveries, rss_problem, Outage, Outcome, Query, Role, Tally};
 
 /// Soak test: concurrent consumers, periodic gateway restarts, RSS and audit checks.
 #[derive(Parser, Debug)]
@@ -456,6 +456,14 @@ fn report(sh: &Shared, args: &Args, verified: Vec<(Role, bool, String)>) -> bool
     }
     for (label, (n, example)) in &tally.unexpected {
         println!("UNEXPECTED        {n:>7}  {label}\n                           e.g. {example}");
+    }
+    if let Some([p50, p99, max]) = latencies(&queries) {
+        println!(
+            "complete answers took: p50 {} ms, p99 {} ms, max {} ms",
+            p50.as_millis(),
+            p99.as_millis(),
+            max.as_millis()
+        );
     }
     let rec: Vec<Duration> = recoveries(&lock(&sh.ready_at), &queries).into_iter().flatten().collect();
     if let Some(worst) = rec.iter().max() {
