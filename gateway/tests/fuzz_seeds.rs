@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use fedgate_catalog::Value;
+use fedgate_gateway::wire::msg::Truncation;
 use fedgate_gateway::wire::{self, ErrorCode, Message, PROTOCOL_VERSION};
 
 fn seeds(target: &str) -> PathBuf {
@@ -81,6 +82,7 @@ fn frame_samples() -> Vec<(&'static str, Message)> {
                 digest: "ab".repeat(32),
                 signature: "cd".repeat(64),
                 audit_seq: Some(7),
+                truncated: Some(Truncation::Limit),
             },
         ),
         ("error", Message::Error { code: ErrorCode::Denied, message: "no grant allows it".into() }),

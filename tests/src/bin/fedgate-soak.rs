@@ -322,7 +322,7 @@ fn consumer(sh: &Shared, via: Role, seed: u64) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let expect_denial = rng % 16 == 0;
+        let expect_denial = rng & 15 == 0;
         // Mostly small pages, sometimes the whole dataset so kills land mid-stream.
         let limit = [Some(1), Some(10), Some(100), Some(500), None][(rng >> 8) as usize % 5];
         let purpose = if expect_denial { "statistics" } else { "dispute-mediation" };
