@@ -3,8 +3,8 @@
 //! rejections as one entry per (source, reason) with a count, logs a line or two, refuses the
 //! source before any TLS work once it is over the threshold, and still serves honest peers.
 //!
-//! `FEDGATE_FLOOD=10000 cargo test -p fedgate-gateway --test flood -- --nocapture` prints the
-//! figures of BENCHMARKS.md.
+//! `FEDGATE_FLOOD=10000 FEDGATE_BIN=target/release/fedgate cargo test -p fedgate-gateway --test
+//! flood -- --nocapture` prints the figures of BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,7 +70,8 @@ async fn a_handshake_flood_costs_a_few_entries_and_is_refused_early() {
     let log_path = dir.join("provider.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut served = Served(
-        Command::new(env!("CARGO_BIN_EXE_fedgate"))
+        // FEDGATE_BIN picks another build (the release binary, for figures).
+        Command::new(std::env::var("FEDGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fedgate").into()))
             .args(["serve", "--config", cfg(dir, PROVIDER).to_str().unwrap()])
             .stderr(Stdio::from(log))
             .spawn()

@@ -40,13 +40,18 @@ impl Served {
     }
 }
 
+/// The binary under test; FEDGATE_BIN picks another build (the release binary, for figures).
+fn exe() -> String {
+    std::env::var("FEDGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fedgate").into())
+}
+
 fn cfg(dir: &Path, node: &str) -> PathBuf {
     dir.join(node).join("gateway.toml")
 }
 
 fn serve(cfg: &Path) -> Served {
     let served = Served(
-        Command::new(env!("CARGO_BIN_EXE_fedgate"))
+        Command::new(exe())
             .args(["serve", "--config", cfg.to_str().unwrap()])
             .stderr(Stdio::null())
             .spawn()
@@ -63,7 +68,7 @@ fn serve(cfg: &Path) -> Served {
 }
 
 fn query_cmd(dir: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fedgate"));
+    let mut c = Command::new(exe());
     c.args(["query", "--config", cfg(dir, CONSUMER).to_str().unwrap(), "--peer", PROVIDER])
         .args(["--dataset", "hotline-tickets", "--purpose", "dispute-mediation", "--format", "jsonl"])
         .args(extra);
