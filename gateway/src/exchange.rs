@@ -261,8 +261,9 @@ fn prepare(
     }
     let key = consumer_key(shared.masking_secret(), &peer.to_string());
     let plan = Arc::new(Plan::new(ds, &allowed, key));
-    // One row past the cap tells a cut result from one that happens to end there.
-    let limit = cap.map(|(n, _)| n.saturating_add(1));
+    // One row past the cap tells a cut result from one that happens to end there. SQL LIMITs
+    // are signed 64-bit: past that, the probe is dropped rather than the query failing.
+    let limit = cap.map(|(n, _)| n.saturating_add(1).min(i64::MAX as u64));
     let query = SourceQuery::new(ds, &src.table, allowed.rows.clone(), filters, limit);
     let obligations = allowed.fields.iter().map(|(f, o)| format!("{f}={}", o.name())).collect();
     Ok(Prepared { obligations, plan, query, kind: src.kind.clone(), reason: decision.reason(), quota, cap })

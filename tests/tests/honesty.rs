@@ -179,6 +179,9 @@ async fn a_result_that_fits_its_bound_exactly_is_not_truncated() {
     assert_eq!((n, s.truncated), (4, None));
     let (n, s) = fetch(&police, "law-enforcement", vec![], None).await.unwrap();
     assert_eq!((n, s.truncated), (4, None));
+    // The largest limit the wire allows: the probe row must not push the SQL LIMIT past i64.
+    let (n, s) = fetch(&police, "law-enforcement", vec![], Some(i64::MAX as u64)).await.unwrap();
+    assert_eq!((n, s.truncated), (4, None));
     let lines = api_query(
         &police,
         serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "law-enforcement", "limit": 1}),
