@@ -236,7 +236,22 @@ impl Link {
     /// interval; under a stream of failures, unvalidated sources must first prove their address
     /// (QUIC retry). Only the first failure per (source, reason) per interval is returned; the
     /// rest are counted.
+    ///
+    /// Handshakes run one after another here; a gateway runs them side by side with
+    /// [`Link::admit_next`] and [`Link::handshake`], so one that stalls holds up no other.
     pub async fn accept(&self) -> Option<Result<PeerConnection, InboundRejection>> {
+        loop {
+            let incoming = self.admit_next().await?;
+            if let Some(result) = self.handshake(incoming).await {
+                return Some(result);
+            }
+        }
+    }
+
+    /// The next inbound connection worth a handshake: sources over the rejection threshold are
+    /// refused, and under a stream of failures unvalidated sources are asked for a QUIC retry,
+    /// both before any TLS work. `None` once the endpoint is closed.
+    pub async fn admit_next(&self) -> Option<quinn::Incoming> {
         loop {
             let incoming = self.endpoint.accept().await?;
             let addr = incoming.remote_address();
@@ -254,16 +269,23 @@ impl Link {
                     let _ = incoming.retry();
                     continue;
                 }
-                _ => {}
+                _ => return Some(incoming),
             }
-            match self.finish_accept(incoming, addr).await {
-                Ok(pc) => return Some(Ok(pc)),
-                Err((reason, error)) => {
-                    if self.tally().record(addr.ip(), reason) == flood::Report::Now {
-                        return Some(Err(InboundRejection { addr, reason, error }));
-                    }
-                }
-            }
+        }
+    }
+
+    /// Completes the handshake of an admitted connection and identifies the peer. A failure is
+    /// counted; only the first per (source, reason) per interval is returned, the rest give
+    /// `None`.
+    pub async fn handshake(
+        &self,
+        incoming: quinn::Incoming,
+    ) -> Option<Result<PeerConnection, InboundRejection>> {
+        let addr = incoming.remote_address();
+        match self.finish_accept(incoming, addr).await {
+            Ok(pc) => Some(Ok(pc)),
+            Err((reason, error)) => (self.tally().record(addr.ip(), reason) == flood::Report::Now)
+                .then_some(Err(InboundRejection { addr, reason, error })),
         }
     }
 

@@ -574,25 +574,48 @@ async fn reload_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Inbound handshakes in progress at once; beyond it new connections are refused (clients
+/// retry), so a flood of handshakes that never finish costs bounded memory and CPU.
+pub const MAX_HANDSHAKES: usize = 64;
+
 async fn accept_loop(shared: Arc<Shared>) {
-    while let Some(result) = shared.link.accept().await {
-        match result {
-            Ok(pc) => {
-                crate::metrics::Metrics::add(&shared.metrics.connections_accepted_total, 1);
-                tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
-                tokio::spawn(serve_connection(shared.clone(), pc));
+    // Handshakes run side by side: one that stalls (a client that sends its first packet and
+    // nothing more) must not hold up everyone else's for the handshake timeout.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    while let Some(incoming) = shared.link.admit_next().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = shared.link.handshake(incoming).await;
+            drop(slot);
+            if let Some(result) = result {
+                accepted(&shared, result).await;
             }
-            Err(r) => {
-                tracing::warn!(addr = %r.addr, reason = r.reason, error = %r.error, "inbound connection refused; further ones from this source for this reason are counted, not logged, for a minute");
-                let mut e = shared.audit_entry(Kind::CertReject);
-                e.counterpart = Some(r.addr.ip().to_string());
-                e.decision = Some("deny".into());
-                e.reason = Some(r.reason.into());
-                e.detail = Some(r.error.to_string());
-                e.records = Some(1);
-                if let Err(err) = shared.audit.append(e).await {
-                    tracing::error!(error = %err, "audit append failed");
-                }
+        });
+    }
+}
+
+/// Serves an accepted peer, or logs and audits a refused one.
+async fn accepted(shared: &Arc<Shared>, result: Result<PeerConnection, link::InboundRejection>) {
+    match result {
+        Ok(pc) => {
+            crate::metrics::Metrics::add(&shared.metrics.connections_accepted_total, 1);
+            tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
+            tokio::spawn(serve_connection(shared.clone(), pc));
+        }
+        Err(r) => {
+            tracing::warn!(addr = %r.addr, reason = r.reason, error = %r.error, "inbound connection refused; further ones from this source for this reason are counted, not logged, for a minute");
+            let mut e = shared.audit_entry(Kind::CertReject);
+            e.counterpart = Some(r.addr.ip().to_string());
+            e.decision = Some("deny".into());
+            e.reason = Some(r.reason.into());
+            e.detail = Some(r.error.to_string());
+            e.records = Some(1);
+            if let Err(err) = shared.audit.append(e).await {
+                tracing::error!(error = %err, "audit append failed");
             }
         }
     }

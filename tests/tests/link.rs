@@ -287,3 +287,82 @@ fn tls_configs_need_trust_then_identity() {
     assert!(!c.enable_early_data);
     assert_eq!(s.alpn_protocols, vec![b"fedgate/1".to_vec()]);
 }
+
+/// A client that stalls in the middle of its handshake (here: its certificate check sleeps).
+#[derive(Debug)]
+struct SlowVerifier(Duration);
+
+impl rustls::client::danger::ServerCertVerifier for SlowVerifier {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        std::thread::sleep(self.0);
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.3 only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = fedgate_certs::tls::provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        fedgate_certs::tls::provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One stalled handshake used to hold the gateway's accept loop (handshakes ran one at a time),
+/// so every other peer waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_does_not_hold_up_other_peers() {
+    let fed = Federation::new();
+    let server = fed.start("petition@wuxi").await;
+    let addr = server.quic_addr().unwrap();
+    let issued = fed.issue("grid@wuxi.liangxi.chongan");
+    let stall = Duration::from_secs(4);
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(fedgate_certs::tls::provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SlowVerifier(stall)))
+        .with_client_auth_cert(issued.chain.clone(), key_of(&issued))
+        .unwrap();
+    tls.alpn_protocols = vec![fedgate_certs::tls::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    // Its own runtime, so its sleeping verifier blocks nobody but itself.
+    let staller = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+            let _ = ep.connect(addr, &id("petition@wuxi").to_server_name()).unwrap().await;
+        })
+    });
+    // Let the stalled handshake reach the server first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let honest = bare_link(&fed, "police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"));
+    let started = std::time::Instant::now();
+    dial(&honest, &server).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "an honest peer waited {took:?} behind a stalled handshake");
+    staller.join().unwrap();
+    server.shutdown().await;
+}
