@@ -8,6 +8,13 @@ use thiserror::Error;
 #[error("node key cannot be used for signing: {0}")]
 pub struct SignerError(String);
 
+impl SignerError {
+    /// An error saying `why`.
+    pub fn new(why: impl Into<String>) -> SignerError {
+        SignerError(why.into())
+    }
+}
+
 /// Signs with the node's ECDSA P-256 key (the one its certificate certifies).
 pub struct NodeSigner {
     key: ring::signature::EcdsaKeyPair,

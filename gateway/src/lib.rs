@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod exchange;
 pub mod flood;
+pub mod identity;
 pub mod link;
 pub mod metrics;
 pub mod node;

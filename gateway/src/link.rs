@@ -124,6 +124,35 @@ pub struct PeerConnection {
     pub conn: quinn::Connection,
     /// The peer's verified identity.
     pub peer: VerifiedPeer,
+    /// Which generation of this node's own certificate the connection was made with (0 until
+    /// the first rotation; see [`Link::set_identity`]).
+    pub identity: u64,
+}
+
+/// The TLS configurations for this node's current certificate and key.
+struct LocalTls {
+    generation: u64,
+    leaf: CertificateDer<'static>,
+    server: Arc<quinn::ServerConfig>,
+    client: quinn::ClientConfig,
+}
+
+/// Server and client configs for `chain` and `key`, verifying peers with `verifier`.
+fn tls_configs(
+    verifier: &Arc<FederationVerifier>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), String> {
+    let tls = TlsBuilder::new(verifier.clone()).identity(chain, key);
+    let server_tls = tls.server().map_err(|e| format!("TLS server config: {e}"))?;
+    let client_tls = tls.client().map_err(|e| format!("TLS client config: {e}"))?;
+    let server_quic = QuicServerConfig::try_from(server_tls).map_err(|e| e.to_string())?;
+    let client_quic = QuicClientConfig::try_from(client_tls).map_err(|e| e.to_string())?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
+    server.transport_config(server_transport());
+    let mut client = quinn::ClientConfig::new(Arc::new(client_quic));
+    client.transport_config(client_transport());
+    Ok((server, client))
 }
 
 /// A node's QUIC endpoint.
@@ -131,7 +160,7 @@ pub struct Link {
     endpoint: quinn::Endpoint,
     local: NodeId,
     verifier: Arc<FederationVerifier>,
-    client: quinn::ClientConfig,
+    tls: std::sync::RwLock<LocalTls>,
     outbound: Mutex<HashMap<NodeId, PeerConnection>>,
     live: Mutex<HashMap<usize, quinn::Connection>>,
     rejections: Mutex<RejectionTally>,
@@ -190,25 +219,18 @@ impl Link {
     ) -> Result<Link, LinkError> {
         let setup = |why: String| LinkError::Setup { addr: listen, why };
         let endpoint_config = stable_endpoint_config(&key);
-        let tls = TlsBuilder::new(verifier.clone()).identity(chain, key);
-        let server_tls = tls.server().map_err(|e| setup(format!("TLS server config: {e}")))?;
-        let client_tls = tls.client().map_err(|e| setup(format!("TLS client config: {e}")))?;
-        let server_quic = QuicServerConfig::try_from(server_tls).map_err(|e| setup(e.to_string()))?;
-        let client_quic = QuicClientConfig::try_from(client_tls).map_err(|e| setup(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
-        server.transport_config(server_transport());
-        let mut client = quinn::ClientConfig::new(Arc::new(client_quic));
-        client.transport_config(client_transport());
+        let leaf = chain.first().cloned().ok_or_else(|| setup("no certificate".into()))?;
+        let (server, client) = tls_configs(&verifier, chain, key).map_err(setup)?;
         let socket = std::net::UdpSocket::bind(listen).map_err(|e| setup(e.to_string()))?;
         let runtime = quinn::default_runtime().ok_or_else(|| setup("no async runtime".into()))?;
-        let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+        let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server.clone()), socket, runtime)
             .map_err(|e| setup(e.to_string()))?;
         endpoint.set_default_client_config(client.clone());
         Ok(Link {
             endpoint,
             local,
             verifier,
-            client,
+            tls: std::sync::RwLock::new(LocalTls { generation: 0, leaf, server: Arc::new(server), client }),
             outbound: Mutex::default(),
             live: Mutex::default(),
             rejections: Mutex::new(RejectionTally::new(Instant::now(), flood::INTERVAL)),
@@ -223,6 +245,28 @@ impl Link {
     /// This node's id.
     pub fn local(&self) -> &NodeId {
         &self.local
+    }
+
+    /// Switches to a new certificate and key for every connection made from now on; live
+    /// connections keep the certificate they were made with. Returns the new generation.
+    pub fn set_identity(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<u64, LinkError> {
+        let addr = self.endpoint.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let setup = |why: String| LinkError::Setup { addr, why };
+        let leaf = chain.first().cloned().ok_or_else(|| setup("no certificate".into()))?;
+        let (server, client) = tls_configs(&self.verifier, chain, key).map_err(setup)?;
+        let mut tls = self.tls.write().unwrap_or_else(|p| p.into_inner());
+        self.endpoint.set_server_config(Some(server.clone()));
+        *tls = LocalTls { generation: tls.generation + 1, leaf, server: Arc::new(server), client };
+        Ok(tls.generation)
+    }
+
+    /// The leaf certificate new connections present.
+    pub fn current_certificate(&self) -> CertificateDer<'static> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).leaf.clone()
     }
 
     /// The verifier, for reloads.
@@ -309,9 +353,16 @@ impl Link {
         incoming: quinn::Incoming,
         addr: SocketAddr,
     ) -> Result<PeerConnection, (&'static str, LinkError)> {
-        let conn = incoming.await.map_err(|e| {
+        // Accept with the configs of one known generation, so the connection's certificate and
+        // the key that signs its trailers always match, whatever a rotation does meanwhile.
+        let (identity, server) = {
+            let tls = self.tls.read().unwrap_or_else(|p| p.into_inner());
+            (tls.generation, tls.server.clone())
+        };
+        let lost = |e: quinn::ConnectionError| {
             (handshake_failure(&e), LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })
-        })?;
+        };
+        let conn = incoming.accept_with(server).map_err(lost)?.await.map_err(lost)?;
         // A resumed TLS session skips the verifier, so this is where a peer revoked since its
         // first handshake is caught; it is told why, like a refusal inside the handshake.
         let peer = self.identify(&conn, Role::Client, None, &addr.to_string()).map_err(|e| match &e {
@@ -322,7 +373,7 @@ impl Link {
             _ => ("handshake-failed", e),
         })?;
         self.track(&conn);
-        Ok(PeerConnection { conn, peer })
+        Ok(PeerConnection { conn, peer, identity })
     }
 
     /// Re-derives the proof of identity from the connection's certificates.
@@ -384,9 +435,13 @@ impl Link {
 
     async fn dial(&self, peer: &NodeId, addr: SocketAddr) -> Result<PeerConnection, LinkError> {
         let connect_err = |why: String| LinkError::Connect { peer: peer.clone(), addr, why };
+        let (identity, client) = {
+            let tls = self.tls.read().unwrap_or_else(|p| p.into_inner());
+            (tls.generation, tls.client.clone())
+        };
         let connecting = self
             .endpoint
-            .connect_with(self.client.clone(), addr, &peer.to_server_name())
+            .connect_with(client, addr, &peer.to_server_name())
             .map_err(|e| connect_err(e.to_string()))?;
         let conn = connecting.await.map_err(|e| match self.verifier.take_server_rejection(peer) {
             Some(error) => LinkError::Rejected { peer: peer.to_string(), error },
@@ -396,7 +451,7 @@ impl Link {
             },
         })?;
         let verified = self.identify(&conn, Role::Server, Some(peer), &peer.to_string())?;
-        let pc = PeerConnection { conn, peer: verified };
+        let pc = PeerConnection { conn, peer: verified, identity };
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
             node: self.local.to_string(),

@@ -31,9 +31,10 @@ enum Command {
     /// Run one gateway from its gateway.toml until Ctrl-C or SIGTERM.
     ///
     /// Listens for peers on `listen` (QUIC, mutual TLS) and for the department's applications on
-    /// `api`. Revocation lists, catalog and grant files are re-read when they change (checked
-    /// every reload_secs, default 5) and on SIGHUP; connections from peers that are now revoked
-    /// are closed; catalog or grants that do not load leave the previous ones in force.
+    /// `api`. Revocation lists, catalog and grant files, and the node's own certificate and key
+    /// are re-read when they change (checked every reload_secs, default 5) and on SIGHUP;
+    /// connections from peers that are now revoked are closed; files that do not load leave the
+    /// previous ones in force. A new certificate is used for new connections.
     Serve {
         /// The node's gateway.toml.
         #[arg(long, value_name = "FILE")]
@@ -789,6 +790,9 @@ async fn wait_for_shutdown(node: &RunningNode) {
             _ = hup.recv() => {
                 if let Err(e) = node.reload_trust().await {
                     tracing::warn!(error = %e, "revocation list reload on SIGHUP failed");
+                }
+                if let Err(e) = node.reload_identity().await {
+                    tracing::error!(error = %e, "node certificate/key reload on SIGHUP failed; the previous ones stay in use");
                 }
                 if let Err(e) = node.reload_rules().await {
                     tracing::error!(error = %e, "catalog/grants reload on SIGHUP failed; the previous rules stay in force");

@@ -247,8 +247,8 @@ pub struct Shared {
     catalog_digest: RwLock<Arc<str>>,
     policy: RwLock<Arc<Policy>>,
     masking_secret: Vec<u8>,
-    /// Signs transfer trailers with the node's key.
-    pub signer: fedgate_certs::sign::NodeSigner,
+    /// Signs transfer trailers with the key of the certificate each connection was made with.
+    pub signer: crate::identity::Signers,
     /// Daily record counts per grant and consumer.
     pub quotas: crate::exchange::QuotaLedger,
     /// Counters for /metrics.
@@ -424,7 +424,7 @@ impl RunningNode {
             catalog: RwLock::new(Arc::new(catalog)),
             policy: RwLock::new(Arc::new(policy)),
             masking_secret: masking.into_bytes(),
-            signer,
+            signer: crate::identity::Signers::new(signer),
             quotas: Default::default(),
             metrics,
             audit,
@@ -501,6 +501,11 @@ impl RunningNode {
         self.shared.reload_rules().await
     }
 
+    /// Re-reads the node's own certificate and key now (see [`reload_identity`]).
+    pub async fn reload_identity(&self) -> Result<bool, NodeError> {
+        reload_identity(&self.shared).await
+    }
+
     /// Stops serving, closes every connection, records the stop and signs a final checkpoint.
     pub async fn shutdown(self) {
         for t in &self.tasks {
@@ -540,6 +545,42 @@ async fn reload(shared: &Shared) -> Result<usize, NodeError> {
     Ok(closed)
 }
 
+/// Re-reads the node's own certificate and key; if they changed and are good (this node's id,
+/// verifying against the federation root and CRLs, valid now, the key matching the
+/// certificate), new connections use them. Otherwise the identity in force stays and the error
+/// says why. Returns whether anything changed.
+pub async fn reload_identity(shared: &Shared) -> Result<bool, NodeError> {
+    let id = load_identity(&shared.cfg)?;
+    if id.chain.first() == Some(&shared.link.current_certificate()) {
+        return Ok(false);
+    }
+    let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
+        .map_err(|e| file_err(&shared.cfg.tls.key, e.to_string()))?;
+    let me = id
+        .trust
+        .verify(&id.chain[0], &id.chain[1..], Role::Server, UnixTime::now())
+        .map_err(|e| file_err(&shared.cfg.tls.cert, e.to_string()))?;
+    // A key from another certificate would make every trailer unverifiable.
+    let probe = b"fedgate key matches certificate";
+    let signed = signer.sign(probe).map_err(|e| file_err(&shared.cfg.tls.key, e.to_string()))?;
+    if !me.verify_signature(probe, &signed) {
+        return Err(file_err(
+            &shared.cfg.tls.key,
+            format!("this key does not belong to the certificate in {}", shared.cfg.tls.cert.display()),
+        ));
+    }
+    let info = fedgate_certs::inspect::parse(&id.chain[0]).map_err(|e| file_err(&shared.cfg.tls.cert, e))?;
+    let generation = shared.link.set_identity(id.chain, id.key)?;
+    shared.signer.add(generation, signer);
+    let serial = fedgate_certs::inspect::hex_colon(&info.serial);
+    tracing::info!(%serial, not_after = %info.not_after, "node certificate reloaded; new connections use it");
+    let mut e = shared.audit_entry(Kind::Reload);
+    e.reason = Some("node certificate and key reloaded; new connections use them".into());
+    e.detail = Some(format!("serial {serial}, valid until {}", info.not_after));
+    shared.audit.append(e).await?;
+    Ok(true)
+}
+
 fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
     paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
 }
@@ -549,6 +590,8 @@ async fn reload_loop(shared: Arc<Shared>) {
     let rules: Vec<PathBuf> = shared.cfg.catalog.iter().chain(&shared.cfg.grants).cloned().collect();
     let mut seen = mtimes(&crls);
     let mut seen_rules = mtimes(&rules);
+    let own = [shared.cfg.tls.cert.clone(), shared.cfg.tls.key.clone()];
+    let mut seen_own = mtimes(&own);
     let mut tick = tokio::time::interval(shared.cfg.reload_interval);
     loop {
         tick.tick().await;
@@ -558,6 +601,14 @@ async fn reload_loop(shared: Arc<Shared>) {
             seen_rules = now_rules;
             if let Err(e) = shared.reload_rules().await {
                 tracing::error!(error = %e, "catalog/grants changed but do not load; the previous rules stay in force");
+            }
+        }
+        let now_own = mtimes(&own);
+        if now_own != seen_own {
+            // A new file that does not load is reported once; writing it again retries.
+            seen_own = now_own;
+            if let Err(e) = reload_identity(&shared).await {
+                tracing::error!(error = %e, "node certificate/key changed but do not load; the previous ones stay in use");
             }
         }
         let now = mtimes(&crls);
@@ -663,7 +714,8 @@ async fn serve_connection(shared: Arc<Shared>, pc: PeerConnection) {
     loop {
         match pc.conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(shared.clone(), pc.peer.clone(), admitted.clone(), send, recv));
+                let stream = serve_stream(shared.clone(), pc.peer.clone(), admitted.clone(), send, recv);
+                tokio::spawn(crate::identity::for_connection(pc.identity, stream));
             }
             Err(e) => {
                 tracing::debug!(peer = %pc.peer.node(), reason = %e, "connection ended");
