@@ -551,11 +551,22 @@ pub async fn read_frame_raw(
         Err(e) => return Err(read_error(peer, e)),
     }
     let len = frame::body_len(header).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| read_error(peer, e))?;
+    // Grown as bytes arrive, never allocated at the declared length: a peer that declares a
+    // large frame and sends nothing pins nothing.
+    let mut body = Vec::with_capacity(len.min(FIRST_READ));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(read_error(peer, quinn::ReadExactError::FinishedEarly(body.len()))),
+            Err(e) => return Err(read_error(peer, quinn::ReadExactError::ReadError(e))),
+        }
+    }
     let msg = frame::decode_body(&body).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
     Ok(Some((msg, body)))
 }
+
+/// The most a frame read allocates before its bytes arrive.
+const FIRST_READ: usize = 64 * 1024;
 
 fn read_error(peer: &str, e: quinn::ReadExactError) -> LinkError {
     match e {
