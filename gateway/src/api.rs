@@ -123,7 +123,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(|State(st): State<ApiState>| async move { st.shared.metrics.render() }))
+        .route("/metrics", get(metrics))
         .merge(authed)
         .with_state(state);
     // Small answers are written in several pieces (headers, records, the control line); without
@@ -258,6 +258,7 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         Ok(pc) => pc?,
         Err(_) => return Err(exchange_error(timed_out(&node, crate::exchange::Wait::Connect, wait))),
     };
+    let t0 = std::time::Instant::now();
     let start = crate::exchange::Transfer::start_redialling(
         &st.shared,
         pc,
@@ -275,6 +276,7 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
         Err(e) => {
             let mut entry = st.shared.audit_entry(crate::audit::Kind::RequestOut);
             entry.counterpart = Some(node.to_string());
+            st.shared.metrics.transfer_ended(&node.to_string(), &dataset, &purpose, failure_code(&e), t0);
             entry.dataset = Some(dataset);
             entry.purpose = Some(purpose);
             entry.filters = filters;
@@ -287,27 +289,32 @@ async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Resul
     };
     let shared = st.shared.clone();
     let keys = crate::render::json_keys(transfer.fields());
-    let stream = futures::stream::unfold(Some((transfer, shared, filters, keys)), |state| async move {
-        let (mut t, shared, filters, keys) = state?;
+    let stream = futures::stream::unfold(Some((transfer, shared, filters, keys, t0)), |state| async move {
+        let (mut t, shared, filters, keys, t0) = state?;
         let metrics = shared.metrics.clone();
         let chunk = match t.next_batch().await {
             Ok(Some(records)) => {
-                crate::metrics::Metrics::add(&metrics.records_received_total, records.len() as u64);
+                metrics.records_received(
+                    &t.peer().to_string(),
+                    t.dataset(),
+                    t.purpose(),
+                    records.len() as u64,
+                );
                 let mut text = Vec::with_capacity(records.len() * 600);
                 for r in &records {
                     crate::render::json_line(&keys, r, &mut text);
                 }
-                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters, keys))));
+                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters, keys, t0))));
             }
             Ok(None) => {
-                crate::metrics::Metrics::add(&metrics.transfers_received_total, 1);
+                metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), "ok", t0);
                 match shared.audit.append(t.receipt(&shared, &filters, Ok(()))).await {
                     Ok(_) => serde_json::json!({ "@end": t.summary() }).to_string(),
                     Err(e) => serde_json::json!({ "@error": format!("received, but recording the receipt failed: {e}") }).to_string(),
                 }
             }
             Err(e) => {
-                crate::metrics::Metrics::add(&metrics.transfers_failed_total, 1);
+                metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), failure_code(&e), t0);
                 let _ = shared.audit.append(t.receipt(&shared, &filters, Err(&e))).await;
                 serde_json::json!({ "@error": e.to_string() }).to_string()
             }
@@ -330,6 +337,24 @@ fn exchange_error(e: crate::exchange::ExchangeError) -> ApiError {
             ApiError { status: StatusCode::GATEWAY_TIMEOUT, code: "peer-timeout", message: e.to_string() }
         }
         other => ApiError { status: StatusCode::BAD_GATEWAY, code: "incomplete", message: other.to_string() },
+    }
+}
+
+/// `GET /metrics`: OpenMetrics text, gauges read from the node's certificate and audit folder.
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let cfg = &st.shared.cfg;
+    let files = crate::metrics::Observed { cert: &cfg.tls.cert, audit_dir: &cfg.audit_dir };
+    let text = st.shared.metrics.render(&files, std::time::SystemTime::now());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// The metrics' `code` for a failed transfer: the provider's wire code, `timeout`, else
+/// `incomplete`.
+fn failure_code(e: &crate::exchange::ExchangeError) -> &'static str {
+    match e {
+        crate::exchange::ExchangeError::Remote { code, .. } => code.as_str(),
+        crate::exchange::ExchangeError::TimedOut { .. } => "timeout",
+        _ => "incomplete",
     }
 }
 

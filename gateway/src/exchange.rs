@@ -18,7 +18,6 @@ use thiserror::Error;
 
 use crate::audit::{Entry, Kind};
 use crate::link::{self, LinkError, PeerConnection};
-use crate::metrics::Metrics;
 use crate::node::Shared;
 use crate::source::{self, SourceQuery};
 use crate::wire::{self, ErrorCode, Message, Truncation};
@@ -321,10 +320,14 @@ pub async fn serve_query(
             .await;
         return;
     };
-    let p = match prepare(&shared, peer.node(), &dataset, &purpose, &filters, limit, now) {
+    let started = std::time::Instant::now();
+    let p = match shared
+        .metrics
+        .time_decision(|| prepare(&shared, peer.node(), &dataset, &purpose, &filters, limit, now))
+    {
         Ok(p) => p,
         Err(Refusal(code, message)) => {
-            Metrics::add(&shared.metrics.queries_refused_total, 1);
+            shared.metrics.query_refused(&who, &dataset, &purpose, code, started);
             tracing::info!(peer = %who, %dataset, %purpose, ?code, %message, "query refused");
             let kind = if code == ErrorCode::Denied { Kind::Deny } else { Kind::RequestIn };
             let mut e = entry_in(&shared, kind, peer.node(), &dataset, &purpose, &filters);
@@ -434,10 +437,12 @@ pub async fn serve_query(
             tracing::warn!(peer = %who, %dataset, count, audit_seq, error = %err, "source failed; transfer aborted");
             let message = source_failure_message(&dataset, Some(audit_seq));
             link::reply_error(&mut send, ErrorCode::SourceUnavailable, message, &who).await;
+            shared.metrics.query_ended(&who, &dataset, &purpose, "source-unavailable", count, started);
             return;
         }
         Some(Abort::Send(why)) => {
             tracing::warn!(peer = %who, %dataset, count, %why, "transfer aborted");
+            shared.metrics.query_ended(&who, &dataset, &purpose, "consumer-gone", count, started);
             return;
         }
         None => {}
@@ -458,8 +463,7 @@ pub async fn serve_query(
     let trailer = Message::Trailer { count, digest, signature, audit_seq: Some(audit_seq), truncated };
     let _ = link::write_frame(&mut send, &trailer, &who).await;
     let _ = send.finish();
-    Metrics::add(&shared.metrics.queries_served_total, 1);
-    Metrics::add(&shared.metrics.records_sent_total, count);
+    shared.metrics.query_ended(&who, &dataset, &purpose, "ok", count, started);
     tracing::info!(peer = %who, %dataset, %purpose, count, truncated = ?truncated, "query served");
 }
 
@@ -507,6 +511,16 @@ pub struct TransferSummary {
 }
 
 impl Transfer {
+    /// The dataset asked for.
+    pub fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    /// The declared purpose.
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
     /// Sends the query and waits for the header (or the refusal).
     pub async fn start(
         pc: &PeerConnection,

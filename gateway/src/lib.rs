@@ -18,6 +18,7 @@ pub mod exchange;
 pub mod flood;
 pub mod identity;
 pub mod link;
+pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod refusal;

@@ -10,7 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use fedgate_catalog::{NodeId, Region};
 use fedgate_certs::authority::{self, Authority, NodeProfile};
 use fedgate_certs::{inspect, store};
-use fedgate_gateway::client::Client;
+use fedgate_gateway::client::{self, Client};
+use fedgate_gateway::logs::LogFormat;
+use fedgate_gateway::render::RecordFormat;
+use fedgate_gateway::render::Records;
 use fedgate_gateway::{config, demo, node::RunningNode};
 use time::OffsetDateTime;
 
@@ -19,6 +22,10 @@ use time::OffsetDateTime;
 #[derive(Parser)]
 #[command(name = "fedgate", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
+    /// Log lines on stderr: json (one object per line) or text; default text on a terminal,
+    /// json otherwise. FEDGATE_LOG sets the level (e.g. debug).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +85,20 @@ enum Command {
     /// success. A result the provider cut short (its quota for you ran out) prints what arrived,
     /// says so on stderr and exits 3; reaching your own --limit is only noted on stderr.
     Query(QueryArgs),
+    /// Print a completion script for SHELL on stdout, generated from these very options.
+    ///
+    /// e.g. `fedgate completions bash > /etc/bash_completion.d/fedgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (fedgate.1 and one per subcommand, e.g. fedgate-query.1) into DIR.
+    Man {
+        /// Folder to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,7 +230,11 @@ struct QueryArgs {
     timeout: u64,
     /// Output format; default jsonl when piped, table on a terminal.
     #[arg(long, value_enum)]
-    format: Option<QueryFormat>,
+    format: Option<RecordFormat>,
+    /// With --format csv: start with a UTF-8 byte-order mark, so spreadsheet programs read
+    /// Chinese text correctly.
+    #[arg(long)]
+    bom: bool,
 }
 
 fn parse_filter(s: &str) -> Result<(String, String), String> {
@@ -217,16 +242,6 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
         Some((f, v)) if !f.is_empty() => Ok((f.to_owned(), v.to_owned())),
         _ => Err(format!("expected FIELD=VALUE, got {s:?}")),
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum QueryFormat {
-    /// One JSON object per record, keyed by field name.
-    Jsonl,
-    /// Comma-separated values with a header line.
-    Csv,
-    /// Aligned columns (buffers the result).
-    Table,
 }
 
 #[derive(Subcommand)]
@@ -447,9 +462,7 @@ impl Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    fedgate_gateway::logs::init(cli.log_format, default_level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -481,6 +494,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy(cmd),
         Command::Query(a) => query(a),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd.into())?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "fedgate", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out).with_context(|| format!("{}", out.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out)
+                .with_context(|| format!("writing man pages to {}", out.display()))?;
+            println!("man pages written to {}", out.display());
+            Ok(())
+        }
         Command::Demo(a) => runtime()?.block_on(demo::run(demo::Options {
             dir: a.dir,
             records: a.records,
@@ -542,77 +568,33 @@ fn pki(cmd: PkiCommand) -> Result<()> {
 }
 
 fn query(a: QueryArgs) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    let cfg = config::load(&a.config)?;
+    use std::io::IsTerminal;
     let format = a.format.unwrap_or(if std::io::stdout().is_terminal() {
-        QueryFormat::Table
+        RecordFormat::Table
     } else {
-        QueryFormat::Jsonl
+        RecordFormat::Jsonl
     });
-    let filters: serde_json::Map<String, serde_json::Value> =
-        a.filters.into_iter().map(|(k, v)| (k, v.into())).collect();
-    let body = serde_json::json!({
-        "peer": a.peer.to_string(), "dataset": a.dataset, "purpose": a.purpose, "where": filters, "limit": a.limit,
-        "timeout_ms": a.timeout * 1000,
-    });
+    if a.bom && format != RecordFormat::Csv {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, "--bom is for --format csv only")
+            .exit();
+    }
+    let cfg = config::load(&a.config)?;
     let wait = std::time::Duration::from_secs(a.timeout);
+    let body = client::query_body(&a.peer, &a.dataset, &a.purpose, &a.filters, a.limit, wait);
     let reader = Client::new(&cfg)?.streaming(wait).post_lines("/v1/query", &body)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut header: Option<Vec<String>> = None;
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut ended = None;
-    for line in reader.lines() {
-        let line = line.context("reading the gateway's answer")?;
-        let v: serde_json::Value =
-            serde_json::from_str(&line).context("the gateway sent a line that is not JSON")?;
-        if let Some(err) = v.get("@error") {
-            out.flush()?;
-            anyhow::bail!("{}", err.as_str().unwrap_or("transfer failed"));
+    let mut out = Records::new(format, std::io::BufWriter::new(std::io::stdout().lock()), a.bom)?;
+    let end = match client::read_answer(reader, &a.peer, |line, rec| out.record(line, rec)) {
+        Ok(end) => end,
+        Err(e) => {
+            out.abandon()?;
+            return Err(e.into());
         }
-        if let Some(end) = v.get("@end") {
-            ended = Some(end.clone());
-            break;
-        }
-        let obj = v.as_object().context("a record is not a JSON object")?;
-        let cells = || {
-            obj.values().map(|c| match c {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Null => String::new(),
-                o => o.to_string(),
-            })
-        };
-        match format {
-            QueryFormat::Jsonl => writeln!(out, "{line}")?,
-            QueryFormat::Csv => {
-                if header.is_none() {
-                    let h: Vec<String> = obj.keys().cloned().collect();
-                    writeln!(out, "{}", h.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","))?;
-                    header = Some(h);
-                }
-                writeln!(out, "{}", cells().map(|c| csv_cell(&c)).collect::<Vec<_>>().join(","))?;
-            }
-            QueryFormat::Table => {
-                header.get_or_insert_with(|| obj.keys().cloned().collect());
-                rows.push(cells().collect());
-            }
-        }
-    }
-    let Some(end) = ended else {
-        out.flush()?;
-        anyhow::bail!("incomplete transfer from {}: the gateway's answer ended early", a.peer);
     };
-    let count = end.get("count").and_then(|c| c.as_u64()).unwrap_or(0);
-    let truncated = end.get("truncated").and_then(|t| t.as_str());
-    if format == QueryFormat::Table {
-        let h = header.unwrap_or_default();
-        let h: Vec<&str> = h.iter().map(String::as_str).collect();
-        write!(out, "{}", fedgate_gateway::render::table(&h, &rows))?;
-        let cut = truncated.map_or_else(String::new, |t| format!(", truncated by {t}"));
-        writeln!(out, "({count} records, verified against {}'s signed trailer{cut})", a.peer)?;
-    }
-    out.flush()?;
-    truncation_outcome(&a.peer, count, truncated)
+    let cut = end.truncated.as_deref().map_or_else(String::new, |t| format!(", truncated by {t}"));
+    out.finish(&format!("({} records, verified against {}'s signed trailer{cut})", end.count, a.peer))?;
+    truncation_outcome(&a.peer, end.count, end.truncated.as_deref())
 }
 
 /// A result the provider vouches is short: the consumer's own limit is a note; anything the
@@ -637,14 +619,6 @@ fn truncation_outcome(peer: &NodeId, count: u64, truncated: Option<&str>) -> Res
             format!("truncated: {peer} sent {count} records and withheld the rest ({other})"),
         )
         .into()),
-    }
-}
-
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
     }
 }
 

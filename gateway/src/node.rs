@@ -391,7 +391,7 @@ impl RunningNode {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let (m, log) = (metrics.clone(), audit.clone());
         verifier.set_observer(move |r| {
-            crate::metrics::Metrics::add(&m.peer_certificates_rejected_total, 1);
+            m.certificate_rejected();
             // Inbound refusals are logged and audited by the accept loop, aggregated per source
             // and reason: anyone can send handshakes, so one entry each would let a flood fill
             // the disk.
@@ -653,7 +653,7 @@ async fn accept_loop(shared: Arc<Shared>) {
 async fn accepted(shared: &Arc<Shared>, result: Result<PeerConnection, link::InboundRejection>) {
     match result {
         Ok(pc) => {
-            crate::metrics::Metrics::add(&shared.metrics.connections_accepted_total, 1);
+            shared.metrics.connection_accepted(&pc.peer.node().to_string());
             tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
             tokio::spawn(serve_connection(shared.clone(), pc));
         }

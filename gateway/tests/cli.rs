@@ -212,6 +212,17 @@ fn demo_folders_serve_and_answer_queries_through_the_local_api() {
         assert!(row.contains(",wuxi.liangxi."), "row outside the district: {row}");
         assert!(row.contains("****"), "unmasked row: {row}");
     }
+    // Spreadsheet users: a byte-order mark on request, only with CSV (else a usage error).
+    let o = q("police@wuxi.liangxi", "law-enforcement", &["--format", "csv", "--bom", "--limit", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stdout.starts_with("\u{feff}ticket_id,region,".as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).ends_with("\r\n"), "RFC 4180 line ends");
+    let o = q("police@wuxi.liangxi", "law-enforcement", &["--format", "jsonl", "--bom"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     let o = q("police@wuxi.liangxi", "statistics", &[]);
     assert_eq!(o.status.code(), Some(1));
@@ -510,4 +521,49 @@ fn query_reports_truncation_timeouts_and_source_failures_without_internals() {
     let err = stderr(&o);
     assert!(err.contains("hotline12345@wuxi timed out: ") && err.contains("took longer than 1 s"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+}
+
+#[test]
+fn completions_generate_for_every_shell_from_the_clap_definitions() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = fedgate(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        for word in ["query", "issue-ca", "check-proof", "dataset", "log-format"] {
+            assert!(text.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let o = fedgate(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2), "unknown shell is a usage error");
+    if Command::new("bash").arg("--version").output().is_ok() {
+        // The bash script must at least be valid bash.
+        let o = fedgate(&["completions", "bash"]);
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("fedgate.bash");
+        std::fs::write(&f, &o.stdout).unwrap();
+        let check = Command::new("bash").args(["-n", s(&f)]).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    }
+}
+
+#[test]
+fn man_pages_for_the_command_and_each_subcommand() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("man1");
+    let o = fedgate(&["man", "--out", s(&dir)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top = std::fs::read_to_string(dir.join("fedgate.1")).unwrap();
+    assert!(top.starts_with(".ie") || top.contains(".TH fedgate 1"), "{}", &top[..top.len().min(200)]);
+    let query = std::fs::read_to_string(dir.join("fedgate-query.1")).unwrap();
+    assert!(query.contains(".TH fedgate-query 1") && query.contains("\\-\\-bom"), "{query}");
+    assert!(dir.join("fedgate-pki-issue-ca.1").exists());
+    assert!(dir.join("fedgate-audit-check-proof.1").exists());
+}
+
+#[test]
+fn log_format_is_a_checked_global_option() {
+    let o = fedgate(&["--log-format", "json", "pki", "show", "/nonexistent.crt"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = fedgate(&["pki", "show", "--log-format", "xml", "/nonexistent.crt"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

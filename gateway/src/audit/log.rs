@@ -263,7 +263,8 @@ pub fn scan(
     Ok(result)
 }
 
-const CHECKPOINTS: &str = "checkpoints";
+/// The checkpoints file in a log folder; appended to only when a checkpoint is signed.
+pub const CHECKPOINTS: &str = "checkpoints";
 
 /// Every signed note in the log folder, in order; a torn final note is ignored (and cut on open).
 pub fn read_checkpoints(dir: &Path) -> Result<(Vec<String>, Option<u64>), AuditError> {

@@ -8,7 +8,7 @@
 //! 3. **baseline** — what a department would otherwise build: an HTTPS/1.1 JSON API (axum +
 //!    rustls, TLS 1.3 over TCP) serving the same records with the same masking.
 //!
-//! Usage: `fedgate-bench [--quick] [--runs N] [--records N] [--small N]`. Figures go to stdout;
+//! Usage: `fedgate-bench [--quick] [--runs N] [--records N] [--small N] [--keep DIR]`. Figures go to stdout;
 //! see BENCHMARKS.md for what they mean. The servers run as child processes so each side's
 //! peak RSS can be read from /proc.
 
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 use fedgate_catalog::{NodeId, Region};
 use fedgate_certs::authority::{Authority, NodeProfile};
 use fedgate_certs::store;
@@ -53,6 +54,45 @@ clearance = 2
 rows = "all"
 "#;
 
+/// What to measure. `--quick` sets smaller defaults; explicit numbers win over it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fedgate-bench",
+    about = "Measures raw QUIC, fedgate and an HTTPS+JSON baseline on the same records.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// 100,000 records, 2,000 small queries, 1 run (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Records in the bulk pull [default: 1,000,000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    records: Option<u64>,
+    /// One-record queries for the small-query figures [default: 20,000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    small: Option<u64>,
+    /// Bulk runs; the figures are their medians [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    runs: Option<u64>,
+    /// Keep the generated federation in DIR instead of a temporary folder removed at the end.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    #[command(subcommand)]
+    server: Option<Server>,
+}
+
+/// The benchmark's own servers, started as child processes so their RSS can be read apart.
+#[derive(Debug, Subcommand)]
+enum Server {
+    /// Internal: the raw QUIC server next to the provider.
+    #[command(hide = true)]
+    RawServer { config: PathBuf },
+    /// Internal: the HTTPS+JSON baseline server.
+    #[command(hide = true)]
+    BaselineServer { config: PathBuf },
+}
+
+#[derive(Debug, PartialEq)]
 struct Opts {
     records: u64,
     small: u64,
@@ -60,55 +100,26 @@ struct Opts {
     keep: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Opts> {
-    let mut o = Opts { records: 1_000_000, small: 20_000, runs: 3, keep: None };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num = |name: &str| -> Result<u64> {
-            args.next()
-                .with_context(|| format!("{name} needs a number"))?
-                .parse()
-                .with_context(|| format!("{name} needs a number"))
-        };
-        match a.as_str() {
-            "--quick" => {
-                o.records = 100_000;
-                o.small = 2_000;
-                o.runs = 1;
-            }
-            "--records" => o.records = num("--records")?,
-            "--small" => o.small = num("--small")?,
-            "--runs" => o.runs = num("--runs")? as usize,
-            "--keep" => o.keep = Some(args.next().context("--keep needs a folder")?.into()),
-            "-h" | "--help" => {
-                println!(
-                    "fedgate-bench [--quick] [--records N] [--small N] [--runs N] [--keep DIR]\n\n\
-                          Measures raw QUIC, fedgate and an HTTPS+JSON baseline on the same records.\n\
-                          --quick: 100,000 records, 2,000 small queries, 1 run (under a minute)."
-                );
-                std::process::exit(0);
-            }
-            "raw-server" | "baseline-server" => {
-                return Err(anyhow::anyhow!("internal mode given out of place"))
-            }
-            other => bail!("unknown argument {other:?} (see --help)"),
+impl Cli {
+    fn opts(&self) -> Opts {
+        let (records, small, runs) = if self.quick { (100_000, 2_000, 1) } else { (1_000_000, 20_000, 3) };
+        Opts {
+            records: self.records.unwrap_or(records),
+            small: self.small.unwrap_or(small),
+            // Bounded to 1..=1000 by the parser, so the conversion cannot truncate.
+            runs: self.runs.map_or(runs, |r| r as usize),
+            keep: self.keep.clone(),
         }
     }
-    Ok(o)
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let config =
-        || args.get(2).map(Path::new).context("internal server modes need the provider's gateway.toml");
-    match args.get(1).map(String::as_str) {
-        Some("raw-server") => rt.block_on(raw::serve(config()?)),
-        Some("baseline-server") => rt.block_on(baseline::serve(config()?)),
-        _ => {
-            let o = parse_args()?;
-            rt.block_on(run(o))
-        }
+    match &cli.server {
+        Some(Server::RawServer { config }) => rt.block_on(raw::serve(config)),
+        Some(Server::BaselineServer { config }) => rt.block_on(baseline::serve(config)),
+        None => rt.block_on(run(cli.opts())),
     }
 }
 
@@ -258,14 +269,16 @@ struct Small {
     p99_ms: f64,
 }
 
+/// The median, or NaN for no samples (printed as such rather than a panic).
 fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
+    percentile(&mut xs, 0.5)
 }
 
+/// The `p` quantile (0..=1) by the nearest-rank-below rule, or NaN for no samples.
 fn percentile(xs: &mut [f64], p: f64) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
-    xs[((xs.len() - 1) as f64 * p) as usize]
+    let last = xs.len().saturating_sub(1);
+    xs.get((last as f64 * p.clamp(0.0, 1.0)) as usize).copied().unwrap_or(f64::NAN)
 }
 
 async fn run(o: Opts) -> Result<()> {
@@ -318,7 +331,7 @@ async fn run(o: Opts) -> Result<()> {
 
     let rec_s = |v: &[Bulk]| median(v.iter().map(|b| b.records as f64 / b.secs).collect());
     let mb_s = |v: &[Bulk]| median(v.iter().map(|b| b.bytes as f64 / b.secs / 1e6).collect());
-    println!("fedgate-bench: {} records (~{} B each as delivered), {} run(s), medians; small queries: {} × 1 record, {} in flight", o.records, fed_bulk[0].bytes / o.records.max(1), o.runs, o.small, IN_FLIGHT);
+    println!("fedgate-bench: {} records (~{} B each as delivered), {} run(s), medians; small queries: {} × 1 record, {} in flight", o.records, fed_bulk.first().map_or(0, |b| b.bytes) / o.records.max(1), o.runs, o.small, IN_FLIGHT);
     println!(
         "{:<10} {:>14} {:>10} {:>14} {:>12} {:>12}",
         "", "bulk rec/s", "MB/s", "small q/s", "small p50", "small p99"
@@ -762,5 +775,60 @@ mod baseline {
             })
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fedgate-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn zero_or_bad_numbers_are_usage_errors() {
+        for args in [
+            &["--runs", "0"][..],
+            &["--records", "0"],
+            &["--small", "0"],
+            &["--runs", "-1"],
+            &["--runs", "three"],
+            &["--runs"],
+            &["--records", "1e6"],
+            &["--bogus"],
+            &["raw-server"],
+        ] {
+            let e = parse(args).expect_err(&format!("{args:?} accepted"));
+            assert_ne!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn quick_sets_defaults_and_explicit_numbers_win_in_any_order() {
+        let quick = parse(&["--quick"]).unwrap().opts();
+        assert_eq!((quick.records, quick.small, quick.runs), (100_000, 2_000, 1));
+        let a = parse(&["--runs", "5", "--quick"]).unwrap().opts();
+        let b = parse(&["--quick", "--runs", "5"]).unwrap().opts();
+        assert_eq!(a, b);
+        assert_eq!(a.runs, 5);
+        let full = parse(&[]).unwrap().opts();
+        assert_eq!((full.records, full.small, full.runs), (1_000_000, 20_000, 3));
+    }
+
+    #[test]
+    fn internal_server_modes_parse() {
+        let c = parse(&["baseline-server", "/x/gateway.toml"]).unwrap();
+        assert!(
+            matches!(c.server, Some(Server::BaselineServer { ref config }) if config == Path::new("/x/gateway.toml"))
+        );
+    }
+
+    #[test]
+    fn statistics_of_no_samples_do_not_panic() {
+        assert!(median(Vec::new()).is_nan());
+        assert!(percentile(&mut [], 0.99).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(percentile(&mut [1.0, 2.0, 3.0, 4.0], 1.0), 4.0);
     }
 }
