@@ -76,7 +76,7 @@ enum Command {
     Policy(PolicyCommand),
     /// The audit log: verify it, read it, prove an entry, export it for an auditor.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(fedgate_gateway::audit_cli::Command),
     /// Ask a peer for records, through this node's running gateway.
     ///
     /// The peer decides by its grants what you get: rows of your jurisdiction (unless a grant
@@ -99,109 +99,6 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Verify the whole log: every entry's integrity and sequence, every checkpoint's signature,
-    /// and every checkpoint's root recomputed from the entries. Exit 0 only if all of it holds;
-    /// otherwise name the first bad entry or checkpoint and exit 1.
-    ///
-    /// With --config the entries are also decrypted and authenticated with the node's audit
-    /// key. An auditor who holds only the log and the public key uses --dir and --pubkey.
-    Verify {
-        /// The node's gateway.toml.
-        #[arg(long, value_name = "FILE", required_unless_present = "dir", conflicts_with = "dir")]
-        config: Option<PathBuf>,
-        /// A log folder (e.g. from `audit export`).
-        #[arg(long, value_name = "DIR", requires = "pubkey")]
-        dir: Option<PathBuf>,
-        /// The signer's note verifier key (signing.pub).
-        #[arg(long, value_name = "FILE")]
-        pubkey: Option<PathBuf>,
-    },
-    /// Decrypt and list entries, optionally filtered.
-    Show {
-        /// The node's gateway.toml.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Only entries at or after this time (RFC 3339, or YYYY-MM-DD in UTC+8).
-        #[arg(long, value_name = "T")]
-        since: Option<String>,
-        /// Only entries before this time (RFC 3339, or YYYY-MM-DD in UTC+8: the start of that day).
-        #[arg(long, value_name = "T")]
-        until: Option<String>,
-        /// Only entries with this counterpart node.
-        #[arg(long, value_name = "NODE_ID")]
-        peer: Option<String>,
-        /// Only entries about this dataset.
-        #[arg(long, value_name = "ID")]
-        dataset: Option<String>,
-        /// Only entries of this kind: request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop.
-        #[arg(long, value_name = "K")]
-        kind: Option<String>,
-        /// Output format; default table on a terminal, jsonl when piped.
-        #[arg(long, value_enum)]
-        format: Option<ShowFormat>,
-    },
-    /// Print a proof as JSON that `fedgate audit check-proof` verifies offline with only the
-    /// public key: with --entry, that entry SEQ is in the log signed by the latest checkpoint;
-    /// with --from, that the signed log of that size is a prefix of a later one (consistency).
-    Prove {
-        /// The node's gateway.toml.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// The entry's sequence number (inclusion proof).
-        #[arg(long, value_name = "SEQ", required_unless_present = "from", conflicts_with = "from")]
-        entry: Option<u64>,
-        /// Size of the earlier signed checkpoint (consistency proof).
-        #[arg(long, value_name = "SIZE")]
-        from: Option<u64>,
-        /// Size of the later signed checkpoint; the latest if omitted.
-        #[arg(long, value_name = "SIZE", requires = "from")]
-        to: Option<u64>,
-    },
-    /// Check an inclusion proof offline: the checkpoint's signature and the path to its root.
-    CheckProof {
-        /// The proof (JSON from `audit prove`).
-        #[arg(long, value_name = "FILE")]
-        proof: PathBuf,
-        /// The signer's note verifier key (signing.pub).
-        #[arg(long, value_name = "FILE")]
-        pubkey: PathBuf,
-    },
-    /// Write a self-contained bundle for an outside auditor: entries (encrypted), checkpoints,
-    /// public key and a README. No key that decrypts or signs is included.
-    Export {
-        /// The node's gateway.toml.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// The folder to write.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
-    /// Append entries as fast as possible, printing each acknowledged seq; for crash tests and
-    /// the benchmark. Runs until killed or --count entries.
-    #[command(hide = true)]
-    Soak {
-        /// The log folder (keys are kept in DIR/keys).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// Stop after this many entries.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Concurrent appenders.
-        #[arg(long, default_value_t = 64)]
-        writers: usize,
-    },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ShowFormat {
-    /// Aligned columns.
-    Table,
-    /// One JSON object per entry.
-    Jsonl,
 }
 
 #[derive(Args)]
@@ -493,7 +390,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Catalog(cmd) => catalog(cmd),
         Command::Policy(cmd) => policy(cmd),
         Command::Query(a) => query(a),
-        Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd.into())?),
+        Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "fedgate", &mut std::io::stdout());
@@ -780,23 +677,4 @@ async fn wait_for_shutdown(node: &RunningNode) {
 #[cfg(not(unix))]
 async fn wait_for_shutdown(_: &RunningNode) {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-impl From<AuditCommand> for fedgate_gateway::audit_cli::Command {
-    fn from(c: AuditCommand) -> Self {
-        use fedgate_gateway::audit_cli::{Command as C, Format};
-        let fmt = |f: Option<ShowFormat>| {
-            f.map(|f| if f == ShowFormat::Table { Format::Table } else { Format::Jsonl })
-        };
-        match c {
-            AuditCommand::Verify { config, dir, pubkey } => C::Verify { config, dir, pubkey },
-            AuditCommand::Show { config, since, until, peer, dataset, kind, format } => {
-                C::Show { config, since, until, peer, dataset, kind, format: fmt(format) }
-            }
-            AuditCommand::Prove { config, entry, from, to } => C::Prove { config, entry, from, to },
-            AuditCommand::CheckProof { proof, pubkey } => C::CheckProof { proof, pubkey },
-            AuditCommand::Export { config, out } => C::Export { config, out },
-            AuditCommand::Soak { dir, count, writers } => C::Soak { dir, count, writers },
-        }
-    }
 }
