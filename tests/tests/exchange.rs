@@ -12,74 +12,7 @@ use fedgate_gateway::exchange::{ExchangeError, Transfer};
 use fedgate_gateway::node::RunningNode;
 use fedgate_gateway::wire::ErrorCode;
 
-const CATALOG: &str = r#"
-[[dataset]]
-id = "family-disputes"
-title = "Family disputes"
-owner = "womens-federation@wuxi"
-steward = "s"
-update = "daily"
-sharing = "conditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "case_id"
-  [[dataset.fields]]
-  name = "case_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-  [[dataset.fields]]
-  name = "party_name"
-  type = "string"
-  grade = 3
-  pii = "person-name"
-  [[dataset.fields]]
-  name = "party_id"
-  type = "string"
-  grade = 4
-  pii = "resident-id"
-  [[dataset.fields]]
-  name = "mobile"
-  type = "string"
-  grade = 3
-  pii = "mobile"
-  [[dataset.fields]]
-  name = "notes"
-  type = "string"
-  grade = 3
-  pii = "free-text"
-  [[dataset.fields]]
-  name = "age"
-  type = "integer"
-  grade = 3
-  rule = { op = "generalize", to = "age-band", width = 10 }
-  [[dataset.fields]]
-  name = "kind"
-  type = "string"
-  grade = 1
-
-[[dataset]]
-id = "shelters"
-title = "Shelters"
-owner = "womens-federation@wuxi"
-steward = "s"
-update = "daily"
-sharing = "none"
-classification = "personal.location"
-jurisdiction = "region"
-primary_key = "case_id"
-  [[dataset.fields]]
-  name = "case_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-"#;
+const CATALOG: &str = include_str!("../../testdata/family.catalog.toml");
 
 const GRANTS: &str = r#"
 [[grant]]

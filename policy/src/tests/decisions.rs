@@ -4,40 +4,9 @@ use crate::decide::{obligation, Decision, DenyReason, Obligation, Policy, Reques
 use crate::grant::{parse_grants, Action};
 use crate::time::days_from_civil;
 
+/// The shared family catalog (family-disputes, shelters) plus two datasets only these tests use.
+const FAMILY: &str = include_str!("../../../testdata/family.catalog.toml");
 const CATALOG: &str = r#"
-[[dataset]]
-id = "family-disputes"
-title = "Family disputes"
-owner = "womens-federation@wuxi"
-steward = "s"
-update = "daily"
-sharing = "conditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "case_id"
-  [[dataset.fields]]
-  name = "case_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-  [[dataset.fields]]
-  name = "party_name"
-  type = "string"
-  grade = 3
-  pii = "person-name"
-  [[dataset.fields]]
-  name = "party_id"
-  type = "string"
-  grade = 4
-  pii = "resident-id"
-  [[dataset.fields]]
-  name = "notes"
-  type = "string"
-  grade = 2
-
 [[dataset]]
 id = "open-stats"
 title = "Open statistics"
@@ -121,7 +90,7 @@ fn now() -> i64 {
 }
 
 fn setup() -> (Catalog, Policy) {
-    let c = fedgate_catalog::parse("c.toml", CATALOG).unwrap();
+    let c = fedgate_catalog::parse_files(&[("family.catalog.toml", FAMILY), ("c.toml", CATALOG)]).unwrap();
     let ids: Vec<&str> = c.datasets().iter().map(|d| d.id.as_str()).collect();
     let g = parse_grants(&[("g.toml", GRANTS)], Some(&ids)).unwrap();
     (c, Policy::new(g).unwrap())
