@@ -313,7 +313,7 @@ async fn query_silent(how: Silence) -> (Result<Vec<String>, String>, std::time::
         )
         .await;
     let started = std::time::Instant::now();
-    let body = serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation", "timeout_ms": 400});
+    let body = serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation", "timeout_ms": 2000});
     let got = api_query(&centre, body).await;
     (got, started.elapsed())
 }
@@ -324,17 +324,17 @@ async fn a_peer_that_never_answers_the_hello_times_out_connecting() {
     let err = got.unwrap_err();
     assert_eq!(
         err,
-        "hotline12345@wuxi timed out: connecting (QUIC handshake and hello) took longer than 0.4 s"
+        "hotline12345@wuxi timed out: connecting (QUIC handshake and hello) took longer than 2 s"
     );
-    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_answers_the_query_times_out_waiting_for_the_first_answer() {
     let (got, took) = query_silent(Silence::AfterHello).await;
     let err = got.unwrap_err();
-    assert_eq!(err, "hotline12345@wuxi timed out: the first answer to the query took longer than 0.4 s");
-    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    assert_eq!(err, "hotline12345@wuxi timed out: the first answer to the query took longer than 2 s");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,10 +345,10 @@ async fn a_peer_that_stalls_mid_stream_is_an_incomplete_transfer() {
     let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!(
         last["@error"],
-        "incomplete transfer from hotline12345@wuxi after 1 records: stalled: no data for 0.4 s",
+        "incomplete transfer from hotline12345@wuxi after 1 records: stalled: no data for 2 s",
         "{lines:?}"
     );
-    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
