@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,7 @@ use axum::{Json, Router};
 use fedgate_catalog::NodeId;
 use serde::Serialize;
 
+use crate::api_body;
 use crate::link::LinkError;
 use crate::node::{NodeError, Shared};
 use crate::wire::ErrorCode;
@@ -83,7 +85,7 @@ fn remote_status(code: ErrorCode) -> (StatusCode, &'static str) {
 /// next piece of data. A transfer that keeps moving is never cut, however long it takes.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait a request may ask for (`timeout_ms`).
-pub const MAX_QUERY_TIMEOUT_MS: u64 = 3_600_000;
+pub const MAX_QUERY_TIMEOUT_MS: u64 = crate::api_body::MAX_TIMEOUT_MS;
 
 /// The wait a request asked for, or the default.
 fn query_wait(ms: Option<u64>) -> Result<Duration, ApiError> {
@@ -114,6 +116,7 @@ struct ApiState {
 
 /// Serves the API on `listener` until the task is aborted.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token: String) {
+    let limits = shared.cfg.api_limits;
     let state = ApiState { shared, token: token.into() };
     let authed = Router::new()
         .route("/v1/catalog", get(own_catalog))
@@ -125,15 +128,69 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .merge(authed)
+        .layer(DefaultBodyLimit::max(crate::api_body::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state);
-    // Small answers are written in several pieces (headers, records, the control line); without
-    // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to each.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "local API stopped");
+    crate::api_serve::serve(listener, app, limits).await;
+}
+
+/// Turns every error the framework answers by itself (unknown path, wrong method, …) into the
+/// documented `{"error", "code"}` JSON, so clients parse one error shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not-found", format!("no such path {path:?} (see docs/openapi.yaml)")),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", format!("{path} does not take {method}")),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", too_large()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", NOT_JSON.into()),
+        s if s.is_client_error() => {
+            ("bad-request", format!("bad request: {}", s.canonical_reason().unwrap_or("")))
+        }
+        _ => ("internal", "internal error; see the gateway's log".into()),
+    };
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut out = ApiError { status, code, message }.into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+const NOT_JSON: &str = "the request body must be JSON: send `Content-Type: application/json`";
+
+fn too_large() -> String {
+    format!("the request body is over {} bytes", crate::api_body::MAX_BODY_BYTES)
+}
+
+/// A `POST /v1/query` body, checked by [`crate::api_body`]; every rejection is the Error JSON.
+struct QueryJson(api_body::QueryRequest);
+
+impl<S: Send + Sync> FromRequest<S> for QueryJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<QueryJson, ApiError> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(crate::api_body::is_json) {
+            let status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return Err(ApiError { status, code: "unsupported-media-type", message: NOT_JSON.into() });
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError { status: e.status(), code: "too-large", message: too_large() }
+            } else {
+                bad_request(format!("reading the request body: {}", e.body_text()))
+            }
+        })?;
+        api_body::QueryRequest::from_json(&bytes).map(QueryJson).map_err(|e| bad_request(e.to_string()))
     }
 }
 
@@ -182,8 +239,9 @@ async fn peers(State(st): State<ApiState>) -> Json<Vec<PeerInfo>> {
 
 async fn peer_catalog(
     State(st): State<ApiState>,
-    UrlPath(node): UrlPath<String>,
+    node: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let UrlPath(node) = node.map_err(|e| bad_request(e.body_text()))?;
     let node: NodeId = node.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
     let catalog = match tokio::time::timeout(DEFAULT_QUERY_TIMEOUT, st.shared.peer_catalog(&node)).await {
         Ok(c) => c?,
@@ -201,19 +259,6 @@ async fn peer_catalog(
     Ok(Json(catalog).into_response())
 }
 
-/// Body of `POST /v1/query`.
-#[derive(serde::Deserialize)]
-struct QueryBody {
-    peer: String,
-    dataset: String,
-    purpose: String,
-    #[serde(default, rename = "where")]
-    filters: serde_json::Map<String, serde_json::Value>,
-    limit: Option<u64>,
-    /// Milliseconds to wait to connect, for the first answer, and between pieces of data.
-    timeout_ms: Option<u64>,
-}
-
 /// A `POST /v1/query` body after the handler's checks, before any network I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRequest {
@@ -223,7 +268,7 @@ pub struct QueryRequest {
     pub dataset: String,
     /// The purpose, as given (the provider judges it).
     pub purpose: String,
-    /// Equality filters; non-string JSON values as their JSON text.
+    /// Equality filters; numbers and booleans as their JSON text.
     pub filters: Vec<(String, String)>,
     /// At most this many records.
     pub limit: Option<u64>,
@@ -231,28 +276,28 @@ pub struct QueryRequest {
     pub wait: Duration,
 }
 
-/// Decodes and checks a `POST /v1/query` body exactly as the handler does (the same serde type
-/// and [`check_query`]); public so the API's input handling can be fuzzed without a socket.
+/// Decodes and checks a `POST /v1/query` body exactly as the handler does (the same strict
+/// decoder and [`check_query`]); public so the API's input handling can be fuzzed without a socket.
 pub fn parse_query_body(bytes: &[u8]) -> Result<QueryRequest, ApiError> {
-    let body: QueryBody =
-        serde_json::from_slice(bytes).map_err(|e| bad_request(format!("request body: {e}")))?;
-    check_query(body)
+    check_query(api_body::QueryRequest::from_json(bytes).map_err(|e| bad_request(e.to_string()))?)
 }
 
-fn check_query(body: QueryBody) -> Result<QueryRequest, ApiError> {
+fn check_query(body: api_body::QueryRequest) -> Result<QueryRequest, ApiError> {
     let peer: NodeId =
-        body.peer.parse().map_err(|e: fedgate_catalog::NameError| bad_request(e.to_string()))?;
-    let filters = body
-        .filters
-        .into_iter()
-        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-        .collect();
+        body.peer.parse().map_err(|e: fedgate_catalog::NameError| bad_request(format!("`peer`: {e}")))?;
     let wait = query_wait(body.timeout_ms)?;
-    Ok(QueryRequest { peer, dataset: body.dataset, purpose: body.purpose, filters, limit: body.limit, wait })
+    Ok(QueryRequest {
+        peer,
+        dataset: body.dataset,
+        purpose: body.purpose,
+        filters: body.filters,
+        limit: body.limit,
+        wait,
+    })
 }
 
 /// Streams JSON Lines: one object per record, then `{"@end": summary}` or `{"@error": reason}`.
-async fn query(State(st): State<ApiState>, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
+async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result<Response, ApiError> {
     let QueryRequest { peer: node, dataset, purpose, filters, limit, wait } = check_query(body)?;
     let pc = match tokio::time::timeout(wait, st.shared.peer(&node)).await {
         Ok(pc) => pc?,

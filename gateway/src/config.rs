@@ -122,6 +122,30 @@ pub struct Config {
     pub audit_key: PathBuf,
     /// The audit checkpoints' Ed25519 signing key (0600, created at first start).
     pub audit_signing_key: PathBuf,
+    /// Timeouts and the connection cap of the local API (`[api_limits]`).
+    pub api_limits: ApiLimits,
+}
+
+/// How much the local API lets its clients hold, so no client can starve the node of sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time to deliver a complete request head, counted from when the API starts waiting for
+    /// one (so it also closes idle keep-alive connections).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed, even mid-request.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> ApiLimits {
+        ApiLimits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 impl Config {
@@ -156,10 +180,12 @@ const TOP_KEYS: &[&str] = &[
     "audit_key",
     "audit_signing_key",
     "peers",
+    "api_limits",
 ];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
+const API_LIMIT_KEYS: &[&str] = &["max_connections", "header_timeout_secs", "idle_timeout_secs"];
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -212,6 +238,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let audit_dir = path_or(&mut src, "audit_dir", "audit");
     let audit_key = path_or(&mut src, "audit_key", "audit.key");
     let audit_signing_key = path_or(&mut src, "audit_signing_key", "audit-signing.key");
+    let api_limits = api_limits(&root, &mut src);
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -231,6 +258,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             audit_dir,
             audit_key,
             audit_signing_key,
+            api_limits,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }
@@ -310,6 +338,30 @@ fn addr(t: &Table<'_, '_>, src: &mut Source<'_>, key: &str) -> Option<SocketAddr
     }
 }
 
+fn api_limits(root: &Table<'_, '_>, src: &mut Source<'_>) -> ApiLimits {
+    let mut limits = ApiLimits::default();
+    let Some(t) = root.opt_table(src, "api_limits") else { return limits };
+    t.deny_unknown(src, API_LIMIT_KEYS);
+    let mut int = |key: &str, max: i64| match t.opt_int(src, key) {
+        Some((n, _)) if (1..=max).contains(&n) => Some(n as u64),
+        Some((_, span)) => {
+            src.error(span, format!("`api_limits.{key}` must be between 1 and {max}"));
+            None
+        }
+        None => None,
+    };
+    if let Some(n) = int("max_connections", 1_000_000) {
+        limits.max_connections = n as usize;
+    }
+    if let Some(n) = int("header_timeout_secs", 3600) {
+        limits.header_timeout = Duration::from_secs(n);
+    }
+    if let Some(n) = int("idle_timeout_secs", 86_400) {
+        limits.idle_timeout = Duration::from_secs(n);
+    }
+    limits
+}
+
 fn tls_files(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> Option<TlsFiles> {
     let Some(t) = root.opt_table(src, "tls") else {
         if root.get("tls").is_none() {
@@ -376,6 +428,28 @@ address = "127.0.0.1:7402"
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.grants, vec![PathBuf::from("/etc/fedgate/police/grants.toml")]);
         assert_eq!(c.audit_dir, PathBuf::from("/etc/fedgate/police/audit"));
+    }
+
+    #[test]
+    fn api_limits_default_and_are_range_checked() {
+        let c = parse(Path::new("g.toml"), GOOD).unwrap();
+        assert_eq!(c.api_limits, ApiLimits::default());
+        let text = format!(
+            "{GOOD}\n[api_limits]\nmax_connections = 8\nheader_timeout_secs = 2\nidle_timeout_secs = 30\n"
+        );
+        let c = parse(Path::new("g.toml"), &text).unwrap();
+        assert_eq!(
+            c.api_limits,
+            ApiLimits {
+                max_connections: 8,
+                header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(30)
+            }
+        );
+        let bad = format!("{GOOD}\n[api_limits]\nmax_connections = 0\nidle = 3\n");
+        let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("`api_limits.max_connections` must be between 1 and 1000000"), "{err}");
+        assert!(err.contains("g.toml:18:1: unknown key `api_limits.idle`"), "{err}");
     }
 
     #[test]

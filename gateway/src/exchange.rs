@@ -375,11 +375,21 @@ pub async fn serve_query(
     let header = Message::Header { fields: p.plan.fields().to_vec(), reason: p.reason.clone() };
     let mut digest = Context::new(&SHA256);
     let mut count = 0u64;
-    let mut failed =
-        link::write_frame(&mut send, &header, &who).await.err().map(|e| Abort::Send(e.to_string()));
+    // The header commits the consumer to a transfer (its API answers 200), so a source that
+    // fails before its first batch gets no header: the consumer sees the refusal's own code.
+    let mut first = rx.recv().await;
+    let mut failed = if matches!(first, Some(Err(_))) {
+        None
+    } else {
+        link::write_frame(&mut send, &header, &who).await.err().map(|e| Abort::Send(e.to_string()))
+    };
     let mut truncated = None;
     while failed.is_none() {
-        let Some(batch) = rx.recv().await else { break };
+        let next = match first.take() {
+            Some(b) => Some(b),
+            None => rx.recv().await,
+        };
+        let Some(batch) = next else { break };
         match batch {
             Ok(mut records) => {
                 truncated = fit_cap(&mut records, count, p.cap);

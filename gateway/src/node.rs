@@ -412,8 +412,12 @@ impl RunningNode {
         let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
             .map_err(|e| file_err(&cfg.tls.key, e.to_string()))?;
         let link = Arc::new(Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?);
-        let api_listener = tokio::net::TcpListener::bind(cfg.api)
-            .await
+        // Peers, API clients, sources and audit files all need descriptors; the usual soft
+        // limit (1024) is far below the hard one.
+        if let Err(e) = crate::api_serve::raise_fd_limit() {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+        let api_listener = crate::api_serve::bind(cfg.api)
             .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let api_addr =
             api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;

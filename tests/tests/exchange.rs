@@ -235,7 +235,8 @@ async fn a_source_gone_after_start_is_a_clear_error() {
     let msg = err.to_string();
     // The consumer learns that the source failed, not where it lives (the provider's log has it).
     assert!(msg.contains("cannot read dataset `family-disputes`") && !msg.contains("wf.db"), "{msg}");
-    assert!(matches!(err, ExchangeError::Incomplete { count: 0, .. }), "{err}");
+    // Failed before its first record: a refusal with its code, not a transfer cut short.
+    assert!(matches!(err, ExchangeError::Remote { code: ErrorCode::SourceUnavailable, .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Contract test of the local HTTP API against docs/openapi.yaml: a real two-node federation
+# (`fedgate demo` builds it, `fedgate serve` runs mediation-center@wuxi and hotline12345@wuxi),
+# driven by schemathesis with generated requests. Any 5xx, undocumented status, wrong content
+# type or response that does not match its schema fails.
+#
+# Usage: .ci/api-contract.sh [FEDGATE_BINARY]   (default target/release/fedgate)
+# Env: API_CONTRACT_EXAMPLES (fuzzing cases per operation, default 600), API_CONTRACT_SEED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fedgate=${1:-target/release/fedgate}
+examples=${API_CONTRACT_EXAMPLES:-600}
+seed=${API_CONTRACT_SEED:-20261129}
+schemathesis_version=4.32.5
+venv=target/api-contract-venv
+
+# A venv under target/: no root, no system pip, reused by the next run (the cache is the folder).
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$fedgate" demo --dir "$work/fed" --records 50 >"$work/demo.log"
+for node in hotline12345@wuxi mediation-center@wuxi; do
+  FEDGATE_LOG=warn "$fedgate" serve --config "$work/fed/$node/gateway.toml" >>"$work/serve.log" 2>&1 &
+  pids+=($!)
+done
+
+cfg="$work/fed/mediation-center@wuxi"
+api=$(sed -n 's/^api = "\(.*\)"$/\1/p' "$cfg/gateway.toml")
+for _ in $(seq 100); do
+  if [ -s "$cfg/api.token" ] && python3 - "$api" <<'EOF' 2>/dev/null; then break; fi
+import sys, urllib.request
+urllib.request.urlopen(f"http://{sys.argv[1]}/healthz", timeout=1)
+EOF
+  sleep 0.1
+done
+token=$(tr -d '[:space:]' <"$cfg/api.token")
+
+status=0
+"$venv/bin/schemathesis" run docs/openapi.yaml \
+  --url "http://$api" \
+  --header "Authorization: Bearer $token" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --phases examples,coverage,fuzzing \
+  --max-examples "$examples" \
+  --seed "$seed" \
+  --workers 2 \
+  --request-timeout 10 \
+  --suppress-health-check all \
+  --no-color \
+  --generation-database none \
+  --report junit --report-dir "$work/report" >"$work/schemathesis.log" 2>&1 || status=$?
+
+# The summary only, unless it failed.
+if [ "$status" -ne 0 ]; then
+  cat "$work/schemathesis.log"
+  echo "--- gateway log"
+  tail -50 "$work/serve.log"
+  echo "api contract: FAILED (schemathesis exit $status)"
+  exit 1
+fi
+sed -n '/SUMMARY/,$p' "$work/schemathesis.log"
+cases=$(grep -o 'tests="[0-9]*"' "$work/report/junit.xml" | head -1 | tr -dc '0-9')
+echo "api contract: passed (${cases:-?} operations; see the summary for the generated cases)"
