@@ -32,8 +32,9 @@ cleanup() {
 trap cleanup EXIT
 
 "$fedgate" demo --dir "$work/fed" --records 50 >"$work/demo.log"
-for node in hotline12345@wuxi mediation-center@wuxi; do
-  FEDGATE_LOG=warn "$fedgate" serve --config "$work/fed/$node/gateway.toml" >>"$work/serve.log" 2>&1 &
+# Every node runs: a peer that is configured but down would rightly answer 502/504.
+for config in "$work"/fed/*/gateway.toml; do
+  FEDGATE_LOG=warn "$fedgate" serve --config "$config" >>"$work/serve.log" 2>&1 &
   pids+=($!)
 done
 
@@ -61,7 +62,7 @@ status=0
   --suppress-health-check all \
   --no-color \
   --generation-database none \
-  --report junit --report-dir "$work/report" >"$work/schemathesis.log" 2>&1 || status=$?
+  --report junit --report-junit-path "$work/junit.xml" >"$work/schemathesis.log" 2>&1 || status=$?
 
 # The summary only, unless it failed.
 if [ "$status" -ne 0 ]; then
@@ -72,5 +73,4 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 sed -n '/SUMMARY/,$p' "$work/schemathesis.log"
-cases=$(grep -o 'tests="[0-9]*"' "$work/report/junit.xml" | head -1 | tr -dc '0-9')
-echo "api contract: passed (${cases:-?} operations; see the summary for the generated cases)"
+echo "api contract: passed"

@@ -131,7 +131,7 @@ fn kind(v: &Value) -> &'static str {
 /// `where`: an object of field → string, number or boolean (numbers and booleans as written).
 fn filters(v: Option<Value>) -> Result<Vec<(String, String)>, BodyError> {
     let map = match v {
-        None => return Ok(Vec::new()),
+        None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Object(m)) => m,
         Some(other) => {
             return Err(invalid(format!(
@@ -152,9 +152,9 @@ fn filters(v: Option<Value>) -> Result<Vec<(String, String)>, BodyError> {
         .collect()
 }
 
-/// An optional whole number from 1 to `max`.
+/// An optional whole number from 1 to `max` (`null` is absent, as clients often send it).
 fn count(v: Option<Value>, key: &str, max: u64) -> Result<Option<u64>, BodyError> {
-    let Some(v) = v else { return Ok(None) };
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
     match v.as_u64() {
         Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
         _ => Err(invalid(format!("`{key}` must be a whole number from 1 to {max}, not {v}"))),
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn limits_outside_one_to_i64_max_are_refused() {
-        for bad in ["0", "-1", "1.5", "\"5\"", "null", "9223372036854775808", "1e3"] {
+        for bad in ["0", "-1", "1.5", "\"5\"", "9223372036854775808", "1e3"] {
             let e = q(&format!(r#"{{{BASE},"limit":{bad}}}"#)).unwrap_err().to_string();
             assert!(
                 e.starts_with("`limit` must be a whole number from 1 to 9223372036854775807"),
@@ -231,6 +231,8 @@ mod tests {
             );
         }
         assert_eq!(q(&format!(r#"{{{BASE},"limit":9223372036854775807}}"#)).unwrap().limit, Some(MAX_LIMIT));
+        let r = q(&format!(r#"{{{BASE},"limit":null,"timeout_ms":null,"where":null}}"#)).unwrap();
+        assert_eq!((r.limit, r.timeout_ms, r.filters), (None, None, vec![]));
     }
 
     #[test]
