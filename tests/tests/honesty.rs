@@ -227,7 +227,8 @@ async fn a_failing_source_tells_the_consumer_what_failed_but_no_paths_or_sql() {
     let view = consumer_view(&police).await;
     assert_no_internals(&view, &f.db);
     let err = fetch(&police, "law-enforcement", vec![], None).await.unwrap_err();
-    assert!(matches!(&err, ExchangeError::Incomplete { count: 0, .. }), "{err}");
+    // Failed before its first record: refused with its code (a 503 at the API), no header sent.
+    assert!(matches!(&err, ExchangeError::Remote { code: ErrorCode::SourceUnavailable, .. }), "{err}");
 
     // The file is gone: SQLite's error would name the path.
     std::fs::rename(&f.db, f.db.with_extension("moved")).unwrap();
@@ -358,7 +359,7 @@ async fn a_timeout_outside_its_range_is_a_bad_request() {
     for bad in [0u64, 3_600_001] {
         let body = serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation", "timeout_ms": bad});
         let err = api_query(&centre, body).await.unwrap_err();
-        assert!(err.contains("`timeout_ms` must be 1 to 3600000"), "{err}");
+        assert!(err.contains("`timeout_ms` must be a whole number from 1 to 3600000"), "{err}");
     }
 }
 

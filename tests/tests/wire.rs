@@ -110,23 +110,37 @@ async fn r11_1_a_megabyte_dataset_name_is_refused_and_both_gateways_restart() {
     let centre = fed.start_with("mediation-center@wuxi", &peer_entry(&police)).await;
     let huge = "d".repeat(1_100_000);
 
-    // Through the consumer's local API, as an application would send it.
+    // Through the consumer's local API, as an application would send it: the API refuses a body
+    // over its own cap before anything reaches the wire or either audit log.
     let mut cfg = centre.config().clone();
     cfg.api = centre.api_addr();
-    let body = serde_json::json!({"peer": PROVIDER, "dataset": huge, "purpose": "dispute-mediation"});
-    let err = tokio::task::spawn_blocking(move || {
-        match Client::new(&cfg).unwrap().post_lines("/v1/query", &body) {
+    let api = |dataset: String| {
+        let cfg = cfg.clone();
+        let body = serde_json::json!({"peer": PROVIDER, "dataset": dataset, "purpose": "dispute-mediation"});
+        tokio::task::spawn_blocking(move || match Client::new(&cfg).unwrap().post_lines("/v1/query", &body) {
             Ok(_) => panic!("the oversized query was accepted"),
             Err(e) => e.to_string(),
-        }
-    })
-    .await
-    .unwrap();
+        })
+    };
+    let err = api(huge.clone()).await.unwrap();
+    assert!(err.contains("the request body is over 65536 bytes"), "{err}");
+    // Under the API's cap, over the wire's dataset cap: the provider refuses it, and the
+    // consumer's audit records the value as length and digest.
+    let mid = "m".repeat(60_000);
+    let err = api(mid.clone()).await.unwrap();
+    assert!(err.contains("dataset is 60000 bytes (sha256 "), "{err}");
+
+    // A member that skips the API and sends the megabyte straight over QUIC.
+    let pc = centre.peer(&id(PROVIDER)).await.unwrap();
+    let err = Transfer::start(&pc, &centre.config().node, &huge, "dispute-mediation", vec![], None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("request frame of 1100") && err.contains("65536-byte request limit"), "{err}");
 
     // Under the frame cap but over the dataset cap: refused with the field named, and the
     // provider's audit records the value as length and digest.
-    let pc = centre.peer(&id(PROVIDER)).await.unwrap();
     let long = "x".repeat(5000);
     let err = Transfer::start(&pc, &centre.config().node, &long, "dispute-mediation", vec![], None)
         .await
@@ -151,13 +165,14 @@ async fn r11_1_a_megabyte_dataset_name_is_refused_and_both_gateways_restart() {
     let provider_entries = entries(&pcfg);
     let refused: Vec<_> =
         provider_entries.iter().filter(|e| e.decision.as_deref() == Some("error")).collect();
-    assert_eq!(refused.len(), 3, "every refusal is audited: {refused:?}");
-    assert!(refused[0].reason.as_deref().unwrap().contains("bad-request: request frame of 1100"));
-    assert_eq!(refused[1].dataset, Some(fingerprint(long.as_bytes())));
-    assert_eq!(refused[2].detail.as_deref(), Some(&*format!("limit {}", u64::MAX)));
+    assert_eq!(refused.len(), 4, "every refusal is audited: {refused:?}");
+    assert_eq!(refused[0].dataset, Some(fingerprint(mid.as_bytes())));
+    assert!(refused[1].reason.as_deref().unwrap().contains("bad-request: request frame of 1100"));
+    assert_eq!(refused[2].dataset, Some(fingerprint(long.as_bytes())));
+    assert_eq!(refused[3].detail.as_deref(), Some(&*format!("limit {}", u64::MAX)));
     let consumer_refusals: Vec<_> =
         entries(&ccfg).into_iter().filter(|e| e.kind == Some(Kind::RequestOut)).collect();
-    assert_eq!(consumer_refusals[0].dataset, Some(fingerprint(huge.as_bytes())));
+    assert_eq!(consumer_refusals[0].dataset, Some(fingerprint(mid.as_bytes())));
 
     // Both restart on their logs.
     let police = RunningNode::start(config::load(&pcfg.path).unwrap()).await.expect("provider restarts");
