@@ -5,12 +5,12 @@
 # type or response that does not match its schema fails.
 #
 # Usage: .ci/api-contract.sh [FEDGATE_BINARY]   (default target/release/fedgate)
-# Env: API_CONTRACT_EXAMPLES (fuzzing cases per operation, default 600), API_CONTRACT_SEED.
+# Env: API_CONTRACT_EXAMPLES (fuzzing cases per operation, default 2000), API_CONTRACT_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fedgate=${1:-target/release/fedgate}
-examples=${API_CONTRACT_EXAMPLES:-600}
+examples=${API_CONTRACT_EXAMPLES:-2000}
 seed=${API_CONTRACT_SEED:-20261129}
 schemathesis_version=4.32.5
 venv=target/api-contract-venv
@@ -50,7 +50,7 @@ done
 token=$(tr -d '[:space:]' <"$cfg/api.token")
 
 status=0
-"$venv/bin/schemathesis" run docs/openapi.yaml \
+"$venv/bin/schemathesis" --config-file .ci/api-contract.toml run docs/openapi.yaml \
   --url "http://$api" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \

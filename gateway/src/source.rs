@@ -210,10 +210,16 @@ fn where_clause(
     (clause, params)
 }
 
+/// ` LIMIT n`, at most i64::MAX: both databases take a signed 64-bit LIMIT (SQLite reads a
+/// larger one as a float and fails with "datatype mismatch"), and no table holds more rows.
+fn limit_clause(limit: Option<u64>) -> String {
+    limit.map(|l| format!(" LIMIT {}", l.min(i64::MAX as u64))).unwrap_or_default()
+}
+
 fn sqlite_sql(q: &SourceQuery) -> (String, Vec<Value>) {
     let cols: Vec<String> = q.columns.iter().map(|(n, _)| quote(n)).collect();
     let (clause, params) = where_clause(q, quote, |n| format!("?{n}"));
-    let limit = q.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+    let limit = limit_clause(q.limit);
     (
         format!(
             "SELECT {} FROM {}{clause} ORDER BY {}{limit}",
@@ -314,7 +320,7 @@ async fn read_postgres(
         |f| pg_col(f, types.get(f).copied().unwrap_or(FieldType::String)),
         |n| format!("${n}"),
     );
-    let limit = q.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+    let limit = limit_clause(q.limit);
     let sql = format!(
         "SELECT {} FROM {}{clause} ORDER BY {}{limit}",
         cols.join(", "),
@@ -401,5 +407,27 @@ mod tests {
         );
         let (sql, params) = sqlite_sql(&query(RowScope::All, vec![]));
         assert!(!sql.contains("WHERE") && params.is_empty());
+    }
+
+    #[test]
+    fn a_limit_past_i64_max_reads_everything() {
+        // The cap plus the one row that tells a cut result: i64::MAX + 1 once failed the read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE tickets (id TEXT NOT NULL, region TEXT NOT NULL, n INTEGER); INSERT INTO tickets VALUES ('a', 'wuxi', 1), ('b', 'wuxi', 2);").unwrap();
+        drop(conn);
+        let mut q = query(RowScope::All, vec![]);
+        q.table = "tickets".into();
+        q.limit = Some(i64::MAX as u64 + 1);
+        assert!(sqlite_sql(&q).0.ends_with(" LIMIT 9223372036854775807"));
+        let (tx, mut rx) = mpsc::channel(4);
+        read_sqlite(&path, &q, &(Arc::new(Some) as Transform), &tx).unwrap();
+        drop(tx);
+        let mut rows = 0;
+        while let Ok(batch) = rx.try_recv() {
+            rows += batch.unwrap().len();
+        }
+        assert_eq!(rows, 2);
     }
 }
