@@ -162,6 +162,9 @@ pub struct Link {
     verifier: Arc<FederationVerifier>,
     tls: std::sync::RwLock<LocalTls>,
     outbound: Mutex<HashMap<NodeId, PeerConnection>>,
+    // One dial at a time per peer: concurrent requests after a restart share the new connection
+    // instead of each dialling (and hitting the provider's per-peer connection cap).
+    dialling: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     live: Mutex<HashMap<usize, quinn::Connection>>,
     rejections: Mutex<RejectionTally>,
 }
@@ -232,6 +235,7 @@ impl Link {
             verifier,
             tls: std::sync::RwLock::new(LocalTls { generation: 0, leaf, server: Arc::new(server), client }),
             outbound: Mutex::default(),
+            dialling: Mutex::default(),
             live: Mutex::default(),
             rejections: Mutex::new(RejectionTally::new(Instant::now(), flood::INTERVAL)),
         })
@@ -421,16 +425,26 @@ impl Link {
     /// A connection to `peer` at `addr`: the cached one if still alive, else a new one, checked
     /// with a hello.
     pub async fn connection(&self, peer: &NodeId, addr: SocketAddr) -> Result<PeerConnection, LinkError> {
-        if let Some(c) = self.outbound.lock().unwrap_or_else(|p| p.into_inner()).get(peer) {
-            if c.conn.close_reason().is_none() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.cached(peer) {
+            return Ok(c);
+        }
+        let turn =
+            self.dialling.lock().unwrap_or_else(|p| p.into_inner()).entry(peer.clone()).or_default().clone();
+        let _turn = turn.lock().await;
+        // Whoever dialled while we waited has left a fresh connection.
+        if let Some(c) = self.cached(peer) {
+            return Ok(c);
         }
         let fresh = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(peer, addr))
             .await
             .map_err(|_| LinkError::Timeout { peer: peer.to_string(), after: CONNECT_TIMEOUT })??;
         self.outbound.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone(), fresh.clone());
         Ok(fresh)
+    }
+
+    fn cached(&self, peer: &NodeId) -> Option<PeerConnection> {
+        let outbound = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        outbound.get(peer).filter(|c| c.conn.close_reason().is_none()).cloned()
     }
 
     async fn dial(&self, peer: &NodeId, addr: SocketAddr) -> Result<PeerConnection, LinkError> {

@@ -1,5 +1,6 @@
 //! A running gateway: loads its config and TLS material, serves peers, reloads revocation lists.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -259,9 +260,36 @@ pub struct Shared {
     pub sources: crate::sources::SourceGate,
     /// Live peer connections and buffered request bytes, against their caps.
     pub admission: Arc<crate::admission::Admission>,
+    // Admitted inbound connections per peer, oldest first: the ones a reconnecting peer replaces.
+    inbound: std::sync::Mutex<HashMap<NodeId, VecDeque<quinn::Connection>>>,
 }
 
 impl Shared {
+    /// Closes `peer`'s oldest admitted connection; false if it has none.
+    fn close_oldest_inbound(&self, peer: &NodeId) -> bool {
+        let oldest =
+            self.inbound.lock().unwrap_or_else(|p| p.into_inner()).get_mut(peer).and_then(|q| q.pop_front());
+        let Some(conn) = oldest else {
+            return false;
+        };
+        tracing::info!(peer = %peer, "a new connection from the peer replaces its oldest");
+        conn.close(
+            quinn::VarInt::from_u32(ErrorCode::Busy.quic_code()),
+            b"replaced by a newer connection from the same peer",
+        );
+        true
+    }
+
+    fn forget_inbound(&self, peer: &NodeId, conn: &quinn::Connection) {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = inbound.get_mut(peer) {
+            q.retain(|c| c.stable_id() != conn.stable_id());
+            if q.is_empty() {
+                inbound.remove(peer);
+            }
+        }
+    }
+
     /// The catalog in force (a snapshot; reloads swap it).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -434,6 +462,7 @@ impl RunningNode {
             audit,
             sources: Default::default(),
             admission: Arc::default(),
+            inbound: Default::default(),
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);
@@ -706,14 +735,8 @@ async fn record_rejections(shared: &Shared, all: bool) {
 }
 
 async fn serve_connection(shared: Arc<Shared>, pc: PeerConnection) {
-    let admitted = match shared.admission.connect(pc.peer.node()) {
-        Ok(a) => Arc::new(a),
-        Err(full) => {
-            // Not audited: a peer at its cap could otherwise turn reconnects into log entries.
-            tracing::warn!(peer = %pc.peer.node(), reason = %full, "connection refused");
-            pc.conn.close(quinn::VarInt::from_u32(ErrorCode::Busy.quic_code()), full.to_string().as_bytes());
-            return;
-        }
+    let Some(admitted) = admit(&shared, &pc).await else {
+        return;
     };
     loop {
         match pc.conn.accept_bi().await {
@@ -723,9 +746,43 @@ async fn serve_connection(shared: Arc<Shared>, pc: PeerConnection) {
             }
             Err(e) => {
                 tracing::debug!(peer = %pc.peer.node(), reason = %e, "connection ended");
+                shared.forget_inbound(pc.peer.node(), &pc.conn);
                 return;
             }
         }
+    }
+}
+
+/// How long a connection that replaced a peer's oldest one waits for that one's slot.
+const REPLACE_WAIT: Duration = Duration::from_millis(500);
+
+/// Admits a connection against the caps. A peer at its own cap that connects again has most
+/// likely restarted and left dead connections behind (they linger until the idle timeout), so
+/// its newest connection replaces its oldest: a peer can only ever displace its own.
+async fn admit(shared: &Shared, pc: &PeerConnection) -> Option<Arc<crate::admission::Connection>> {
+    let peer = pc.peer.node();
+    let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+    let mut replaced = false;
+    loop {
+        let full = match shared.admission.connect(peer) {
+            Ok(a) => {
+                let mut inbound = shared.inbound.lock().unwrap_or_else(|p| p.into_inner());
+                inbound.entry(peer.clone()).or_default().push_back(pc.conn.clone());
+                return Some(Arc::new(a));
+            }
+            Err(full) => full,
+        };
+        let at_own_cap = matches!(full, crate::admission::Full::Peer { .. });
+        if at_own_cap && !replaced {
+            replaced = shared.close_oldest_inbound(peer);
+        }
+        if !at_own_cap || !replaced || tokio::time::Instant::now() >= deadline {
+            // Not audited: a peer at its cap could otherwise turn reconnects into log entries.
+            tracing::warn!(peer = %peer, reason = %full, "connection refused");
+            pc.conn.close(quinn::VarInt::from_u32(ErrorCode::Busy.quic_code()), full.to_string().as_bytes());
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
