@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
@@ -68,15 +68,37 @@ pub async fn serve(listener: TcpListener, app: axum::Router, limits: ApiLimits) 
         // without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to each.
         let _ = tcp.set_nodelay(true);
         let io = TokioIo::new(IdleIo::new(tcp, limits.idle_timeout));
-        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone())).without_shutdown();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            match conn.await {
+                Ok(parts) => linger(parts.io.into_inner()).await,
                 // Timeouts and clients that hang up are routine; nothing here is the node's fault.
-                tracing::debug!(error = %e, "local API connection ended");
+                Err(e) => tracing::debug!(error = %e, "local API connection ended"),
             }
             drop(permit);
         });
     }
+}
+
+/// How long, and for how many bytes, a closing connection keeps reading what the client still
+/// sends (see [`linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 8 << 20;
+
+/// Closes a connection so that the client reads the answer already sent.
+///
+/// An answer can precede the end of its request: a body over the cap is refused as soon as its
+/// length is known. Closing a socket with unread bytes makes the kernel send a reset, and a
+/// client still writing its body then sees "broken pipe" instead of the refusal. So the write
+/// side is shut first (the client sees the end of the answer), and what the client still
+/// sends is read and dropped, bounded in time and bytes, before the socket is closed.
+async fn linger(mut io: IdleIo) {
+    use tokio::io::AsyncWriteExt;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut rest = (&mut io.io).take(LINGER_BYTES);
+    let _ = tokio::time::timeout(LINGER_TIME, tokio::io::copy(&mut rest, &mut tokio::io::sink())).await;
 }
 
 /// A TCP stream that fails with `TimedOut` once no byte has moved either way for `idle`.
@@ -207,5 +229,26 @@ mod tests {
         }
         let err = io.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// A client that writes a whole oversized body before reading still gets the refusal, not
+    /// a reset: the server refuses at the Content-Length and then drains what follows.
+    #[tokio::test]
+    async fn an_early_refusal_reaches_a_client_still_writing_its_body() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+            .layer(axum::extract::DefaultBodyLimit::max(1024));
+        let server = tokio::spawn(serve(listener, app, ApiLimits::default()));
+        let body = vec![b'x'; 4 << 20];
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&body).await.expect("the server reads the body it refused instead of resetting");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        server.abort();
     }
 }
