@@ -1,91 +1,19 @@
 //! Any bytes as a grant file: errors are fine, panics are not.
 //!
-//! Parsing alone would leave most of the policy crate unexercised, so a grant file that parses
-//! is also loaded into a [`Policy`] and its casbin decision is cross-checked against the plain
-//! reference scan for a peer, dataset, purpose and time picked from a fixed set: a grant whose
-//! subject pattern does not survive the round trip through casbin's rule text shows up as a
-//! different answer.
+//! The parser alone, at full speed: every diagnostic renders, each grant's subject pattern
+//! round-trips through its text form, and a parsed set digests. Loading the grants into casbin
+//! costs ~0.3 ms per input and is fuzzed separately by `grants_policy`.
 #![no_main]
 
-use std::sync::OnceLock;
-
-use fedgate_catalog::{Catalog, NodeId};
-use fedgate_policy::{parse_grants, Action, Decision, Policy, Request, Subject};
+use fedgate_policy::{parse_grants, Subject};
 use libfuzzer_sys::fuzz_target;
 
-const CATALOG: &str = r#"
-[[dataset]]
-id = "family-disputes"
-title = "Family disputes"
-owner = "womens-federation@wuxi"
-steward = "Data office"
-update = "daily"
-sharing = "conditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "case_id"
-  [[dataset.fields]]
-  name = "case_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-  [[dataset.fields]]
-  name = "party_id"
-  type = "string"
-  grade = 4
-  pii = "resident-id"
-
-[[dataset]]
-id = "hotline-tickets"
-title = "12345 tickets"
-owner = "womens-federation@wuxi"
-steward = "Data office"
-update = "realtime"
-sharing = "unconditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "ticket_id"
-  [[dataset.fields]]
-  name = "ticket_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-"#;
-
-const PEERS: &[&str] = &[
-    "mediation-center@wuxi",
-    "police@wuxi.liangxi",
-    "grid@wuxi.liangxi.chongan",
-    "mediation@wuxi.liangxi.chongan.guangrui",
-    "court@wuxi.xinwu",
-];
 const DATASETS: &[&str] = &["family-disputes", "hotline-tickets", "petitions"];
-const PURPOSES: &[&str] = &["dispute-mediation", "law-enforcement", "statistics"];
-/// 2026-01-01T00:00Z and 2026-07-01T00:00Z: inside and outside typical validity windows.
-const TIMES: &[i64] = &[1_767_225_600, 1_782_864_000];
-
-fn fixture() -> &'static (Catalog, Vec<NodeId>) {
-    static F: OnceLock<(Catalog, Vec<NodeId>)> = OnceLock::new();
-    F.get_or_init(|| {
-        let catalog = fedgate_catalog::parse("fixture.toml", CATALOG).expect("fixture catalog");
-        let peers = PEERS.iter().map(|p| p.parse().expect("fixture peer")).collect();
-        (catalog, peers)
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    // Half the inputs are checked against known dataset ids too, and each input decides one of
-    // the 90 peer × dataset × purpose × time cases: one parse and one casbin load per execution
-    // keep the rate up, and across the corpus every case is covered.
-    let pick = data.iter().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(*b)));
-    let known = (pick & 1 == 0).then_some(DATASETS);
+    // Half the inputs are also checked against known dataset ids.
+    let known = (data.len() % 2 == 0).then_some(DATASETS);
     let set = match parse_grants(&[("fuzz.toml", text)], known) {
         Ok(set) => set,
         Err(diags) => {
@@ -98,26 +26,4 @@ fuzz_target!(|data: &[u8]| {
         let _ = g.to.to_string();
     }
     let _ = set.digest();
-    let policy = Policy::new(set).expect("a parsed grant set loads");
-    let (catalog, peers) = fixture();
-    let pick = pick >> 1;
-    let req = Request {
-        dataset: DATASETS[pick / PEERS.len() % DATASETS.len()].into(),
-        purpose: PURPOSES[pick / 15 % PURPOSES.len()].into(),
-        action: Action::Read,
-    };
-    check(&policy, catalog, &peers[pick % PEERS.len()], &req, TIMES[pick / 45 % TIMES.len()]);
 });
-
-/// casbin's best grant must be the reference scan's.
-fn check(policy: &Policy, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) {
-    let decided = policy.decide_uncached(catalog, peer, req, now);
-    let _ = decided.reason();
-    let (Some(ds), true) = (catalog.get(&req.dataset), policy.knows_purpose(&req.purpose)) else { return };
-    let reference = policy.scan(peer, req, now).map(|g| g.id.clone());
-    let got = match &decided {
-        Decision::Allow(a) => a.grant.clone(),
-        Decision::Deny { .. } => None,
-    };
-    assert_eq!(got, reference, "casbin and the reference scan disagree for {peer} on {} ({:?})", req.dataset, ds.sharing);
-}
