@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use fedgate_catalog::NodeId;
 use thiserror::Error;
 
-use crate::audit::Entry;
 use crate::wire::limits::{self, RequestError};
 use crate::wire::request::{Refused, RequestBuffer};
 use crate::wire::Message;
+use fedgate_audit::Entry;
 
 /// A byte budget shared by many holders; it also remembers its highest use.
 #[derive(Debug)]

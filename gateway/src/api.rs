@@ -319,7 +319,7 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
     let transfer = match started {
         Ok(t) => t,
         Err(e) => {
-            let mut entry = st.shared.audit_entry(crate::audit::Kind::RequestOut);
+            let mut entry = st.shared.audit_entry(fedgate_audit::Kind::RequestOut);
             entry.counterpart = Some(node.to_string());
             st.shared.metrics.transfer_ended(&node.to_string(), &dataset, &purpose, failure_code(&e), t0);
             entry.dataset = Some(dataset);

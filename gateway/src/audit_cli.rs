@@ -1,4 +1,4 @@
-//! What the `fedgate audit` commands do, on top of [`crate::audit`].
+//! What the `fedgate audit` commands do, on top of [`fedgate_audit`].
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::audit::{self, AuditError, AuditKeys, AuditLog, Entry, Kind};
 use crate::config::{self, ConfigError};
+use fedgate_audit::{self as audit, AuditError, AuditKeys, AuditLog, Entry, Kind};
 
 /// Output format of `audit show`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -16,11 +16,11 @@ use fedgate_policy::{Action, Decision, Obligation, Plan, Request};
 use ring::digest::{Context, SHA256};
 use thiserror::Error;
 
-use crate::audit::{Entry, Kind};
 use crate::link::{self, LinkError, PeerConnection};
 use crate::node::Shared;
 use crate::source::{self, SourceQuery};
 use crate::wire::{self, ErrorCode, Message, Truncation};
+use fedgate_audit::{Entry, Kind};
 
 /// Why a query failed at the consumer.
 #[derive(Debug, Error)]

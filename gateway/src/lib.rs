@@ -10,7 +10,6 @@ pub mod admission;
 pub mod api;
 pub mod api_body;
 pub mod api_serve;
-pub mod audit;
 pub mod audit_cli;
 pub mod check;
 pub mod client;

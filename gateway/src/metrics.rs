@@ -270,7 +270,7 @@ fn cert_expiry(path: &Path) -> Option<f64> {
 /// The checkpoints file is appended to only when a checkpoint is signed, so its modification
 /// time is the last checkpoint's, across restarts, without reading the log.
 fn checkpoint_time(audit_dir: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(audit_dir.join(crate::audit::log::CHECKPOINTS)).ok()?;
+    let meta = std::fs::metadata(audit_dir.join(fedgate_audit::log::CHECKPOINTS)).ok()?;
     (meta.len() > 0).then(|| meta.modified().ok()).flatten()
 }
 
@@ -347,7 +347,7 @@ mod tests {
         fedgate_certs::store::write_node(&dir.path().join("tls"), &issued, root.root(), false).unwrap();
         let audit = dir.path().join("audit");
         std::fs::create_dir_all(&audit).unwrap();
-        std::fs::write(audit.join(crate::audit::log::CHECKPOINTS), b"note").unwrap();
+        std::fs::write(audit.join(fedgate_audit::log::CHECKPOINTS), b"note").unwrap();
         let cert = dir.path().join("tls/node.crt");
         let m = Metrics::new();
         let (text, s) = scrape(&m, &Observed { cert: &cert, audit_dir: &audit });

@@ -13,10 +13,10 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditKeys, AuditLog, Entry, Kind};
 use crate::config::Config;
 use crate::link::{self, Link, LinkError, PeerConnection};
 use crate::wire::{ErrorCode, Message, PROTOCOL_VERSION};
+use fedgate_audit::{AuditKeys, AuditLog, Entry, Kind};
 
 pub use crate::wire::limits::REQUEST_TIMEOUT;
 
@@ -53,7 +53,7 @@ pub enum NodeError {
     Config(fedgate_catalog::Diagnostics),
     /// The audit log could not be opened or written.
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
+    Audit(#[from] fedgate_audit::AuditError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -413,7 +413,7 @@ impl RunningNode {
         let token = secret(&cfg.api_token)?;
         let masking = secret(&cfg.masking_key)?;
         let keys = AuditKeys::load_or_create(&cfg.audit_key, &cfg.audit_signing_key)?;
-        let (audit, recovery) = AuditLog::open(&cfg.audit_dir, &crate::audit::origin(&cfg.node), keys)?;
+        let (audit, recovery) = AuditLog::open(&cfg.audit_dir, &fedgate_audit::origin(&cfg.node), keys)?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         let metrics = Arc::new(crate::metrics::Metrics::default());

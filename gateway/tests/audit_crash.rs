@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedgate_gateway::audit::{self, AuditKeys, AuditLog};
+use fedgate_audit::{self as audit, AuditKeys, AuditLog};
 
 /// Kills a process appending as fast as it can, several times: every entry it acknowledged is
 /// in the log afterwards, and the log verifies.

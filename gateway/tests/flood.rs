@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fedgate_audit::{self as audit, AuditKeys, Kind};
 use fedgate_catalog::NodeId;
 use fedgate_certs::authority::{Authority, NodeProfile};
 use fedgate_certs::store;
 use fedgate_certs::tls::FederationVerifier;
 use fedgate_certs::TrustStore;
-use fedgate_gateway::audit::{self, AuditKeys, Kind};
 use fedgate_gateway::link::Link;
 
 const PROVIDER: &str = "hotline12345@wuxi";

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fedgate_gateway::audit::{self, AuditKeys, Entry, Kind};
+use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
 
 const PROVIDER: &str = "hotline12345@wuxi";
 const CONSUMER: &str = "mediation-center@wuxi";

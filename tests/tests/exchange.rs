@@ -387,7 +387,7 @@ async fn a_lost_connection_is_re_established() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_audit_and_the_trailer_cites_the_providers_entry() {
-    use fedgate_gateway::audit::{self, AuditKeys, Kind};
+    use fedgate_audit::{self as audit, AuditKeys, Kind};
     let f = provider_with(40, SQLITE).await;
     let centre = consumer(&f, "mediation-center@wuxi").await;
     let pc = centre.peer(&id("womens-federation@wuxi")).await.unwrap();

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use fedgate_gateway::audit::{self, AuditKeys, Entry, Kind};
+use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
 use fedgate_gateway::client::{Client, ClientError};
 use fedgate_gateway::exchange::{ExchangeError, Transfer};
 use fedgate_gateway::node::RunningNode;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use common::*;
+use fedgate_audit::{self as audit, AuditKeys, Kind};
 use fedgate_certs::tls::FederationVerifier;
 use fedgate_certs::TrustStore;
-use fedgate_gateway::audit::{self, AuditKeys, Kind};
 use fedgate_gateway::client::Client;
 use fedgate_gateway::config::{self, Config};
 use fedgate_gateway::exchange::{ExchangeError, Transfer};

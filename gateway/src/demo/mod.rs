@@ -362,7 +362,7 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
             Ok(t) => t,
             Err(e) => {
                 println!("    DENIED: {e}");
-                let mut entry = consumer.shared().audit_entry(crate::audit::Kind::RequestOut);
+                let mut entry = consumer.shared().audit_entry(fedgate_audit::Kind::RequestOut);
                 entry.counterpart = Some(case.provider.into());
                 entry.dataset = Some(case.dataset.into());
                 entry.purpose = Some(case.purpose.into());

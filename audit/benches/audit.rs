@@ -1,12 +1,12 @@
 //! Audit log benchmark: durable appends/s with group commit (against one-at-a-time appends in
 //! the same run), verification time, proof size.
 //!
-//! Run: cargo bench -p fedgate-gateway --bench audit            (1,000,000 entries)
-//!      cargo bench -p fedgate-gateway --bench audit -- --quick (100,000 entries)
+//! Run: cargo bench -p fedgate-audit --bench audit            (1,000,000 entries)
+//!      cargo bench -p fedgate-audit --bench audit -- --quick (100,000 entries)
 
 use std::time::Instant;
 
-use fedgate_gateway::audit::{self, AuditKeys, AuditLog, Entry, Kind};
+use fedgate_audit::{self as audit, AuditKeys, AuditLog, Entry, Kind};
 
 fn entry(i: u64) -> Entry {
     Entry {

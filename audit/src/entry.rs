@@ -10,7 +10,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{leaf_hash, Hash};
+use crate::merkle::{leaf_hash, Hash};
 
 /// Bytes of framing around a leaf.
 pub const FRAME_OVERHEAD: usize = 4 + 32;
@@ -137,9 +137,16 @@ pub struct TooLarge {
     pub leaf: usize,
 }
 
+/// `<N bytes, sha256 HEX>`: the stand-in for a value too large to record (the same form the
+/// gateway's wire limits use, so a value reads alike in errors and in the log).
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    format!("<{} bytes, sha256 {}>", bytes.len(), fedgate_catalog::hex(d.as_ref()))
+}
+
 fn bound_text(s: &mut String) {
     if s.len() > MAX_FIELD {
-        *s = crate::wire::limits::fingerprint(s.as_bytes());
+        *s = fingerprint(s.as_bytes());
     }
 }
 
@@ -178,7 +185,7 @@ impl Entry {
         if self.filters.len() > MAX_ITEMS {
             let all = cbor(&self.filters);
             let n = self.filters.len();
-            self.filters = vec![(format!("<{n} filters>"), crate::wire::limits::fingerprint(&all))];
+            self.filters = vec![(format!("<{n} filters>"), fingerprint(&all))];
         }
         for (k, v) in &mut self.filters {
             bound_text(k);
@@ -187,7 +194,7 @@ impl Entry {
         if self.obligations.len() > MAX_ITEMS {
             let all = cbor(&self.obligations);
             let n = self.obligations.len();
-            self.obligations = vec![format!("<{n} obligations> {}", crate::wire::limits::fingerprint(&all))];
+            self.obligations = vec![format!("<{n} obligations> {}", fingerprint(&all))];
         }
         self.obligations.iter_mut().for_each(bound_text);
         self
@@ -368,7 +375,7 @@ mod tests {
         };
         assert!(e.check_size().is_err(), "the test entry must be too large before bounding");
         let b = e.bounded();
-        let want = crate::wire::limits::fingerprint(huge.as_bytes());
+        let want = fingerprint(huge.as_bytes());
         assert_eq!(b.dataset.as_deref(), Some(want.as_str()));
         assert!(want.starts_with("<1100000 bytes, sha256 "), "{want}");
         assert_eq!(b.filters, vec![("f".into(), want)]);

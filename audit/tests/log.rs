@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use fedgate_gateway::audit::{self, AuditKeys, AuditLog, Entry, Kind, LogOptions};
+use fedgate_audit::{self as audit, AuditKeys, AuditLog, Entry, Kind, LogOptions};
 
 fn keys(dir: &Path) -> AuditKeys {
     AuditKeys::load_or_create(&dir.join("audit.key"), &dir.join("signing.key")).unwrap()

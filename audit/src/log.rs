@@ -2,7 +2,7 @@
 //!
 //! Layout of the log folder (everything in it is safe to hand to an auditor):
 //! `seg-<first seq, 20 digits>.log` segment files of framed, encrypted entries (see
-//! [`super::entry`]), `checkpoints` (length-prefixed signed notes) and `signing.pub` (the note
+//! [`crate::entry`]), `checkpoints` (length-prefixed signed notes) and `signing.pub` (the note
 //! verifier key). The keys themselves live outside it, next to the node's config.
 //!
 //! One writer thread owns the files. Appenders hand it entries and wait; it takes everything
@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures::channel::oneshot;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use thiserror::Error;
-use tokio::sync::oneshot;
 
-use super::checkpoint::{self, Checkpoint};
-use super::entry::{self, Entry, Read, Sealer};
-use super::merkle::{CompactRange, Hash};
+use crate::checkpoint::{self, Checkpoint};
+use crate::entry::{self, Entry, Read, Sealer};
+use crate::merkle::{CompactRange, Hash};
 
 /// Entries between signed checkpoints.
 pub const CHECKPOINT_ENTRIES: u64 = 1000;
@@ -118,11 +118,20 @@ fn read_or_create_secret(
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(io(parent))?;
             }
-            crate::secret::write_new(path, &fedgate_catalog::hex(&bytes)).map_err(io(path))?;
+            write_secret(path, &fedgate_catalog::hex(&bytes)).map_err(io(path))?;
             Ok(bytes)
         }
         Err(e) => Err(io(path)(e)),
     }
+}
+
+/// Writes a new secret file with mode 0600; fails if it exists.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
 }
 
 fn random<const N: usize>() -> Result<[u8; N], AuditError> {
@@ -444,7 +453,7 @@ impl AuditLog {
         let entry = admit(entry)?;
         let (ack, done) = oneshot::channel();
         self.tx.send(Cmd::Append(entry, Some(ack))).map_err(|_| AuditError::Stopped("writer gone".into()))?;
-        done.blocking_recv()
+        futures::executor::block_on(done)
             .map_err(|_| AuditError::Stopped("writer gone".into()))?
             .map_err(AuditError::Stopped)
     }

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 
-use super::merkle::Hash;
+use crate::merkle::Hash;
 
 /// Signature-type byte of Ed25519 in the note format.
 const ED25519_TYPE: u8 = 0x01;
