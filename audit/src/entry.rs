@@ -123,10 +123,31 @@ pub struct Entry {
     /// Left out when absent, so entries without it keep their exact bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<String>,
-    /// The exchange (128-bit id, hex) this entry belongs to; pairs a transfer's decision with
-    /// its outcome. Absent from entries written before it existed.
+    /// The exchange (128-bit id, hex) this entry belongs to. The consumer picks it and sends it
+    /// with the request, so both sides' entries carry the same id. Absent from entries written
+    /// before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<String>,
+    // The structured fields below are left out when absent, like `truncated`, so older entries
+    // keep their exact bytes and an auditor's tools read every field without parsing prose.
+    /// The grant that allowed the exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The highest grade the consumer saw in clear (1..4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearance: Option<u8>,
+    /// The rows the consumer could receive: `all`, or `within REGION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<String>,
+    /// The wire error code of a refusal or failure (`denied`, `quota-exceeded`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// At the consumer: the provider's audit entry the trailer (or refusal) cited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_entry: Option<u64>,
+    /// At the consumer: the provider's trailer signature (hex), verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// An entry too large to append even after [`Entry::bounded`] replaced its oversized fields.
@@ -179,6 +200,12 @@ impl Entry {
             &mut self.policy_digest,
             &mut self.catalog_digest,
             &mut self.detail,
+            &mut self.truncated,
+            &mut self.exchange,
+            &mut self.grant,
+            &mut self.rows,
+            &mut self.code,
+            &mut self.signature,
         ] {
             bound_opt(s);
         }
@@ -409,6 +436,63 @@ mod tests {
         let mut disk = Vec::new();
         frame(&leaf, &mut disk);
         assert!(matches!(read_record(&disk), Read::Record { .. }));
+    }
+
+    #[test]
+    fn absent_structured_fields_leave_an_entry_bytes_as_before() {
+        // An entry written before the structured fields existed: the same CBOR map minus them.
+        #[derive(Serialize)]
+        struct Before<'a> {
+            seq: u64,
+            time_ms: i64,
+            kind: Option<Kind>,
+            actor: &'a str,
+            counterpart: Option<&'a str>,
+            dataset: Option<&'a str>,
+            purpose: Option<&'a str>,
+            filters: Vec<(String, String)>,
+            decision: Option<&'a str>,
+            reason: Option<&'a str>,
+            obligations: Vec<String>,
+            records: Option<u64>,
+            content_digest: Option<&'a str>,
+            policy_digest: Option<&'a str>,
+            catalog_digest: Option<&'a str>,
+            detail: Option<&'a str>,
+        }
+        let old = Before {
+            seq: 1,
+            time_ms: 1_800_000_000_000,
+            kind: Some(Kind::RequestIn),
+            actor: "hotline12345@wuxi",
+            counterpart: Some("police@wuxi.liangxi"),
+            dataset: Some("hotline-tickets"),
+            purpose: None,
+            filters: vec![],
+            decision: None,
+            reason: None,
+            obligations: vec![],
+            records: Some(42),
+            content_digest: None,
+            policy_digest: None,
+            catalog_digest: None,
+            detail: None,
+        };
+        assert_eq!(cbor(&sample(1)), cbor(&old));
+        let back: Entry = ciborium::de::from_reader(cbor(&old).as_slice()).unwrap();
+        assert_eq!(back, sample(1));
+        let full = Entry {
+            exchange: Some("00".repeat(16)),
+            grant: Some("police-hotline".into()),
+            clearance: Some(2),
+            rows: Some("within wuxi.liangxi".into()),
+            code: Some("quota-exceeded".into()),
+            provider_entry: Some(20),
+            signature: Some("ab".repeat(32)),
+            ..sample(1)
+        };
+        let back: Entry = ciborium::de::from_reader(cbor(&full).as_slice()).unwrap();
+        assert_eq!(back, full);
     }
 
     #[test]

@@ -44,10 +44,12 @@ pub enum Command {
         /// The node's gateway.toml.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Only entries at or after this time (RFC 3339, or YYYY-MM-DD in UTC+8).
+        /// Only entries at or after this time: RFC 3339, or YYYY-MM-DD for the start of that
+        /// day (UTC+8).
         #[arg(long, value_name = "T")]
         since: Option<String>,
-        /// Only entries before this time (RFC 3339, or YYYY-MM-DD in UTC+8: the start of that day).
+        /// Only entries up to this time: RFC 3339 (exclusive), or YYYY-MM-DD for that whole day
+        /// included (UTC+8), as grant dates mean.
         #[arg(long, value_name = "T")]
         until: Option<String>,
         /// Only entries with this counterpart node.
@@ -59,6 +61,16 @@ pub enum Command {
         /// Only entries of this kind: request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop.
         #[arg(long, value_name = "K")]
         kind: Option<String>,
+        /// Only entries with this purpose.
+        #[arg(long, value_name = "P")]
+        purpose: Option<String>,
+        /// Only entries with this decision (allow, deny, error, sent, aborted, received, incomplete, …).
+        #[arg(long, value_name = "D")]
+        decision: Option<String>,
+        /// Only entries of this exchange (its 128-bit id in hex; a unique prefix of 8 or more
+        /// digits will do).
+        #[arg(long, value_name = "ID")]
+        exchange: Option<String>,
         /// Output format; default table on a terminal, jsonl when piped.
         #[arg(long, value_enum)]
         format: Option<Format>,
@@ -137,15 +149,18 @@ fn other(e: impl std::fmt::Display) -> CliError {
 pub fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Verify { config, dir, pubkey } => verify(config, dir, pubkey),
-        Command::Show { config, since, until, peer, dataset, kind, format } => {
+        Command::Show { config, since, until, peer, dataset, kind, purpose, decision, exchange, format } => {
             let cfg = config::load(&config)?;
             let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
             let filter = Filter {
-                since: since.as_deref().map(parse_time).transpose()?,
-                until: until.as_deref().map(parse_time).transpose()?,
+                since: since.as_deref().map(|t| parse_time(t, Bound::Start)).transpose()?,
+                until: until.as_deref().map(|t| parse_time(t, Bound::End)).transpose()?,
                 peer,
                 dataset,
                 kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop)")))).transpose()?,
+                purpose,
+                decision,
+                exchange: exchange.as_deref().map(exchange_prefix).transpose()?,
             };
             let format =
                 format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl });
@@ -244,26 +259,58 @@ fn verify(config: Option<PathBuf>, dir: Option<PathBuf>, pubkey: Option<PathBuf>
     Ok(())
 }
 
+#[derive(Debug, Default)]
 struct Filter {
     since: Option<i64>,
     until: Option<i64>,
     peer: Option<String>,
     dataset: Option<String>,
     kind: Option<Kind>,
+    purpose: Option<String>,
+    decision: Option<String>,
+    exchange: Option<String>,
 }
 
 impl Filter {
     fn keeps(&self, e: &Entry) -> bool {
+        let is = |want: &Option<String>, got: &Option<String>| {
+            want.as_ref().is_none_or(|w| got.as_ref() == Some(w))
+        };
         self.since.is_none_or(|t| e.time_ms >= t)
             && self.until.is_none_or(|t| e.time_ms < t)
-            && self.peer.as_ref().is_none_or(|p| e.counterpart.as_deref() == Some(p))
-            && self.dataset.as_ref().is_none_or(|d| e.dataset.as_deref() == Some(d))
+            && is(&self.peer, &e.counterpart)
+            && is(&self.dataset, &e.dataset)
             && self.kind.is_none_or(|k| e.kind == Some(k))
+            && is(&self.purpose, &e.purpose)
+            && is(&self.decision, &e.decision)
+            && self
+                .exchange
+                .as_ref()
+                .is_none_or(|x| e.exchange.as_ref().is_some_and(|id| id.starts_with(x.as_str())))
     }
 }
 
-/// RFC 3339, or a date meaning its start in UTC+8; as Unix milliseconds.
-fn parse_time(s: &str) -> Result<i64, CliError> {
+/// An `--exchange` value: lowercase hex, 8 to 32 digits.
+fn exchange_prefix(s: &str) -> Result<String, CliError> {
+    let t = s.trim().to_ascii_lowercase();
+    if (8..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(t);
+    }
+    Err(other(format!("--exchange {s:?}: an exchange id is 32 hex digits (a prefix of 8 or more will do)")))
+}
+
+/// Which end of a day a bare date stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// `--since D`: from the start of D.
+    Start,
+    /// `--until D`: through the end of D (so the bound is the start of the next day).
+    End,
+}
+
+/// RFC 3339, or a YYYY-MM-DD date meaning a whole day in UTC+8 (as grant dates do); as Unix
+/// milliseconds.
+fn parse_time(s: &str, bound: Bound) -> Result<i64, CliError> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
@@ -272,8 +319,8 @@ fn parse_time(s: &str) -> Result<i64, CliError> {
     if let [y, m, d] = parts.as_slice() {
         if let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>()) {
             if fedgate_policy::time::is_valid_date(y, m, d) {
-                let secs = fedgate_policy::time::days_from_civil(y, m, d) * 86_400
-                    - fedgate_policy::time::CST_OFFSET_SECS;
+                let day = fedgate_policy::time::days_from_civil(y, m, d) + i64::from(bound == Bound::End);
+                let secs = day * 86_400 - fedgate_policy::time::CST_OFFSET_SECS;
                 return Ok(secs * 1000);
             }
         }
@@ -313,6 +360,7 @@ fn show(
                 e.seq.to_string(),
                 time_text(e.time_ms),
                 e.kind.map(Kind::as_str).unwrap_or("?").to_owned(),
+                e.exchange.as_deref().map(|x| x.chars().take(8).collect()).unwrap_or_default(),
                 e.counterpart.clone().unwrap_or_default(),
                 e.dataset.clone().unwrap_or_default(),
                 e.purpose.clone().unwrap_or_default(),
@@ -324,8 +372,18 @@ fn show(
         Ok(())
     })?;
     if format == Format::Table {
-        let header =
-            ["SEQ", "TIME", "KIND", "COUNTERPART", "DATASET", "PURPOSE", "DECISION", "RECORDS", "REASON"];
+        let header = [
+            "SEQ",
+            "TIME",
+            "KIND",
+            "EXCHANGE",
+            "COUNTERPART",
+            "DATASET",
+            "PURPOSE",
+            "DECISION",
+            "RECORDS",
+            "REASON",
+        ];
         let _ = write!(out, "{}", crate::render::table(&header, &rows));
     }
     out.flush().map_err(other)
@@ -371,4 +429,59 @@ fn soak(dir: PathBuf, count: Option<u64>, writers: usize) -> Result<(), CliError
         log.close().await?;
         Ok::<(), CliError>(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_mean_whole_days_in_utc8() {
+        // 2026-11-29 00:00 UTC+8 is 2026-11-28 16:00 UTC.
+        let start = parse_time("2026-11-29", Bound::Start).unwrap();
+        assert_eq!(start, parse_time("2026-11-28T16:00:00Z", Bound::Start).unwrap());
+        // --until D keeps all of D: the bound is the next day's start.
+        let end = parse_time("2026-11-29", Bound::End).unwrap();
+        assert_eq!(end - start, 86_400_000);
+        let f = Filter { since: Some(start), until: Some(end), ..Filter::default() };
+        let at = |rfc: &str| Entry { time_ms: parse_time(rfc, Bound::Start).unwrap(), ..Entry::default() };
+        assert!(f.keeps(&at("2026-11-29T23:59:59+08:00")));
+        assert!(f.keeps(&at("2026-11-29T00:00:00+08:00")));
+        assert!(!f.keeps(&at("2026-11-30T00:00:00+08:00")));
+        assert!(!f.keeps(&at("2026-11-28T23:59:59+08:00")));
+        // An exact time stays exact at both ends.
+        assert_eq!(
+            parse_time("2026-11-29T10:00:00Z", Bound::End).unwrap(),
+            parse_time("2026-11-29T10:00:00Z", Bound::Start).unwrap()
+        );
+        assert!(parse_time("2026-02-30", Bound::End).is_err());
+    }
+
+    #[test]
+    fn purpose_decision_and_exchange_filters() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let e = Entry {
+            purpose: Some("statistics".into()),
+            decision: Some("deny".into()),
+            exchange: Some(id.into()),
+            ..Entry::default()
+        };
+        let keeps = |f: Filter| f.keeps(&e);
+        assert!(keeps(Filter { purpose: Some("statistics".into()), ..Filter::default() }));
+        assert!(!keeps(Filter { purpose: Some("law-enforcement".into()), ..Filter::default() }));
+        assert!(keeps(Filter { decision: Some("deny".into()), ..Filter::default() }));
+        assert!(!keeps(Filter { decision: Some("allow".into()), ..Filter::default() }));
+        assert!(keeps(Filter { exchange: Some(exchange_prefix(id).unwrap()), ..Filter::default() }));
+        assert!(keeps(Filter {
+            exchange: Some(exchange_prefix("0123456789ABCDEF").unwrap()),
+            ..Filter::default()
+        }));
+        assert!(!keeps(Filter {
+            exchange: Some(exchange_prefix("0123456789abcdee").unwrap()),
+            ..Filter::default()
+        }));
+        assert!(!Filter { exchange: Some(id.into()), ..Filter::default() }.keeps(&Entry::default()));
+        assert!(exchange_prefix("0123").is_err(), "too short to be unique");
+        assert!(exchange_prefix("zz23456789").is_err());
+    }
 }
