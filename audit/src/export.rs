@@ -17,7 +17,7 @@ pub fn export(dir: &Path, out: &Path) -> Result<u64, AuditError> {
         std::fs::copy(&seg, out.join(name)).map_err(io(&seg))?;
         n += 1;
     }
-    for f in ["checkpoints", "signing.pub"] {
+    for f in ["checkpoints", "signing.pub", crate::keybind::STATEMENTS] {
         let p = dir.join(f);
         if p.exists() {
             std::fs::copy(&p, out.join(f)).map_err(io(&p))?;
@@ -25,7 +25,7 @@ pub fn export(dir: &Path, out: &Path) -> Result<u64, AuditError> {
     }
     std::fs::write(
         out.join("README.txt"),
-        "fedgate audit log export\n\nseg-*.log     encrypted entries (RFC 6962 Merkle tree over them)\ncheckpoints   signed tree heads (C2SP tlog-checkpoint notes, length-prefixed)\nsigning.pub   the note verifier key of the node that signed them\n\nVerify without the decryption key:\n  fedgate audit verify --dir THIS_FOLDER --pubkey THIS_FOLDER/signing.pub\n",
+        "fedgate audit log export\n\nseg-*.log     encrypted entries (RFC 6962 Merkle tree over them)\ncheckpoints   signed tree heads (C2SP tlog-checkpoint notes, length-prefixed)\nsigning.pub   the note verifier key of the node that signed them\nkey-statements.jsonl  the node certificate's signed statements naming that key, with the chain\n\nVerify without the decryption key:\n  fedgate audit verify --dir THIS_FOLDER --trust root.crt   (the key trusted through the federation root)\n  fedgate audit verify --dir THIS_FOLDER --pubkey THIS_FOLDER/signing.pub\n",
     )
     .map_err(io(out))?;
     Ok(n)

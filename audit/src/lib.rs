@@ -4,7 +4,8 @@
 //! Its one job is the log itself: what an entry holds and how it is sealed ([`entry`]), the
 //! RFC 6962 Merkle tree over the sealed entries ([`merkle`]), signed checkpoints ([`checkpoint`]),
 //! the crash-safe writer ([`log`]), whole-log verification ([`verify`](mod@verify)), inclusion and
-//! consistency proofs ([`proof`]) and the auditor's export bundle ([`export`](mod@export)).
+//! consistency proofs ([`proof`]), the audit key's binding to the node's certificate
+//! ([`keybind`]) and the auditor's export bundle ([`export`](mod@export)).
 //! Layering: it depends on `fedgate-catalog` for the shared vocabulary and on nothing that speaks
 //! QUIC, HTTP or an async runtime, so an auditor's tooling builds it alone; the gateway depends
 //! on it, never the reverse. Everything but [`log`] and the folder readers is pure.
@@ -13,6 +14,7 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod export;
+pub mod keybind;
 pub mod log;
 pub mod merkle;
 pub mod proof;

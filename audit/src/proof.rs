@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::entry;
+use crate::keybind::SignedStatement;
 use crate::log::{self, AuditError};
 use crate::merkle::{self, Hash};
 
@@ -21,6 +22,10 @@ pub struct InclusionProof {
     pub checkpoint: String,
     /// Sibling hashes from the leaf up, hex.
     pub path: Vec<String>,
+    /// The node certificate's statements naming the signing key, so the proof checks with only
+    /// the federation root (`check-proof --trust`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_statements: Vec<SignedStatement>,
 }
 
 /// Proves entry `seq` against the latest checkpoint.
@@ -64,6 +69,7 @@ pub fn prove(dir: &Path, verifier: &(String, Vec<u8>), seq: u64) -> Result<Inclu
         leaf: fedgate_catalog::hex(&leaf),
         checkpoint: note.clone(),
         path: path.iter().map(|h| fedgate_catalog::hex(h)).collect(),
+        key_statements: crate::keybind::read(dir)?,
     })
 }
 
@@ -90,6 +96,9 @@ pub struct ConsistencyProof {
     pub new: String,
     /// RFC 6962 consistency proof hashes, hex.
     pub path: Vec<String>,
+    /// As in [`InclusionProof::key_statements`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_statements: Vec<SignedStatement>,
 }
 
 fn signed(dir: &Path, verifier: &(String, Vec<u8>)) -> Result<Vec<(String, Checkpoint)>, AuditError> {
@@ -150,6 +159,7 @@ pub fn prove_consistency(
         old: old.0,
         new: new.0,
         path: path.iter().map(|h| fedgate_catalog::hex(h)).collect(),
+        key_statements: crate::keybind::read(dir)?,
     })
 }
 

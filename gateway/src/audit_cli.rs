@@ -27,17 +27,22 @@ pub enum Command {
     /// otherwise name the first bad entry or checkpoint and exit 1.
     ///
     /// With --config the entries are also decrypted and authenticated with the node's audit
-    /// key. An auditor who holds only the log and the public key uses --dir and --pubkey.
+    /// key. An auditor who holds only an export uses --dir with --trust (the federation root:
+    /// the log's key is trusted only if the node's certificate vouches for it) or --pubkey.
     Verify {
         /// The node's gateway.toml.
         #[arg(long, value_name = "FILE", required_unless_present = "dir", conflicts_with = "dir")]
         config: Option<PathBuf>,
         /// A log folder (e.g. from `audit export`).
-        #[arg(long, value_name = "DIR", requires = "pubkey")]
+        #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// The signer's note verifier key (signing.pub).
-        #[arg(long, value_name = "FILE")]
+        /// The signer's note verifier key (signing.pub), trusted as given.
+        #[arg(long, value_name = "FILE", conflicts_with = "trust")]
         pubkey: Option<PathBuf>,
+        /// The federation root certificate: trust the log's key only through a statement signed
+        /// by the node's certificate key whose chain verifies to this root.
+        #[arg(long, value_name = "ROOT_CRT")]
+        trust: Option<PathBuf>,
     },
     /// Decrypt and list entries, optionally filtered.
     Show {
@@ -92,14 +97,18 @@ pub enum Command {
         #[arg(long, value_name = "SIZE", requires = "from")]
         to: Option<u64>,
     },
-    /// Check an inclusion proof offline: the checkpoint's signature and the path to its root.
+    /// Check a proof offline: the checkpoint's signature and the path to its root.
     CheckProof {
         /// The proof (JSON from `audit prove`).
         #[arg(long, value_name = "FILE")]
         proof: PathBuf,
-        /// The signer's note verifier key (signing.pub).
-        #[arg(long, value_name = "FILE")]
-        pubkey: PathBuf,
+        /// The signer's note verifier key (signing.pub), trusted as given.
+        #[arg(long, value_name = "FILE", required_unless_present = "trust", conflicts_with = "trust")]
+        pubkey: Option<PathBuf>,
+        /// The federation root certificate: trust only a key that the node's certificate
+        /// vouches for in the statements the proof carries.
+        #[arg(long, value_name = "ROOT_CRT")]
+        trust: Option<PathBuf>,
     },
     /// Write a self-contained bundle for an outside auditor: entries (encrypted), checkpoints,
     /// public key and a README. No key that decrypts or signs is included.
@@ -148,7 +157,7 @@ fn other(e: impl std::fmt::Display) -> CliError {
 /// Runs one audit command.
 pub fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Verify { config, dir, pubkey } => verify(config, dir, pubkey),
+        Command::Verify { config, dir, pubkey, trust } => verify(config, dir, pubkey, trust),
         Command::Show { config, since, until, peer, dataset, kind, purpose, decision, exchange, format } => {
             let cfg = config::load(&config)?;
             let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
@@ -188,28 +197,7 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
             println!("{}", json.map_err(other)?);
             Ok(())
         }
-        Command::CheckProof { proof, pubkey } => {
-            let text =
-                std::fs::read_to_string(&proof).map_err(|e| other(format!("{}: {e}", proof.display())))?;
-            let verifier = audit::read_verifier(&pubkey)?;
-            let bad = |e: String| other(format!("{}: proof does not verify: {e}", proof.display()));
-            if let Ok(p) = serde_json::from_str::<audit::ConsistencyProof>(&text) {
-                let (old, new) = audit::check_consistency(&p, &verifier).map_err(bad)?;
-                println!(
-                    "{}'s log of {} entries extends its log of {} entries (both signatures and the consistency proof verified)",
-                    new.origin, new.size, old.size
-                );
-                return Ok(());
-            }
-            let p: audit::InclusionProof = serde_json::from_str(&text)
-                .map_err(|e| other(format!("{}: not a proof: {e}", proof.display())))?;
-            let cp = audit::check_proof(&p, &verifier).map_err(bad)?;
-            println!(
-                "entry {} is in {}'s log of {} entries (checkpoint signature and inclusion path verified)",
-                p.entry, cp.origin, cp.size
-            );
-            Ok(())
-        }
+        Command::CheckProof { proof, pubkey, trust } => check_proof(&proof, pubkey, trust),
         Command::Export { config, out } => {
             let cfg = config::load(&config)?;
             let n = audit::export(&cfg.audit_dir, &out)?;
@@ -220,17 +208,32 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
     }
 }
 
-fn verify(config: Option<PathBuf>, dir: Option<PathBuf>, pubkey: Option<PathBuf>) -> Result<(), CliError> {
+fn verify(
+    config: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    pubkey: Option<PathBuf>,
+    trust: Option<PathBuf>,
+) -> Result<(), CliError> {
     let (dir, pubkey, sealer) = match (config, dir) {
         (Some(c), _) => {
             let cfg = config::load(&c)?;
             let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
-            (cfg.audit_dir.clone(), pubkey.unwrap_or_else(|| cfg.audit_dir.join("signing.pub")), Some(sealer))
+            (cfg.audit_dir.clone(), pubkey.or_else(|| Some(cfg.audit_dir.join("signing.pub"))), Some(sealer))
         }
-        (None, Some(d)) => (d, pubkey.ok_or_else(|| other("--dir needs --pubkey"))?, None),
-        (None, None) => return Err(other("give --config FILE, or --dir DIR --pubkey FILE")),
+        (None, Some(d)) => (d, pubkey, None),
+        (None, None) => {
+            return Err(other("give --config FILE, or --dir DIR with --trust ROOT_CRT or --pubkey FILE"))
+        }
     };
-    let verifier = audit::read_verifier(&pubkey)?;
+    let (verifier, vouched) = match (trust, pubkey) {
+        (Some(root), _) => {
+            let store = crate::audit_trust::read_root(&root).map_err(other)?;
+            let (v, node) = crate::audit_trust::trusted_verifier(&dir, &store).map_err(other)?;
+            (v, Some(node))
+        }
+        (None, Some(p)) => (audit::read_verifier(&p)?, None),
+        (None, None) => return Err(other("--dir needs --trust ROOT_CRT or --pubkey FILE")),
+    };
     let tty = std::io::stderr().is_terminal();
     let v = audit::verify(&dir, &verifier, sealer.as_ref(), |n| {
         if tty {
@@ -247,6 +250,9 @@ fn verify(config: Option<PathBuf>, dir: Option<PathBuf>, pubkey: Option<PathBuf>
         v.checkpoints,
         v.signed_size
     );
+    if let Some(node) = vouched {
+        println!("the audit key is {node}'s: its certificate, verified to the federation root, signed a statement naming it");
+    }
     if v.entries > v.signed_size {
         println!(
             "note: {} newer entries are not yet covered by a signed checkpoint",
@@ -257,6 +263,64 @@ fn verify(config: Option<PathBuf>, dir: Option<PathBuf>, pubkey: Option<PathBuf>
         println!("note: the log ends inside an unacknowledged entry (a write in progress, or cut by a crash; the gateway removes it on restart)");
     }
     Ok(())
+}
+
+fn check_proof(
+    proof: &std::path::Path,
+    pubkey: Option<PathBuf>,
+    trust: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(proof).map_err(|e| other(format!("{}: {e}", proof.display())))?;
+    let bad = |e: String| other(format!("{}: proof does not verify: {e}", proof.display()));
+    let consistency = serde_json::from_str::<audit::ConsistencyProof>(&text).ok();
+    let inclusion = match consistency {
+        Some(_) => None,
+        None => Some(
+            serde_json::from_str::<audit::InclusionProof>(&text)
+                .map_err(|e| other(format!("{}: not a proof: {e}", proof.display())))?,
+        ),
+    };
+    let verifiers = match (&trust, pubkey) {
+        (Some(root), _) => {
+            let store = crate::audit_trust::read_root(root).map_err(other)?;
+            let statements = consistency.as_ref().map_or_else(
+                || inclusion.as_ref().map(|p| p.key_statements.clone()).unwrap_or_default(),
+                |p| p.key_statements.clone(),
+            );
+            let v = crate::audit_trust::vouched_verifiers(&statements, &store);
+            if v.is_empty() {
+                return Err(bad(format!(
+                    "no key statement in the proof is vouched for by {} (the proof must come from `audit prove` of a node that signed one)",
+                    root.display()
+                )));
+            }
+            v
+        }
+        (None, Some(p)) => vec![audit::read_verifier(&p)?],
+        (None, None) => return Err(other("give --trust ROOT_CRT or --pubkey FILE")),
+    };
+    let through = if trust.is_some() { " by a key the node's certificate vouches for" } else { "" };
+    let mut last = String::new();
+    for v in &verifiers {
+        if let Some(p) = &consistency {
+            match audit::check_consistency(p, v) {
+                Ok((old, new)) => {
+                    println!("{}'s log of {} entries extends its log of {} entries (both signatures{through} and the consistency proof verified)", new.origin, new.size, old.size);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        } else if let Some(p) = &inclusion {
+            match audit::check_proof(p, v) {
+                Ok(cp) => {
+                    println!("entry {} is in {}'s log of {} entries (checkpoint signature{through} and inclusion path verified)", p.entry, cp.origin, cp.size);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(bad(last))
 }
 
 #[derive(Debug, Default)]

@@ -11,6 +11,7 @@ pub mod api;
 pub mod api_body;
 pub mod api_serve;
 pub mod audit_cli;
+pub mod audit_trust;
 pub mod check;
 pub mod client;
 pub mod config;

@@ -413,7 +413,9 @@ impl RunningNode {
         let token = secret(&cfg.api_token)?;
         let masking = secret(&cfg.masking_key)?;
         let keys = AuditKeys::load_or_create(&cfg.audit_key, &cfg.audit_signing_key)?;
-        let (audit, recovery) = AuditLog::open(&cfg.audit_dir, &fedgate_audit::origin(&cfg.node), keys)?;
+        let origin = fedgate_audit::origin(&cfg.node);
+        let audit_key = fedgate_audit::checkpoint::verifier_key(&origin, &keys.public_key());
+        let (audit, recovery) = AuditLog::open(&cfg.audit_dir, &origin, keys)?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -439,6 +441,16 @@ impl RunningNode {
         });
         let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
             .map_err(|e| file_err(&cfg.tls.key, e.to_string()))?;
+        // Auditors trust the audit key only through this statement by the node's certificate.
+        crate::audit_trust::ensure_statement(
+            &cfg.audit_dir,
+            &cfg.node,
+            &audit_key,
+            recovery.entries,
+            &id.chain,
+            &signer,
+        )
+        .map_err(|why| file_err(&cfg.audit_dir, format!("cannot sign the audit key statement: {why}")))?;
         let link = Arc::new(Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?);
         // Peers, API clients, sources and audit files all need descriptors; the usual soft
         // limit (1024) is far below the hard one.
