@@ -660,7 +660,7 @@ mod baseline {
         let consumer: NodeId = CONSUMER.parse()?;
         let req = Request { dataset: DATASET.into(), purpose: PURPOSE.into(), action: Action::Read };
         let Decision::Allow(allowed) =
-            (*policy.decide(&catalog, &consumer, &req, time::OffsetDateTime::now_utc().unix_timestamp()))
+            (*policy.decide(&catalog, &consumer, &req, time::OffsetDateTime::now_utc().unix_timestamp())?)
                 .clone()
         else {
             bail!("baseline: the bench grant does not allow the consumer")

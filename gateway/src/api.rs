@@ -18,26 +18,30 @@ use fedgate_catalog::NodeId;
 use serde::Serialize;
 
 use crate::api_body;
-use crate::link::LinkError;
+use crate::error::ApiCode;
 use crate::node::{NodeError, Shared};
-use crate::wire::ErrorCode;
 
-/// An error as the API reports it: `{"error": "...", "code": "..."}` with a fitting status.
+/// An error as the API reports it: `{"error": "...", "code": "..."}`, its status from the code
+/// (see [`crate::error`]).
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ApiCode,
     message: String,
 }
 
 impl ApiError {
+    /// An error with `code` and a message a person can act on.
+    pub fn new(code: ApiCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+
     /// The HTTP status it answers with.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
     /// The machine-readable `code` of the error body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ApiCode {
         self.code
     }
 }
@@ -50,34 +54,25 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: &self.message, code: self.code })).into_response()
+        let body = ErrorBody { error: &self.message, code: self.code.as_str() };
+        (self.status(), Json(body)).into_response()
     }
 }
 
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> ApiError {
-        let (status, code) = match &e {
-            NodeError::UnknownPeer(_) => (StatusCode::NOT_FOUND, "unknown-peer"),
-            NodeError::Link(LinkError::Remote { code, .. }) => remote_status(*code),
-            NodeError::Link(LinkError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "peer-timeout"),
-            NodeError::Link(LinkError::Refused { .. }) => (StatusCode::BAD_GATEWAY, "certificate-refused"),
-            NodeError::Link(_) => (StatusCode::BAD_GATEWAY, "peer-unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        ApiError { status, code, message: e.to_string() }
+        ApiError::new(ApiCode::from(&e), e.to_string())
     }
 }
 
-fn remote_status(code: ErrorCode) -> (StatusCode, &'static str) {
-    match code {
-        ErrorCode::Denied => (StatusCode::FORBIDDEN, "denied"),
-        ErrorCode::UnknownDataset => (StatusCode::NOT_FOUND, "unknown-dataset"),
-        ErrorCode::BadFilter => (StatusCode::BAD_REQUEST, "bad-filter"),
-        ErrorCode::BadRequest => (StatusCode::BAD_REQUEST, "bad-request"),
-        ErrorCode::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-        ErrorCode::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "quota-exceeded"),
-        ErrorCode::SourceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "source-unavailable"),
-        _ => (StatusCode::BAD_GATEWAY, "peer-error"),
+impl From<crate::exchange::ExchangeError> for ApiError {
+    fn from(e: crate::exchange::ExchangeError) -> ApiError {
+        use crate::exchange::ExchangeError as E;
+        match e {
+            E::Link(l) => NodeError::Link(l).into(),
+            E::Remote { code, message, peer } => ApiError::new(code.into(), format!("{peer}: {message}")),
+            e => ApiError::new(ApiCode::from(&e), e.to_string()),
+        }
     }
 }
 
@@ -105,7 +100,7 @@ fn timed_out(
 }
 
 fn bad_request(message: String) -> ApiError {
-    ApiError { status: StatusCode::BAD_REQUEST, code: "bad-request", message }
+    ApiError::new(ApiCode::BadRequest, message)
 }
 
 #[derive(Clone)]
@@ -148,17 +143,21 @@ async fn json_errors(req: Request, next: Next) -> Response {
         return resp;
     }
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not-found", format!("no such path {path:?} (see docs/openapi.yaml)")),
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", format!("{path} does not take {method}")),
-        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", too_large()),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", NOT_JSON.into()),
-        s if s.is_client_error() => {
-            ("bad-request", format!("bad request: {}", s.canonical_reason().unwrap_or("")))
+        StatusCode::NOT_FOUND => {
+            (ApiCode::NotFound, format!("no such path {path:?} (see docs/openapi.yaml)"))
         }
-        _ => ("internal", "internal error; see the gateway's log".into()),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            (ApiCode::MethodNotAllowed, format!("{path} does not take {method}"))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (ApiCode::TooLarge, too_large()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ApiCode::UnsupportedMediaType, NOT_JSON.into()),
+        s if s.is_client_error() => {
+            (ApiCode::BadRequest, format!("bad request: {}", s.canonical_reason().unwrap_or("")))
+        }
+        _ => (ApiCode::Internal, "internal error; see the gateway's log".into()),
     };
     let allow = resp.headers().get(header::ALLOW).cloned();
-    let mut out = ApiError { status, code, message }.into_response();
+    let mut out = ApiError::new(code, message).into_response();
     if let Some(allow) = allow {
         out.headers_mut().insert(header::ALLOW, allow);
     }
@@ -180,12 +179,11 @@ impl<S: Send + Sync> FromRequest<S> for QueryJson {
     async fn from_request(req: Request, state: &S) -> Result<QueryJson, ApiError> {
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         if !content_type.is_some_and(crate::api_body::is_json) {
-            let status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            return Err(ApiError { status, code: "unsupported-media-type", message: NOT_JSON.into() });
+            return Err(ApiError::new(ApiCode::UnsupportedMediaType, NOT_JSON));
         }
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError { status: e.status(), code: "too-large", message: too_large() }
+                ApiError::new(ApiCode::TooLarge, too_large())
             } else {
                 bad_request(format!("reading the request body: {}", e.body_text()))
             }
@@ -207,11 +205,10 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if same(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        _ => ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "missing or wrong bearer token (see the node's api_token file)".into(),
-        }
+        _ => ApiError::new(
+            ApiCode::Unauthorized,
+            "missing or wrong bearer token (see the node's api_token file)",
+        )
         .into_response(),
     }
 }
@@ -246,14 +243,13 @@ async fn peer_catalog(
     let catalog = match tokio::time::timeout(DEFAULT_QUERY_TIMEOUT, st.shared.peer_catalog(&node)).await {
         Ok(c) => c?,
         Err(_) => {
-            return Err(ApiError {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                code: "peer-timeout",
-                message: format!(
+            return Err(ApiError::new(
+                ApiCode::PeerTimeout,
+                format!(
                     "{node} timed out: its catalog took longer than {}",
                     crate::exchange::seconds(DEFAULT_QUERY_TIMEOUT)
                 ),
-            })
+            ))
         }
     };
     Ok(Json(catalog).into_response())
@@ -301,7 +297,7 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
     let QueryRequest { peer: node, dataset, purpose, filters, limit, wait } = check_query(body)?;
     let pc = match tokio::time::timeout(wait, st.shared.peer(&node)).await {
         Ok(pc) => pc?,
-        Err(_) => return Err(exchange_error(timed_out(&node, crate::exchange::Wait::Connect, wait))),
+        Err(_) => return Err(timed_out(&node, crate::exchange::Wait::Connect, wait).into()),
     };
     let t0 = std::time::Instant::now();
     let start = crate::exchange::Transfer::start_redialling(
@@ -329,7 +325,7 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
             entry.reason = Some(e.to_string());
             entry.records = Some(0);
             let _ = st.shared.audit.append(entry).await;
-            return Err(exchange_error(e));
+            return Err(e.into());
         }
     };
     let shared = st.shared.clone();
@@ -355,13 +351,19 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
                 metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), "ok", t0);
                 match shared.audit.append(t.receipt(&shared, &filters, Ok(()))).await {
                     Ok(_) => serde_json::json!({ "@end": t.summary() }).to_string(),
-                    Err(e) => serde_json::json!({ "@error": format!("received, but recording the receipt failed: {e}") }).to_string(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording a receipt failed");
+                        error_line(
+                            ApiCode::Internal,
+                            "received, but recording the receipt failed; see the gateway's log",
+                        )
+                    }
                 }
             }
             Err(e) => {
                 metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), failure_code(&e), t0);
                 let _ = shared.audit.append(t.receipt(&shared, &filters, Err(&e))).await;
-                serde_json::json!({ "@error": e.to_string() }).to_string()
+                error_line(ApiCode::from(&e), &e.to_string())
             }
         };
         Some((Ok((chunk + "\n").into_bytes()), None))
@@ -370,19 +372,10 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
         .into_response())
 }
 
-fn exchange_error(e: crate::exchange::ExchangeError) -> ApiError {
-    use crate::exchange::ExchangeError as E;
-    match e {
-        E::Remote { code, message, peer } => {
-            let (status, c) = remote_status(code);
-            ApiError { status, code: c, message: format!("{peer}: {message}") }
-        }
-        E::Link(l) => NodeError::Link(l).into(),
-        e @ E::TimedOut { .. } => {
-            ApiError { status: StatusCode::GATEWAY_TIMEOUT, code: "peer-timeout", message: e.to_string() }
-        }
-        other => ApiError { status: StatusCode::BAD_GATEWAY, code: "incomplete", message: other.to_string() },
-    }
+/// The control line that ends a streamed answer that failed after its 200: the reason and its
+/// API code, as an Error JSON would carry them.
+fn error_line(code: ApiCode, message: &str) -> String {
+    serde_json::json!({ "@error": message, "code": code.as_str() }).to_string()
 }
 
 /// `GET /metrics`: OpenMetrics text, gauges read from the node's certificate and audit folder.
@@ -393,13 +386,13 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
-/// The metrics' `code` for a failed transfer: the provider's wire code, `timeout`, else
-/// `incomplete`.
+/// The metrics' `code` for a failed transfer: the provider's own wire code when it answered
+/// with one, else the API code (`peer-timeout`, `peer-unavailable`, `incomplete`, ...).
 fn failure_code(e: &crate::exchange::ExchangeError) -> &'static str {
+    use crate::exchange::ExchangeError as E;
     match e {
-        crate::exchange::ExchangeError::Remote { code, .. } => code.as_str(),
-        crate::exchange::ExchangeError::TimedOut { .. } => "timeout",
-        _ => "incomplete",
+        E::Remote { code, .. } | E::Link(crate::link::LinkError::Remote { code, .. }) => code.as_str(),
+        e => ApiCode::from(e).as_str(),
     }
 }
 
@@ -431,7 +424,39 @@ mod tests {
             br#"{"peer":"a@b","dataset":"d","purpose":"p","timeout_ms":0}"#,
         ] {
             let e = parse_query_body(body).unwrap_err();
-            assert_eq!((e.status(), e.code()), (StatusCode::BAD_REQUEST, "bad-request"), "{e:?}");
+            assert_eq!((e.status(), e.code()), (StatusCode::BAD_REQUEST, ApiCode::BadRequest), "{e:?}");
         }
+    }
+
+    #[test]
+    fn failed_transfers_are_counted_by_their_class() {
+        use crate::exchange::{ExchangeError as E, Wait};
+        use crate::link::LinkError;
+        let who = || "court@wuxi.xinwu".to_owned();
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peer: NodeId = "court@wuxi.xinwu".parse().unwrap();
+        let code = crate::wire::ErrorCode::QuotaExceeded;
+        let cases = [
+            (E::Remote { peer: who(), code, message: String::new() }, "quota-exceeded"),
+            (E::Link(LinkError::Remote { peer: who(), code, message: String::new() }), "quota-exceeded"),
+            (
+                E::TimedOut { peer: who(), waiting: Wait::Connect, after: Duration::from_secs(1) },
+                "peer-timeout",
+            ),
+            (E::Link(LinkError::Connect { peer, addr, why: String::new() }), "peer-unavailable"),
+            (E::Incomplete { peer: who(), count: 1, why: String::new() }, "incomplete"),
+            (E::BadTrailer { peer: who(), why: String::new() }, "unverified"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(failure_code(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_failed_stream_ends_with_its_reason_and_code() {
+        let line = error_line(ApiCode::Unverified, "transfer from x failed verification: digest");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["@error"], "transfer from x failed verification: digest");
+        assert_eq!(v["code"], "unverified");
     }
 }

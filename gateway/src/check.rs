@@ -52,10 +52,24 @@ impl Findings {
         self.0.push(Finding { severity: Severity::Warning, text: text.into() });
     }
 
-    /// A multi-line error (located diagnostics joined by newlines) as one finding per line.
-    fn errors(&mut self, text: &str) {
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            self.error(line);
+    /// Located diagnostics, one finding each.
+    fn errors(&mut self, d: &fedgate_catalog::Diagnostics) {
+        for problem in &d.0 {
+            self.error(problem.to_string());
+        }
+    }
+
+    /// A node's load error: its located problems one finding each when it has them, else one.
+    fn load_error(&mut self, e: &node::NodeError) {
+        let located = match e {
+            node::NodeError::Catalog(c) => c.diagnostics(),
+            node::NodeError::Policy(g) => g.diagnostics(),
+            node::NodeError::Config(d) => Some(d),
+            _ => None,
+        };
+        match located {
+            Some(d) => self.errors(d),
+            None => self.error(e.to_string()),
         }
     }
 }
@@ -67,7 +81,7 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(ConfigError::Invalid(d)) => {
-            f.errors(&d.to_string());
+            f.errors(&d);
             return f.0;
         }
         Err(e) => {
@@ -78,7 +92,7 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
     let catalog = match node::load_catalog(&cfg) {
         Ok(c) => Some(c),
         Err(e) => {
-            f.errors(&e.to_string());
+            f.load_error(&e);
             None
         }
     };
@@ -108,7 +122,7 @@ fn grants(cfg: &Config, catalog: Option<&Catalog>, f: &mut Findings) {
     match catalog {
         Some(c) => {
             if let Err(e) = node::load_policy(cfg, c) {
-                f.errors(&e.to_string());
+                f.load_error(&e);
             }
         }
         // The catalog is broken: check the grants on their own, not against dataset ids that
@@ -123,7 +137,7 @@ fn grants(cfg: &Config, catalog: Option<&Catalog>, f: &mut Findings) {
             }
             let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
             if let Err(d) = fedgate_policy::parse_grants(&refs, None) {
-                f.errors(&d.to_string());
+                f.errors(&d);
             }
         }
     }

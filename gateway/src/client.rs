@@ -9,6 +9,7 @@ use thiserror::Error;
 use fedgate_catalog::NodeId;
 
 use crate::config::Config;
+use crate::error::ApiCode;
 
 /// Why the local API could not answer.
 #[derive(Debug, Error)]
@@ -31,9 +32,39 @@ pub enum ClientError {
         /// What failed.
         why: String,
     },
-    /// The gateway answered with an error.
+    /// The gateway answered with an error; `code` is the Error JSON's, when it named one this
+    /// build knows.
+    #[error("{}", api_message(*.code, .message))]
+    Api {
+        /// The API's error code (`denied`, `peer-timeout`, ...).
+        code: Option<ApiCode>,
+        /// The HTTP status.
+        status: u16,
+        /// The `error` text, or the body if it was not an Error JSON.
+        message: String,
+    },
+    /// The gateway's answer could not be read or is not what the API sends.
     #[error("{0}")]
-    Api(String),
+    Answer(String),
+}
+
+impl ClientError {
+    /// The API's error code, if the gateway answered with one.
+    pub fn code(&self) -> Option<ApiCode> {
+        match self {
+            ClientError::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+/// `denied: court@wuxi.xinwu: no grant allows ...`: the code first, so a person and a script
+/// both see the class of the failure.
+fn api_message(code: Option<ApiCode>, message: &str) -> String {
+    match code {
+        Some(c) => format!("{c}: {message}"),
+        None => message.to_owned(),
+    }
 }
 
 /// A client for one node's API.
@@ -94,9 +125,10 @@ impl Client {
                 config: self.config.clone(),
                 why: e.to_string(),
             })?;
-        if !resp.status().is_success() {
+        let status = resp.status();
+        if !status.is_success() {
             let text = resp.into_body().read_to_string().unwrap_or_default();
-            return Err(ClientError::Api(error_message(text)));
+            return Err(api_error(status.as_u16(), text));
         }
         Ok(Box::new(std::io::BufReader::new(resp.into_body().into_reader())))
     }
@@ -117,20 +149,21 @@ impl Client {
         let body = resp
             .into_body()
             .read_to_string()
-            .map_err(|e| ClientError::Api(format!("reading the answer: {e}")))?;
+            .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
         if !status.is_success() {
-            return Err(ClientError::Api(error_message(body)));
+            return Err(api_error(status.as_u16(), body));
         }
-        serde_json::from_str(&body).map_err(|e| ClientError::Api(format!("unexpected answer: {e}")))
+        serde_json::from_str(&body).map_err(|e| ClientError::Answer(format!("unexpected answer: {e}")))
     }
 }
 
-/// The `error` of a JSON error body, or the body itself.
-fn error_message(body: String) -> String {
-    serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or(body)
+/// The error an answer with `status` and `body` stands for: the Error JSON's `error` and
+/// `code`, or the body itself (and the code its status implies) if it is not one.
+fn api_error(status: u16, body: String) -> ClientError {
+    let v = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(|e| e.as_str()).map(str::to_owned);
+    let code = field("code").as_deref().and_then(ApiCode::parse);
+    ClientError::Api { code, status, message: field("error").unwrap_or(body) }
 }
 
 /// The body of `POST /v1/query`; `timeout` bounds each wait for the peer.
@@ -158,8 +191,14 @@ pub enum AnswerLine {
     Record(serde_json::Map<String, serde_json::Value>),
     /// `{"@end": {...}}`: the transfer ended and was checked against the signed trailer.
     End(End),
-    /// `{"@error": "..."}`: the transfer failed; the gateway's reason.
-    Error(String),
+    /// `{"@error": "...", "code": "..."}`: the transfer failed; the gateway's reason and code.
+    Error {
+        /// The API code of the failure (`incomplete`, `unverified`, ...), if it names a known
+        /// one.
+        code: Option<ApiCode>,
+        /// The gateway's reason.
+        message: String,
+    },
 }
 
 /// What the `@end` line vouches for.
@@ -189,8 +228,13 @@ pub enum AnswerError {
         why: String,
     },
     /// The gateway reported the transfer failed.
-    #[error("{0}")]
-    Failed(String),
+    #[error("{}", api_message(*.code, .message))]
+    Failed {
+        /// The API code of the failure, if it named a known one.
+        code: Option<ApiCode>,
+        /// The gateway's reason.
+        message: String,
+    },
     /// The answer stopped before its `@end` line.
     #[error("incomplete transfer from {peer}: the gateway's answer ended early")]
     EndedEarly {
@@ -206,7 +250,9 @@ pub fn parse_line(text: &str) -> Result<AnswerLine, String> {
         return Err("not a JSON object".into());
     };
     if let Some(err) = obj.get("@error") {
-        return Ok(AnswerLine::Error(err.as_str().unwrap_or("transfer failed").to_owned()));
+        let code = obj.get("code").and_then(|c| c.as_str()).and_then(ApiCode::parse);
+        let message = err.as_str().unwrap_or("transfer failed").to_owned();
+        return Ok(AnswerLine::Error { code, message });
     }
     if let Some(end) = obj.remove("@end") {
         let count = end.get("count").and_then(serde_json::Value::as_u64).ok_or("@end without a count")?;
@@ -228,7 +274,7 @@ pub fn read_answer(
         match parse_line(&line).map_err(garbled)? {
             AnswerLine::Record(rec) => each(&line, &rec).map_err(AnswerError::Write)?,
             AnswerLine::End(end) => return Ok(end),
-            AnswerLine::Error(why) => return Err(AnswerError::Failed(why)),
+            AnswerLine::Error { code, message } => return Err(AnswerError::Failed { code, message }),
         }
     }
     Err(AnswerError::EndedEarly { peer: peer.to_string() })
@@ -260,9 +306,17 @@ mod tests {
 
     #[test]
     fn errors_early_ends_and_garbage_are_told_apart() {
-        let (r, seen) = read("{\"a\":1}\n{\"@error\":\"provider went away\"}\n");
-        assert!(matches!(r, Err(AnswerError::Failed(ref m)) if m == "provider went away"));
+        let (r, seen) = read("{\"a\":1}\n{\"@error\":\"provider went away\",\"code\":\"incomplete\"}\n");
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, AnswerError::Failed { code: Some(ApiCode::Incomplete), ref message } if message == "provider went away"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "incomplete: provider went away");
         assert_eq!(seen.len(), 1);
+        // A gateway that names no code (or one this build does not know) still fails.
+        let (r, _) = read("{\"@error\":\"gone\",\"code\":\"from-the-future\"}\n");
+        assert!(matches!(r, Err(AnswerError::Failed { code: None, .. })));
         let (r, _) = read("{\"a\":1}\n");
         assert_eq!(
             r.unwrap_err().to_string(),
@@ -274,5 +328,17 @@ mod tests {
         assert!(matches!(r, Err(AnswerError::Garbled { line: 1, .. })));
         let (r, _) = read("{\"@end\":{}}\n");
         assert!(matches!(r, Err(AnswerError::Garbled { line: 1, ref why }) if why.contains("count")));
+    }
+
+    #[test]
+    fn an_error_answer_keeps_the_api_code() {
+        let e = api_error(403, r#"{"error":"court@wuxi.xinwu: no grant allows it","code":"denied"}"#.into());
+        assert_eq!(e.code(), Some(ApiCode::Denied));
+        assert_eq!(e.to_string(), "denied: court@wuxi.xinwu: no grant allows it");
+        let e = api_error(504, r#"{"error":"x timed out","code":"peer-timeout"}"#.into());
+        assert!(matches!(e, ClientError::Api { code: Some(ApiCode::PeerTimeout), status: 504, .. }));
+        // Not an Error JSON (a proxy in the way): the body is the message, no code.
+        let e = api_error(502, "Bad Gateway".into());
+        assert_eq!((e.code(), e.to_string()), (None, "Bad Gateway".to_owned()));
     }
 }

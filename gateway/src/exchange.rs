@@ -216,16 +216,13 @@ fn prepare(
     let catalog = shared.catalog();
     let policy = shared.policy();
     let req = Request { dataset: dataset.to_owned(), purpose: purpose.to_owned(), action: Action::Read };
-    let decision = policy.decide(&catalog, peer, &req, now);
+    let decision = policy.decide(&catalog, peer, &req, now).map_err(|e| {
+        tracing::error!(error = %e, "the policy engine failed; refusing the query as internal");
+        Refusal(ErrorCode::from(&e), "the provider failed to decide; try again".into())
+    })?;
     let allowed = match &*decision {
         Decision::Allow(a) => a.clone(),
-        Decision::Deny { reason, message } => {
-            let code = match reason {
-                fedgate_policy::DenyReason::UnknownDataset => ErrorCode::UnknownDataset,
-                _ => ErrorCode::Denied,
-            };
-            return Err(Refusal(code, message.clone()));
-        }
+        Decision::Deny { reason, message } => return Err(Refusal(reason.into(), message.clone())),
     };
     let Some(ds) = catalog.get(dataset) else {
         return Err(Refusal(ErrorCode::UnknownDataset, format!("no dataset `{dataset}` here")));

@@ -16,6 +16,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod error;
 pub mod exchange;
 pub mod flood;
 pub mod identity;

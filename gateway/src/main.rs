@@ -1,6 +1,7 @@
 //! `fedgate`: the command-line front end. Parses arguments, runs one command, maps errors to a
 //! one-line reason and an exit code: 0 success, 1 failure (a `policy explain` that denies
-//! included), 2 usage, 3 a query the provider cut short (see README, "Exit status").
+//! included), 2 usage, 3 a query the provider cut short, 4 a peer or its source down, busy or
+//! slow (see README, "Exit status").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -341,6 +342,9 @@ const EXIT_FAILURE: u8 = 1;
 /// `fedgate query` printed verified records, but the provider stopped before the end of the
 /// result (its quota): what was printed is not everything that matched.
 const EXIT_TRUNCATED: u8 = 3;
+/// The local API answered with a transient code (busy, source-unavailable, peer-unavailable,
+/// peer-timeout): the same command may succeed later, unlike a denial.
+const EXIT_TRANSIENT: u8 = 4;
 
 /// A failure with its own exit status.
 #[derive(Debug, thiserror::Error)]
@@ -364,8 +368,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fedgate: {}", one_line(&e));
-            ExitCode::from(e.downcast_ref::<Exit>().map_or(EXIT_FAILURE, |x| x.code))
+            ExitCode::from(exit_status(&e))
         }
+    }
+}
+
+/// The exit status of a failed command: its own, else by the local API's error code.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    if let Some(x) = e.downcast_ref::<Exit>() {
+        return x.code;
+    }
+    let code = match (e.downcast_ref::<client::ClientError>(), e.downcast_ref::<client::AnswerError>()) {
+        (Some(c), _) => c.code(),
+        (_, Some(client::AnswerError::Failed { code, .. })) => *code,
+        _ => None,
+    };
+    if code.is_some_and(|c| c.is_transient()) {
+        EXIT_TRANSIENT
+    } else {
+        EXIT_FAILURE
     }
 }
 
@@ -568,7 +589,7 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             };
             let req = fedgate_policy::Request { dataset, purpose, action };
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            let decision = policy.decide(&catalog, &peer, &req, now);
+            let decision = policy.decide(&catalog, &peer, &req, now)?;
             let near = if decision.is_allow() {
                 Vec::new()
             } else {

@@ -41,12 +41,12 @@ pub enum NodeError {
     /// The peer is not in the config.
     #[error("{0} is not a configured peer (add it under [[peers]] in the config)")]
     UnknownPeer(NodeId),
-    /// The catalog files are invalid or not this node's.
-    #[error("{0}")]
-    Catalog(String),
-    /// The grant files are invalid.
-    #[error("{0}")]
-    Policy(String),
+    /// The catalog files are unreadable, invalid or not this node's.
+    #[error(transparent)]
+    Catalog(#[from] crate::error::CatalogError),
+    /// The grant files are unreadable or invalid, or the policy engine failed.
+    #[error(transparent)]
+    Policy(#[from] crate::error::GrantsError),
     /// The config does not fit the catalog or its databases; every problem, located in
     /// `gateway.toml`.
     #[error("{0}")]
@@ -67,21 +67,18 @@ pub enum NodeError {
 /// Reads the config's grant files, checking dataset names against `catalog`, and builds the
 /// policy snapshot.
 pub fn load_policy(cfg: &Config, catalog: &Catalog) -> Result<Policy, NodeError> {
-    let texts = read_all(&cfg.grants).map_err(NodeError::Policy)?;
+    use crate::error::GrantsError;
+    let texts = read_all(&cfg.grants).map_err(|(path, source)| GrantsError::Read { path, source })?;
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let known: Vec<&str> = catalog.datasets().iter().map(|d| d.id.as_str()).collect();
-    let set = parse_grants(&refs, Some(&known)).map_err(|d| NodeError::Policy(d.to_string()))?;
-    Policy::new(set).map_err(|e| NodeError::Policy(e.to_string()))
+    let set = parse_grants(&refs, Some(&known)).map_err(GrantsError::Invalid)?;
+    Ok(Policy::new(set).map_err(GrantsError::Engine)?)
 }
 
-fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, (PathBuf, std::io::Error)> {
     paths
         .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .map(|t| (p.display().to_string(), t))
-                .map_err(|e| format!("{}: {e}", p.display()))
-        })
+        .map(|p| std::fs::read_to_string(p).map(|t| (p.display().to_string(), t)).map_err(|e| (p.clone(), e)))
         .collect()
 }
 
@@ -90,27 +87,19 @@ pub fn load_catalog(cfg: &Config) -> Result<Catalog, NodeError> {
     if cfg.catalog.is_empty() {
         return Ok(Catalog::default());
     }
-    let mut texts = Vec::new();
-    for p in &cfg.catalog {
-        let t =
-            std::fs::read_to_string(p).map_err(|e| NodeError::Catalog(format!("{}: {e}", p.display())))?;
-        texts.push((p.display().to_string(), t));
-    }
+    use crate::error::CatalogError;
+    let texts = read_all(&cfg.catalog).map_err(|(path, source)| CatalogError::Read { path, source })?;
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-    let catalog = fedgate_catalog::parse_files(&refs).map_err(|d| NodeError::Catalog(d.to_string()))?;
-    let foreign: Vec<String> = catalog
+    let catalog = fedgate_catalog::parse_files(&refs).map_err(CatalogError::Invalid)?;
+    let foreign: Vec<(String, NodeId)> = catalog
         .datasets()
         .iter()
         .filter(|d| d.owner != cfg.node)
-        .map(|d| format!("dataset `{}` is owned by {}", d.id, d.owner))
+        .map(|d| (d.id.to_string(), d.owner.clone()))
         .collect();
     if !foreign.is_empty() {
-        return Err(NodeError::Catalog(format!(
-            "{}: this gateway is {} and serves only its own datasets, but {}",
-            cfg.path.display(),
-            cfg.node,
-            foreign.join("; ")
-        )));
+        let (config, node) = (cfg.path.clone(), cfg.node.clone());
+        return Err(CatalogError::Foreign { config, node, foreign }.into());
     }
     Ok(catalog)
 }

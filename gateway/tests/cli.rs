@@ -224,11 +224,12 @@ fn demo_folders_serve_and_answer_queries_through_the_local_api() {
     let o = q("police@wuxi.liangxi", "law-enforcement", &["--format", "jsonl", "--bom"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
+    // A denial is exit 1 and says it is one: the API's code leads the reason.
     let o = q("police@wuxi.liangxi", "statistics", &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains(
-            "no grant allows police@wuxi.liangxi to read `hotline-tickets` for purpose `statistics`"
+        stderr(&o).starts_with(
+            "fedgate: denied: hotline12345@wuxi: no grant allows police@wuxi.liangxi to read `hotline-tickets` for purpose `statistics`"
         ),
         "{}",
         stderr(&o)
@@ -499,9 +500,11 @@ fn query_reports_truncation_timeouts_and_source_failures_without_internals() {
     // The provider's database disappears: the consumer hears that, and nothing of where it was.
     let data = hotline.join("data");
     std::fs::rename(&data, hotline.join("data.moved")).unwrap();
+    // Transient (exit 4, code source-unavailable): the same query may work later.
     let o = q("police@wuxi.liangxi", "law-enforcement", &[]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let err = stderr(&o);
+    assert!(err.starts_with("fedgate: source-unavailable: hotline12345@wuxi: "), "{err}");
     assert!(err.contains("the provider cannot read dataset `hotline-tickets` right now"), "{err}");
     for leak in [s(&hotline), "data/", ".db", "unable to open", "SELECT"] {
         assert!(!err.contains(leak), "consumer sees {leak:?}: {err}");
@@ -516,10 +519,12 @@ fn query_reports_truncation_timeouts_and_source_failures_without_internals() {
     let stop = Command::new("kill").args(["-STOP", &hotline_proc.0.id().to_string()]).status().unwrap();
     assert!(stop.success());
     let started = std::time::Instant::now();
+    // A timeout is transient (exit 4) and told as one, never as bad input.
     let o = q("police@wuxi.liangxi", "law-enforcement", &["--timeout", "1"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("hotline12345@wuxi timed out: ") && err.contains("took longer than 1 s"), "{err}");
+    assert!(err.starts_with("fedgate: peer-timeout: hotline12345@wuxi timed out: "), "{err}");
+    assert!(err.contains("took longer than 1 s"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
 }
 

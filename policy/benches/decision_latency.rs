@@ -22,13 +22,15 @@ fn main() {
         let policy = workload::policy(n);
         let now = 1_800_000_000;
         // Warm the cache with every request once, then time repeated (cached) decisions.
-        let allowed =
-            reqs.iter().filter(|(node, r)| policy.decide(&catalog, node, r, now).is_allow()).count();
+        let allowed = reqs
+            .iter()
+            .filter(|(node, r)| policy.decide(&catalog, node, r, now).expect("engine").is_allow())
+            .count();
         let mut hit = Vec::with_capacity(200_000);
         for i in 0..200_000 {
             let (node, r) = &reqs[i % reqs.len()];
             let t = Instant::now();
-            std::hint::black_box(policy.decide(&catalog, node, r, now));
+            let _ = std::hint::black_box(policy.decide(&catalog, node, r, now));
             hit.push(t.elapsed().as_nanos() as u64);
         }
         let mut miss = Vec::with_capacity(20_000);

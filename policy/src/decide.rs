@@ -215,6 +215,8 @@ pub struct Policy {
     changes: Vec<i64>,
     /// Per grant, its casbin subject pattern and index as text, made once.
     rule_heads: Vec<(String, String)>,
+    /// The casbin model every pooled enforcer is built from.
+    model: &'static str,
     pool: Mutex<Vec<Enforcer>>,
     cache: Mutex<HashMap<(NodeId, Request), Cached>>,
 }
@@ -225,14 +227,20 @@ impl fmt::Debug for Policy {
     }
 }
 
-/// casbin could not be set up (a bug, never bad input: grants are validated before).
-#[derive(Debug, thiserror::Error)]
+/// casbin could not be set up or failed while matching: a bug on the deciding side, never bad
+/// input (grants are validated before) and never a denial. Whoever asked is told `internal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("policy engine: {0}")]
 pub struct EngineError(String);
 
 impl Policy {
     /// Builds a snapshot.
     pub fn new(set: GrantSet) -> Result<Policy, EngineError> {
+        Policy::with_model(set, MODEL)
+    }
+
+    /// Builds a snapshot whose enforcers use `model` (tests give a model that fails).
+    pub(crate) fn with_model(set: GrantSet, model: &'static str) -> Result<Policy, EngineError> {
         let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
         for (i, g) in set.grants.iter().enumerate() {
             let objs: Vec<String> = match &g.datasets {
@@ -253,8 +261,9 @@ impl Policy {
             set.grants.iter().enumerate().map(|(i, g)| (g.to.pattern(), i.to_string())).collect();
         let digest = set.digest();
         // One enforcer up front proves the model compiles; more are made as concurrency needs.
-        let pool = Mutex::new(vec![new_enforcer()?]);
-        Ok(Policy { set, digest, index, changes, rule_heads, pool, cache: Mutex::new(HashMap::new()) })
+        let pool = Mutex::new(vec![new_enforcer(model)?]);
+        let cache = Mutex::new(HashMap::new());
+        Ok(Policy { set, digest, index, changes, rule_heads, model, pool, cache })
     }
 
     /// The grants behind this snapshot.
@@ -278,39 +287,53 @@ impl Policy {
         self.changes.get(i).copied()
     }
 
-    /// Decides `req` by `peer` at `now` (Unix seconds) against `catalog`.
-    pub fn decide(&self, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) -> Arc<Decision> {
+    /// Decides `req` by `peer` at `now` (Unix seconds) against `catalog`. An engine failure is an
+    /// error, not a denial: the request is refused either way, but as the decider's fault, and
+    /// it is not cached.
+    pub fn decide(
+        &self,
+        catalog: &Catalog,
+        peer: &NodeId,
+        req: &Request,
+        now: i64,
+    ) -> Result<Arc<Decision>, EngineError> {
         let key = (peer.clone(), req.clone());
         if let Some((hit, expires)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             if expires.is_none_or(|e| now < e) {
-                return hit.clone();
+                return Ok(hit.clone());
             }
         }
-        let d = Arc::new(self.decide_uncached(catalog, peer, req, now));
+        let d = Arc::new(self.decide_uncached(catalog, peer, req, now)?);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
         cache.insert(key, (d.clone(), self.next_change(now)));
-        d
+        Ok(d)
     }
 
     /// Decides without consulting or filling the cache (benchmarks measure both paths).
-    pub fn decide_uncached(&self, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) -> Decision {
+    pub fn decide_uncached(
+        &self,
+        catalog: &Catalog,
+        peer: &NodeId,
+        req: &Request,
+        now: i64,
+    ) -> Result<Decision, EngineError> {
         let Some(ds) = catalog.get(&req.dataset) else {
-            return deny(DenyReason::UnknownDataset, format!("no dataset `{}` here", req.dataset));
+            return Ok(deny(DenyReason::UnknownDataset, format!("no dataset `{}` here", req.dataset)));
         };
         if ds.sharing == Sharing::None {
             // Same answer as for an unknown dataset: peers are not told it exists.
-            return deny(DenyReason::UnknownDataset, format!("no dataset `{}` here", req.dataset));
+            return Ok(deny(DenyReason::UnknownDataset, format!("no dataset `{}` here", req.dataset)));
         }
         if !self.knows_purpose(&req.purpose) {
-            return deny(
+            return Ok(deny(
                 DenyReason::UnknownPurpose,
                 format!("`{}` is not one of the federation's purposes", req.purpose),
-            );
+            ));
         }
-        match self.best_grant(peer, req, now) {
+        Ok(match self.best_grant(peer, req, now)? {
             Some(g) => Decision::Allow(allowed(ds, peer, Some(g))),
             None if ds.sharing == Sharing::Unconditional && req.action == Action::Read => {
                 Decision::Allow(allowed(ds, peer, None))
@@ -322,7 +345,7 @@ impl Policy {
                     req.action, req.dataset, req.purpose
                 ),
             ),
-        }
+        })
     }
 
     /// Grants in force filed under the peer's keys for this dataset, best first.
@@ -346,11 +369,12 @@ impl Policy {
         ids
     }
 
-    /// The most permissive grant in force for this request, matched by casbin.
-    fn best_grant(&self, peer: &NodeId, req: &Request, now: i64) -> Option<&Grant> {
+    /// The most permissive grant in force for this request, matched by casbin. `Ok(None)` only
+    /// when casbin ran and matched nothing; any failure of the engine is an error.
+    fn best_grant(&self, peer: &NodeId, req: &Request, now: i64) -> Result<Option<&Grant>, EngineError> {
         let ids = self.candidates(peer, req, now);
         if ids.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut rules = Vec::with_capacity(ids.len());
         for &i in &ids {
@@ -359,9 +383,10 @@ impl Policy {
             let (pattern, gid) = &self.rule_heads[i];
             rules.push(vec![pattern.clone(), obj, req.action.to_string(), req.purpose.clone(), gid.clone()]);
         }
-        let mut e = match self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut e = match pooled {
             Some(e) => e,
-            None => new_enforcer().ok()?,
+            None => new_enforcer(self.model)?,
         };
         e.get_mut_model().clear_policy();
         e.get_mut_model().add_policies("p", "p", rules);
@@ -370,9 +395,19 @@ impl Policy {
             e.enforce_ex((peer_s.as_str(), req.dataset.as_str(), req.action.as_str(), req.purpose.as_str()));
         e.get_mut_model().clear_policy();
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-        let (true, rules) = matched.ok()? else { return None };
-        let i: usize = rules.first()?.get(4)?.parse().ok()?;
-        self.set.grants.get(i)
+        let (allowed, explain) = matched.map_err(|e| EngineError(format!("matching failed: {e}")))?;
+        if !allowed {
+            return Ok(None);
+        }
+        // casbin said allow: the rule it names must be one of the candidates it was given.
+        let gid = explain.first().and_then(|rule| rule.get(4));
+        let grant = gid.and_then(|g| g.parse::<usize>().ok()).filter(|i| ids.contains(i));
+        match grant {
+            Some(i) => Ok(self.set.grants.get(i)),
+            None => {
+                Err(EngineError(format!("casbin allowed by a rule that is not a candidate: {explain:?}")))
+            }
+        }
     }
 
     /// The reference matcher: a plain scan over every grant, to cross-check casbin in tests.
@@ -403,9 +438,9 @@ fn deny(reason: DenyReason, message: String) -> Decision {
     Decision::Deny { reason, message }
 }
 
-fn new_enforcer() -> Result<Enforcer, EngineError> {
+fn new_enforcer(model: &str) -> Result<Enforcer, EngineError> {
     futures::executor::block_on(async {
-        let model = DefaultModel::from_str(MODEL).await.map_err(|e| EngineError(e.to_string()))?;
+        let model = DefaultModel::from_str(model).await.map_err(|e| EngineError(e.to_string()))?;
         let mut e =
             Enforcer::new(model, MemoryAdapter::default()).await.map_err(|e| EngineError(e.to_string()))?;
         e.add_function("subjectMatch", OperatorFunction::Arg2(subject_match));

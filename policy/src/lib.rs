@@ -17,7 +17,7 @@ pub mod pii;
 pub mod plan;
 pub mod time;
 
-pub use decide::{Allowed, Decision, DenyReason, Obligation, Policy, Request, RowScope};
+pub use decide::{Allowed, Decision, DenyReason, EngineError, Obligation, Policy, Request, RowScope};
 pub use explain::{near_misses, Miss, NearMiss};
 pub use grant::{parse_grants, Action, Grant, GrantSet, Rows, Subject};
 pub use plan::Plan;

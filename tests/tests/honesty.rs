@@ -98,7 +98,8 @@ async fn fetch(
     Ok((n, t.summary().unwrap().clone()))
 }
 
-/// Asks the consumer's local API, as `fedgate query` does: the body's lines, or the API's error.
+/// Asks the consumer's local API, as `fedgate query` does: the body's lines, or the API's error
+/// as the CLI prints it (`CODE: message`).
 async fn api_query(c: &RunningNode, body: serde_json::Value) -> Result<Vec<String>, String> {
     let mut cfg = c.config().clone();
     cfg.api = c.api_addr();
@@ -110,7 +111,7 @@ async fn api_query(c: &RunningNode, body: serde_json::Value) -> Result<Vec<Strin
                 r.read_to_string(&mut text).unwrap();
                 Ok(text.lines().map(str::to_owned).collect())
             }
-            Err(ClientError::Api(m)) => Err(m),
+            Err(e @ ClientError::Api { .. }) => Err(e.to_string()),
             Err(other) => panic!("{other}"),
         }
     })
@@ -325,7 +326,7 @@ async fn a_peer_that_never_answers_the_hello_times_out_connecting() {
     let err = got.unwrap_err();
     assert_eq!(
         err,
-        "hotline12345@wuxi timed out: connecting (QUIC handshake and hello) took longer than 2 s"
+        "peer-timeout: hotline12345@wuxi timed out: connecting (QUIC handshake and hello) took longer than 2 s"
     );
     assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
@@ -334,7 +335,10 @@ async fn a_peer_that_never_answers_the_hello_times_out_connecting() {
 async fn a_peer_that_never_answers_the_query_times_out_waiting_for_the_first_answer() {
     let (got, took) = query_silent(Silence::AfterHello).await;
     let err = got.unwrap_err();
-    assert_eq!(err, "hotline12345@wuxi timed out: the first answer to the query took longer than 2 s");
+    assert_eq!(
+        err,
+        "peer-timeout: hotline12345@wuxi timed out: the first answer to the query took longer than 2 s"
+    );
     assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
 
@@ -349,6 +353,7 @@ async fn a_peer_that_stalls_mid_stream_is_an_incomplete_transfer() {
         "incomplete transfer from hotline12345@wuxi after 1 records: stalled: no data for 2 s",
         "{lines:?}"
     );
+    assert_eq!(last["code"], "incomplete", "{lines:?}");
     assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
 

@@ -293,7 +293,7 @@ async fn r11_2_stalled_maximal_requests_stay_within_the_request_budget() {
     }
     let answer = answer.unwrap_or_else(|| unreachable!());
     assert!(
-        matches!(&answer, Message::Error { code: ErrorCode::Malformed, message } if message.contains("no whole request within 5s")),
+        matches!(&answer, Message::Error { code: ErrorCode::RequestTimeout, message } if message.contains("no whole request within 5s")),
         "{answer:?}"
     );
     assert!(started.elapsed() < REQUEST_TIMEOUT + Duration::from_secs(3), "{:?}", started.elapsed());

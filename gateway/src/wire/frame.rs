@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::msg::Message;
+use super::msg::{ErrorCode, Message};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -63,6 +63,20 @@ impl FrameError {
     /// (another version, an unknown message kind): answered `unsupported`, not `malformed`.
     pub fn is_unsupported(&self) -> bool {
         matches!(self, FrameError::Version { .. } | FrameError::UnknownKind { .. })
+    }
+}
+
+/// What an asker whose frame failed to decode is answered: another version or kind is
+/// `unsupported`, a frame over the cap `bad-request`, bad bytes `malformed`.
+impl From<&FrameError> for ErrorCode {
+    fn from(e: &FrameError) -> ErrorCode {
+        match e {
+            FrameError::Version { .. } | FrameError::UnknownKind { .. } => ErrorCode::Unsupported,
+            FrameError::TooLarge { .. } => ErrorCode::BadRequest,
+            FrameError::Truncated { .. } | FrameError::Malformed(_) | FrameError::Trailing(_) => {
+                ErrorCode::Malformed
+            }
+        }
     }
 }
 
@@ -206,7 +220,6 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::msg::ErrorCode;
     use proptest::prelude::*;
 
     fn samples() -> Vec<Message> {
@@ -330,19 +343,7 @@ mod tests {
     #[test]
     fn error_code_names_match_the_wire() {
         use crate::wire::msg::ErrorCode as C;
-        for c in [
-            C::Malformed,
-            C::Unsupported,
-            C::BadRequest,
-            C::Busy,
-            C::WrongIdentity,
-            C::Denied,
-            C::UnknownDataset,
-            C::BadFilter,
-            C::SourceUnavailable,
-            C::QuotaExceeded,
-            C::Internal,
-        ] {
+        for c in C::ALL {
             let v: ciborium::Value = {
                 let mut b = Vec::new();
                 ciborium::ser::into_writer(&c, &mut b).unwrap();

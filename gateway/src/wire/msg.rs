@@ -4,11 +4,16 @@ use fedgate_catalog::{Catalog, Record};
 use serde::{Deserialize, Serialize};
 
 /// Typed error codes a provider answers with; each maps to a QUIC stream/connection close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Sorted by blame: `0x1_` the asker's request, `0x2_` the provider's policy and catalog, `0x3_`
+/// the provider's resources and bugs. [`crate::error`] maps each to the local API's code and
+/// HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
     /// The request frame did not decode.
     Malformed,
+    /// No whole request arrived in time: the asker was too slow, its bytes were not bad.
+    RequestTimeout,
     /// The request is valid but this gateway does not support it.
     Unsupported,
     /// The request decoded but breaks a cap on a field's size or value (see
@@ -33,10 +38,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of their QUIC codes.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Malformed,
+        ErrorCode::Unsupported,
+        ErrorCode::WrongIdentity,
+        ErrorCode::BadRequest,
+        ErrorCode::RequestTimeout,
+        ErrorCode::Denied,
+        ErrorCode::UnknownDataset,
+        ErrorCode::BadFilter,
+        ErrorCode::SourceUnavailable,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+    ];
+
     /// The code as written on the wire (`bad-request`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Malformed => "malformed",
+            ErrorCode::RequestTimeout => "request-timeout",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::Busy => "busy",
@@ -54,6 +76,7 @@ impl ErrorCode {
     pub fn quic_code(self) -> u32 {
         match self {
             ErrorCode::Malformed => 0x10,
+            ErrorCode::RequestTimeout => 0x14,
             ErrorCode::Unsupported => 0x11,
             ErrorCode::BadRequest => 0x13,
             ErrorCode::Busy => 0x32,
@@ -171,4 +194,56 @@ pub enum Message {
         /// Human-readable reason; never reveals other peers' grants.
         message: String,
     },
+}
+
+/// A denial keeps its class on the wire: an unknown (or never shared) dataset is
+/// `unknown-dataset`, so peers cannot tell a `none` dataset from a missing one; every other
+/// reason is `denied`.
+impl From<&fedgate_policy::DenyReason> for ErrorCode {
+    fn from(r: &fedgate_policy::DenyReason) -> ErrorCode {
+        use fedgate_policy::DenyReason as R;
+        match r {
+            R::UnknownDataset | R::NotShared => ErrorCode::UnknownDataset,
+            R::UnknownPurpose | R::NoGrant => ErrorCode::Denied,
+        }
+    }
+}
+
+/// The policy engine failing is the provider's bug, never a denial.
+impl From<&fedgate_policy::EngineError> for ErrorCode {
+    fn from(_: &fedgate_policy::EngineError) -> ErrorCode {
+        ErrorCode::Internal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_round_trip_and_sort_by_blame() {
+        let mut names = std::collections::HashSet::new();
+        let mut quic = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(names.insert(code.as_str()), "{code:?} shares its name");
+            assert!(quic.insert(code.quic_code()), "{code:?} shares its QUIC code");
+            // Below the certificate refusals (0x40..) and sorted as ALL lists them.
+            assert!((0x10..0x40).contains(&code.quic_code()), "{code:?}");
+        }
+        assert!(ErrorCode::ALL.windows(2).all(|w| w[0].quic_code() < w[1].quic_code()));
+    }
+
+    #[test]
+    fn deny_reasons_and_engine_failures_map_by_blame() {
+        use fedgate_policy::DenyReason as R;
+        let cases = [
+            (R::UnknownDataset, ErrorCode::UnknownDataset),
+            (R::NotShared, ErrorCode::UnknownDataset),
+            (R::UnknownPurpose, ErrorCode::Denied),
+            (R::NoGrant, ErrorCode::Denied),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(ErrorCode::from(&reason), want, "{reason:?}");
+        }
+    }
 }

@@ -56,13 +56,26 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The error code the asker is answered with.
+    /// The error code the asker is answered with (see [`From<&Refused>`](ErrorCode)).
     pub fn code(&self) -> ErrorCode {
-        match self {
-            Refused::Frame(e) if e.is_unsupported() => ErrorCode::Unsupported,
-            Refused::Frame(FrameError::TooLarge { .. }) | Refused::Caps { .. } => ErrorCode::BadRequest,
+        ErrorCode::from(self)
+    }
+}
+
+/// A refusal at the wire keeps its class: bad bytes are `malformed`, a broken cap
+/// `bad-request`, load `busy`, and a request that did not arrive in time `request-timeout` — a
+/// slow asker has not sent anything bad.
+impl From<&Refused> for ErrorCode {
+    fn from(r: &Refused) -> ErrorCode {
+        match r {
+            Refused::Frame(e) => ErrorCode::from(e),
+            Refused::Caps { .. } => ErrorCode::BadRequest,
+            Refused::Incomplete { .. } | Refused::Trailing(_) => ErrorCode::Malformed,
             Refused::Busy { .. } => ErrorCode::Busy,
-            _ => ErrorCode::Malformed,
+            Refused::Timeout(_) => ErrorCode::RequestTimeout,
+            // The asker reset the stream or lost the connection: no answer reaches it; the code
+            // only names the QUIC stop.
+            Refused::Stream(_) => ErrorCode::Malformed,
         }
     }
 }
@@ -215,5 +228,25 @@ mod tests {
         let err = b.finish().unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert!(matches!(err, Refused::Caps { request: Some(_), .. }));
+    }
+
+    #[test]
+    fn each_refusal_is_answered_by_its_blame() {
+        let cases = [
+            (Refused::Frame(FrameError::Malformed("x".into())), ErrorCode::Malformed),
+            (Refused::Frame(FrameError::Trailing(1)), ErrorCode::Malformed),
+            (Refused::Frame(FrameError::Truncated { need: 9, have: 4 }), ErrorCode::Malformed),
+            (Refused::Frame(FrameError::Version { got: 2 }), ErrorCode::Unsupported),
+            (Refused::Frame(FrameError::UnknownKind { kind: "x".into() }), ErrorCode::Unsupported),
+            (Refused::Frame(FrameError::TooLarge { len: 9, max: 1 }), ErrorCode::BadRequest),
+            (too_large(70_000), ErrorCode::BadRequest),
+            (Refused::Incomplete { have: 3, need: 9 }, ErrorCode::Malformed),
+            (Refused::Trailing(1), ErrorCode::Malformed),
+            (Refused::Busy { scope: "node", budget: 1 }, ErrorCode::Busy),
+            (Refused::Timeout(std::time::Duration::from_secs(5)), ErrorCode::RequestTimeout),
+        ];
+        for (refused, want) in cases {
+            assert_eq!(refused.code(), want, "{refused}");
+        }
     }
 }

@@ -14,50 +14,12 @@ use fedgate_catalog::{Catalog, NodeId};
 use fedgate_policy::{parse_grants, Action, Decision, Policy, Request, Subject};
 use libfuzzer_sys::fuzz_target;
 
-const CATALOG: &str = r#"
-[[dataset]]
-id = "family-disputes"
-title = "Family disputes"
-owner = "womens-federation@wuxi"
-steward = "Data office"
-update = "daily"
-sharing = "conditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "case_id"
-  [[dataset.fields]]
-  name = "case_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-  [[dataset.fields]]
-  name = "party_id"
-  type = "string"
-  grade = 4
-  pii = "resident-id"
-
-[[dataset]]
-id = "hotline-tickets"
-title = "12345 tickets"
-owner = "womens-federation@wuxi"
-steward = "Data office"
-update = "realtime"
-sharing = "unconditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "ticket_id"
-  [[dataset.fields]]
-  name = "ticket_id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-"#;
+/// The shared test fixtures (testdata/): a conditional dataset with grade 1 to 4 fields, one never
+/// shared, and an unconditional one.
+const FIXTURES: [(&str, &str); 2] = [
+    ("family.catalog.toml", include_str!("../../../testdata/family.catalog.toml")),
+    ("stats.catalog.toml", include_str!("../../../testdata/stats.catalog.toml")),
+];
 
 const PEERS: &[&str] = &[
     "mediation-center@wuxi",
@@ -66,7 +28,7 @@ const PEERS: &[&str] = &[
     "mediation@wuxi.liangxi.chongan.guangrui",
     "court@wuxi.xinwu",
 ];
-const DATASETS: &[&str] = &["family-disputes", "hotline-tickets", "petitions"];
+const DATASETS: &[&str] = &["family-disputes", "open-stats", "shelters", "petitions"];
 const PURPOSES: &[&str] = &["dispute-mediation", "law-enforcement", "statistics"];
 /// 2026-01-01T00:00Z and 2026-07-01T00:00Z: inside and outside typical validity windows.
 const TIMES: &[i64] = &[1_767_225_600, 1_782_864_000];
@@ -74,7 +36,7 @@ const TIMES: &[i64] = &[1_767_225_600, 1_782_864_000];
 fn fixture() -> &'static (Catalog, Vec<NodeId>) {
     static F: OnceLock<(Catalog, Vec<NodeId>)> = OnceLock::new();
     F.get_or_init(|| {
-        let catalog = fedgate_catalog::parse("fixture.toml", CATALOG).expect("fixture catalog");
+        let catalog = fedgate_catalog::parse_files(&FIXTURES).expect("fixture catalogs");
         let peers = PEERS.iter().map(|p| p.parse().expect("fixture peer")).collect();
         (catalog, peers)
     })
@@ -83,7 +45,7 @@ fn fixture() -> &'static (Catalog, Vec<NodeId>) {
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     // Half the inputs are checked against known dataset ids too, and each input decides one of
-    // the 90 peer × dataset × purpose × time cases: one parse and one casbin load per execution
+    // the 120 peer × dataset × purpose × time cases: one parse and one casbin load per execution
     // keep the rate up, and across the corpus every case is covered.
     let pick = data.iter().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(*b)));
     let known = (pick & 1 == 0).then_some(DATASETS);
@@ -102,17 +64,19 @@ fuzz_target!(|data: &[u8]| {
     let policy = Policy::new(set).expect("a parsed grant set loads");
     let (catalog, peers) = fixture();
     let pick = pick >> 1;
+    let (p, d, u) = (PEERS.len(), DATASETS.len(), PURPOSES.len());
     let req = Request {
-        dataset: DATASETS[pick / PEERS.len() % DATASETS.len()].into(),
-        purpose: PURPOSES[pick / 15 % PURPOSES.len()].into(),
+        dataset: DATASETS[pick / p % d].into(),
+        purpose: PURPOSES[pick / (p * d) % u].into(),
         action: Action::Read,
     };
-    check(&policy, catalog, &peers[pick % PEERS.len()], &req, TIMES[pick / 45 % TIMES.len()]);
+    check(&policy, catalog, &peers[pick % p], &req, TIMES[pick / (p * d * u) % TIMES.len()]);
 });
 
 /// casbin's best grant must be the reference scan's.
 fn check(policy: &Policy, catalog: &Catalog, peer: &NodeId, req: &Request, now: i64) {
-    let decided = policy.decide_uncached(catalog, peer, req, now);
+    // The engine failing on valid grants is a bug the fuzzer should find.
+    let decided = policy.decide_uncached(catalog, peer, req, now).expect("the policy engine failed");
     let _ = decided.reason();
     let (Some(ds), true) = (catalog.get(&req.dataset), policy.knows_purpose(&req.purpose)) else { return };
     let reference = policy.scan(peer, req, now).map(|g| g.id.clone());

@@ -4,52 +4,10 @@ use crate::decide::{obligation, Decision, DenyReason, Obligation, Policy, Reques
 use crate::grant::{parse_grants, Action};
 use crate::time::days_from_civil;
 
-/// The shared family catalog (family-disputes, shelters) plus two datasets only these tests use.
+/// The shared fixtures: the family catalog (family-disputes, and shelters, never shared) and an
+/// open one (open-stats).
 const FAMILY: &str = include_str!("../../../testdata/family.catalog.toml");
-const CATALOG: &str = r#"
-[[dataset]]
-id = "open-stats"
-title = "Open statistics"
-owner = "womens-federation@wuxi"
-steward = "s"
-update = "monthly"
-sharing = "unconditional"
-classification = "public"
-jurisdiction = "region"
-primary_key = "id"
-  [[dataset.fields]]
-  name = "id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-  [[dataset.fields]]
-  name = "count"
-  type = "integer"
-  grade = 2
-  rule = "redact"
-
-[[dataset]]
-id = "shelter-addresses"
-title = "Shelter addresses"
-owner = "womens-federation@wuxi"
-steward = "s"
-update = "on-demand"
-sharing = "none"
-classification = "personal.location"
-jurisdiction = "region"
-primary_key = "id"
-  [[dataset.fields]]
-  name = "id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-"#;
+const STATS: &str = include_str!("../../../testdata/stats.catalog.toml");
 
 const GRANTS: &str = r#"
 [[grant]]
@@ -80,7 +38,7 @@ quota = 1000
 [[grant]]
 id = "shelters-never"
 to = "*"
-datasets = ["shelter-addresses"]
+datasets = ["shelters"]
 purposes = ["dispute-mediation"]
 clearance = 4
 "#;
@@ -90,7 +48,8 @@ fn now() -> i64 {
 }
 
 fn setup() -> (Catalog, Policy) {
-    let c = fedgate_catalog::parse_files(&[("family.catalog.toml", FAMILY), ("c.toml", CATALOG)]).unwrap();
+    let c = fedgate_catalog::parse_files(&[("family.catalog.toml", FAMILY), ("stats.catalog.toml", STATS)])
+        .unwrap();
     let ids: Vec<&str> = c.datasets().iter().map(|d| d.id.as_str()).collect();
     let g = parse_grants(&[("g.toml", GRANTS)], Some(&ids)).unwrap();
     (c, Policy::new(g).unwrap())
@@ -114,7 +73,9 @@ fn fields(d: &Decision) -> Vec<(String, &'static str)> {
 #[test]
 fn the_centre_sees_everything_in_clear() {
     let (c, p) = setup();
-    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "dispute-mediation"), now());
+    let d = p
+        .decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "dispute-mediation"), now())
+        .unwrap();
     let Decision::Allow(a) = &*d else { panic!("{d:?}") };
     assert_eq!(a.grant.as_deref(), Some("centre-full"));
     assert_eq!(a.rows, RowScope::All);
@@ -124,7 +85,9 @@ fn the_centre_sees_everything_in_clear() {
 #[test]
 fn district_police_get_masked_core_fields_and_their_own_rows() {
     let (c, p) = setup();
-    let d = p.decide(&c, &node("police@wuxi.liangxi"), &req("family-disputes", "law-enforcement"), now());
+    let d = p
+        .decide(&c, &node("police@wuxi.liangxi"), &req("family-disputes", "law-enforcement"), now())
+        .unwrap();
     let Decision::Allow(a) = &*d else { panic!("{d:?}") };
     assert_eq!(a.rows, RowScope::Within("wuxi.liangxi".parse().unwrap()));
     let f = fields(&d);
@@ -135,7 +98,8 @@ fn district_police_get_masked_core_fields_and_their_own_rows() {
 #[test]
 fn default_deny_and_reasons_do_not_reveal_other_grants() {
     let (c, p) = setup();
-    let d = p.decide(&c, &node("court@wuxi.xinwu"), &req("family-disputes", "dispute-mediation"), now());
+    let d =
+        p.decide(&c, &node("court@wuxi.xinwu"), &req("family-disputes", "dispute-mediation"), now()).unwrap();
     match &*d {
         Decision::Deny { reason: DenyReason::NoGrant, message } => {
             assert_eq!(
@@ -146,12 +110,14 @@ fn default_deny_and_reasons_do_not_reveal_other_grants() {
         other => panic!("{other:?}"),
     }
     // Right node, wrong purpose.
-    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "statistics"), now());
+    let d =
+        p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "statistics"), now()).unwrap();
     assert!(matches!(&*d, Decision::Deny { reason: DenyReason::NoGrant, .. }));
     // Unknown purpose and dataset.
-    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "curiosity"), now());
+    let d =
+        p.decide(&c, &node("mediation-center@wuxi"), &req("family-disputes", "curiosity"), now()).unwrap();
     assert!(matches!(&*d, Decision::Deny { reason: DenyReason::UnknownPurpose, .. }));
-    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("nope", "statistics"), now());
+    let d = p.decide(&c, &node("mediation-center@wuxi"), &req("nope", "statistics"), now()).unwrap();
     assert!(matches!(&*d, Decision::Deny { reason: DenyReason::UnknownDataset, .. }));
 }
 
@@ -159,14 +125,14 @@ fn default_deny_and_reasons_do_not_reveal_other_grants() {
 fn sharing_none_always_denies_even_with_a_grant() {
     let (c, p) = setup();
     let d =
-        p.decide(&c, &node("mediation-center@wuxi"), &req("shelter-addresses", "dispute-mediation"), now());
+        p.decide(&c, &node("mediation-center@wuxi"), &req("shelters", "dispute-mediation"), now()).unwrap();
     assert!(!d.is_allow(), "{d:?}");
 }
 
 #[test]
 fn unconditional_datasets_still_obey_field_grades() {
     let (c, p) = setup();
-    let d = p.decide(&c, &node("court@wuxi.xinwu"), &req("open-stats", "statistics"), now());
+    let d = p.decide(&c, &node("court@wuxi.xinwu"), &req("open-stats", "statistics"), now()).unwrap();
     let Decision::Allow(a) = &*d else { panic!("{d:?}") };
     assert_eq!(a.grant, None);
     assert_eq!(a.clearance, Grade::PUBLIC);
@@ -177,25 +143,27 @@ fn unconditional_datasets_still_obey_field_grades() {
 fn region_and_level_subjects_with_time_windows() {
     let (c, p) = setup();
     let grid = node("grid@wuxi.liangxi.chongan");
-    let d = p.decide(&c, &grid, &req("open-stats", "dispute-mediation"), now());
+    let d = p.decide(&c, &grid, &req("open-stats", "dispute-mediation"), now()).unwrap();
     let Decision::Allow(a) = &*d else { panic!("{d:?}") };
     assert_eq!(a.grant.as_deref(), Some("liangxi-grid"));
     assert_eq!(a.quota, Some(1000));
     // A district-level node in the region is outside levels 3-4; a street in Xinwu is outside it.
     assert!(!p
         .decide(&c, &node("grid@wuxi.liangxi"), &req("family-disputes", "dispute-mediation"), now())
+        .unwrap()
         .is_allow());
     assert!(!p
         .decide(&c, &node("grid@wuxi.xinwu.x"), &req("family-disputes", "dispute-mediation"), now())
+        .unwrap()
         .is_allow());
     // Before and after the window (valid_until 2026-12-31 means through that day, CST).
     let before = days_from_civil(2025, 12, 31) * 86_400;
     let last_day = days_from_civil(2026, 12, 31) * 86_400 + 12 * 3600;
     let after = days_from_civil(2027, 1, 1) * 86_400;
     let r = req("family-disputes", "dispute-mediation");
-    assert!(!p.decide(&c, &grid, &r, before).is_allow());
-    assert!(p.decide(&c, &grid, &r, last_day).is_allow());
-    assert!(!p.decide(&c, &grid, &r, after).is_allow(), "cached allow must not outlive its grant");
+    assert!(!p.decide(&c, &grid, &r, before).unwrap().is_allow());
+    assert!(p.decide(&c, &grid, &r, last_day).unwrap().is_allow());
+    assert!(!p.decide(&c, &grid, &r, after).unwrap().is_allow(), "cached allow must not outlive its grant");
 }
 
 #[test]
@@ -217,7 +185,7 @@ fn casbin_agrees_with_the_reference_scan() {
                     let n = node(n);
                     let r = req(ds, pur);
                     let want = p.scan(&n, &r, t).map(|g| g.id.clone());
-                    let got = match &*p.decide(&c, &n, &r, t) {
+                    let got = match &*p.decide(&c, &n, &r, t).unwrap() {
                         Decision::Allow(a) => a.grant.clone(),
                         Decision::Deny { .. } => None,
                     };
@@ -252,7 +220,7 @@ fn grant_files_get_located_errors() {
     );
     assert!(err.contains("clearance 7 is not a grade"), "{err}");
     assert!(err.contains("`rows` must be \"own\", \"all\" or a region path"), "{err}");
-    assert!(err.contains("no dataset `shelter-addresses` in this node's catalog"), "{err}");
+    assert!(err.contains("no dataset `shelters` in this node's catalog"), "{err}");
     let dup = format!("{GRANTS}\n[[grant]]\nid = \"centre-full\"\nto = \"*\"\ndatasets = [\"*\"]\npurposes = [\"statistics\"]\nclearance = 1\n");
     let err = parse_grants(&[("g.toml", &dup)], None).unwrap_err().to_string();
     assert!(err.contains("grant id `centre-full` is already used at g.toml:3:6"), "{err}");
@@ -275,7 +243,7 @@ mod near_misses {
     fn explain(peer: &str, ds: &str, purpose: &str, action: Action, t: i64) -> Vec<NearMiss> {
         let (c, p) = setup();
         let r = Request { dataset: ds.into(), purpose: purpose.into(), action };
-        assert!(!p.decide(&c, &node(peer), &r, t).is_allow(), "only denials are explained");
+        assert!(!p.decide(&c, &node(peer), &r, t).unwrap().is_allow(), "only denials are explained");
         near_misses(p.grants(), &c, &node(peer), &r, t)
     }
 
@@ -348,8 +316,7 @@ mod near_misses {
 
     #[test]
     fn sharing_none_is_named_on_a_grant_that_fits() {
-        let n =
-            explain("mediation-center@wuxi", "shelter-addresses", "dispute-mediation", Action::Read, now());
+        let n = explain("mediation-center@wuxi", "shelters", "dispute-mediation", Action::Read, now());
         assert_eq!(of(&n, "shelters-never"), [Miss::NotShared]);
     }
 
@@ -363,4 +330,39 @@ mod near_misses {
         assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{n:?}");
         assert!(n.iter().all(|m| m.misses.len() <= crate::explain::MAX_MISSES));
     }
+}
+
+/// The real model with a matcher that calls a function no enforcer registers: it loads, but
+/// every match it attempts fails inside casbin.
+const BROKEN_MODEL: &str = r#"
+[request_definition]
+r = sub, obj, act, pur
+
+[policy_definition]
+p = sub, obj, act, pur, gid
+
+[policy_effect]
+e = some(where (p.eft == allow))
+
+[matchers]
+m = noSuchFunction(r.sub, p.sub) && r.obj == p.obj
+"#;
+
+#[test]
+fn a_failing_engine_is_an_error_not_a_no_grant_denial() {
+    let (c, good) = setup();
+    let broken = Policy::with_model(good.grants().clone(), BROKEN_MODEL).unwrap();
+    let centre = node("mediation-center@wuxi");
+    let r = req("family-disputes", "dispute-mediation");
+    assert!(good.decide(&c, &centre, &r, now()).unwrap().is_allow());
+    let err = broken.decide(&c, &centre, &r, now()).unwrap_err();
+    assert!(err.to_string().starts_with("policy engine: matching failed"), "{err}");
+    // Not cached: every attempt reaches the engine and fails again.
+    assert!(broken.decide(&c, &centre, &r, now()).is_err());
+    // Requests decided before casbin is asked (unknown dataset or purpose, no candidate grant)
+    // are still the denials they are.
+    let d = broken.decide(&c, &centre, &req("nope", "dispute-mediation"), now()).unwrap();
+    assert!(matches!(&*d, Decision::Deny { reason: DenyReason::UnknownDataset, .. }));
+    let d = broken.decide(&c, &node("court@wuxi.xinwu"), &r, now()).unwrap();
+    assert!(matches!(&*d, Decision::Deny { reason: DenyReason::NoGrant, .. }));
 }
