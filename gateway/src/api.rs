@@ -300,18 +300,24 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
         Err(_) => return Err(timed_out(&node, crate::exchange::Wait::Connect, wait).into()),
     };
     let t0 = std::time::Instant::now();
-    let start = crate::exchange::Transfer::start_redialling(
-        &st.shared,
-        pc,
-        &dataset,
-        &purpose,
-        filters.clone(),
+    let q = crate::exchange::Query {
+        dataset: dataset.clone(),
+        purpose: purpose.clone(),
+        filters: filters.clone(),
         limit,
-    );
-    let started = match tokio::time::timeout(wait, start).await {
-        Ok(started) => started.map(|t| t.stall_limit(wait)),
-        Err(_) => Err(timed_out(&node, crate::exchange::Wait::FirstAnswer, wait)),
     };
+    let deadlines = crate::exchange::Deadlines::within(t0, wait);
+    let redial = || async {
+        st.shared.peer(&node).await.map_err(|e| match e {
+            NodeError::Link(l) => crate::exchange::ExchangeError::Link(l),
+            other => crate::exchange::ExchangeError::Link(crate::link::LinkError::Protocol {
+                peer: node.to_string(),
+                why: other.to_string(),
+            }),
+        })
+    };
+    let started =
+        crate::quic::Transfer::begin_redialling(pc, &st.shared.cfg.node, q, deadlines, redial).await;
     let transfer = match started {
         Ok(t) => t,
         Err(e) => {
@@ -330,8 +336,8 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
     };
     let shared = st.shared.clone();
     let keys = crate::render::json_keys(transfer.fields());
-    let stream = futures::stream::unfold(Some((transfer, shared, filters, keys, t0)), |state| async move {
-        let (mut t, shared, filters, keys, t0) = state?;
+    let stream = futures::stream::unfold(Some((transfer, shared, keys, t0)), |state| async move {
+        let (mut t, shared, keys, t0) = state?;
         let metrics = shared.metrics.clone();
         let chunk = match t.next_batch().await {
             Ok(Some(records)) => {
@@ -345,11 +351,15 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
                 for r in &records {
                     crate::render::json_line(&keys, r, &mut text);
                 }
-                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, filters, keys, t0))));
+                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, keys, t0))));
             }
             Ok(None) => {
                 metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), "ok", t0);
-                match shared.audit.append(t.receipt(&shared, &filters, Ok(()))).await {
+                match shared
+                    .audit
+                    .append(t.receipt(shared.audit_entry(fedgate_audit::Kind::RequestOut)))
+                    .await
+                {
                     Ok(_) => serde_json::json!({ "@end": t.summary() }).to_string(),
                     Err(e) => {
                         tracing::error!(error = %e, "recording a receipt failed");
@@ -362,7 +372,8 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
             }
             Err(e) => {
                 metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), failure_code(&e), t0);
-                let _ = shared.audit.append(t.receipt(&shared, &filters, Err(&e))).await;
+                let _ =
+                    shared.audit.append(t.receipt(shared.audit_entry(fedgate_audit::Kind::RequestOut))).await;
                 error_line(ApiCode::from(&e), &e.to_string())
             }
         };

@@ -24,6 +24,7 @@ pub mod link;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod quic;
 pub mod refusal;
 pub mod render;
 pub mod secret;

@@ -558,6 +558,13 @@ pub async fn read_frame_raw(
     recv: &mut quinn::RecvStream,
     peer: &str,
 ) -> Result<Option<(Message, Vec<u8>)>, LinkError> {
+    let Some(body) = read_body(recv, peer).await? else { return Ok(None) };
+    let msg = frame::decode_body(&body).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
+    Ok(Some((msg, body)))
+}
+
+/// Reads one frame's body, undecoded; `Ok(None)` at a clean end of stream between frames.
+pub async fn read_body(recv: &mut quinn::RecvStream, peer: &str) -> Result<Option<Vec<u8>>, LinkError> {
     let mut header = [0u8; 4];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -575,8 +582,7 @@ pub async fn read_frame_raw(
             Err(e) => return Err(read_error(peer, quinn::ReadExactError::ReadError(e))),
         }
     }
-    let msg = frame::decode_body(&body).map_err(|error| LinkError::Frame { peer: peer.into(), error })?;
-    Ok(Some((msg, body)))
+    Ok(Some(body))
 }
 
 /// The most a frame read allocates before its bytes arrive.
@@ -616,7 +622,17 @@ pub async fn send_request(
     req: &Message,
     peer: &str,
 ) -> Result<(), LinkError> {
-    let written = write_frame(send, req, peer).await;
+    send_encoded_request(send, recv, &wire::encode(req), peer).await
+}
+
+/// [`send_request`] with the request frame already encoded.
+pub async fn send_encoded_request(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    frame: &[u8],
+    peer: &str,
+) -> Result<(), LinkError> {
+    let written = write_encoded(send, frame, peer).await;
     let _ = send.finish();
     let Err(e) = written else { return Ok(()) };
     match tokio::time::timeout(REFUSAL_WAIT, read_frame(recv, peer)).await {

@@ -207,22 +207,8 @@ pub fn answer_request(local: &NodeId, catalog: &Catalog, peer: &VerifiedPeer, re
         }
         other => Message::Error {
             code: ErrorCode::Unsupported,
-            message: format!("unexpected request {}", kind(other)),
+            message: format!("unexpected request {}", other.kind()),
         },
-    }
-}
-
-pub(crate) fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::Hello { .. } => "hello",
-        Message::Welcome { .. } => "welcome",
-        Message::Error { .. } => "error",
-        Message::CatalogRequest => "catalog-request",
-        Message::Catalog { .. } => "catalog",
-        Message::Query { .. } => "query",
-        Message::Header { .. } => "header",
-        Message::Batch { .. } => "batch",
-        Message::Trailer { .. } => "trailer",
     }
 }
 
@@ -240,7 +226,7 @@ pub struct Shared {
     /// Signs transfer trailers with the key of the certificate each connection was made with.
     pub signer: crate::identity::Signers,
     /// Daily record counts per grant and consumer.
-    pub quotas: crate::exchange::QuotaLedger,
+    pub quotas: Arc<crate::exchange::QuotaLedger>,
     /// Counters for /metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The node's audit log.
@@ -378,7 +364,7 @@ impl Shared {
             Message::Catalog { catalog } => Ok(catalog),
             other => Err(NodeError::Link(LinkError::Protocol {
                 peer: node.to_string(),
-                why: format!("expected a catalog, got {}", kind(&other)),
+                why: format!("expected a catalog, got {}", other.kind()),
             })),
         }
     }
@@ -807,7 +793,8 @@ async fn serve_stream(
         Err(refused) => return refuse_request(&shared, &peer, send, recv, refused).await,
     };
     if let Message::Query { dataset, purpose, filters, limit } = req {
-        crate::exchange::serve_query(shared, peer, send, dataset, purpose, filters, limit).await;
+        let query = crate::exchange::Query { dataset, purpose, filters, limit };
+        crate::quic::provider::serve_query(shared, peer, send, query).await;
         return;
     }
     let answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);

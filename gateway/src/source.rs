@@ -237,6 +237,17 @@ fn read_sqlite(
     transform: &Transform,
     tx: &mpsc::Sender<Result<Vec<Record>, SourceError>>,
 ) -> Result<(), SourceError> {
+    read_sqlite_with(path, q, transform, &mut |batch| tx.blocking_send(Ok(batch)).is_ok())
+}
+
+/// Reads `q` from a SQLite file, handing each batch of transformed records to `sink`, which
+/// says whether to go on (false: the reader went away, stop reading).
+pub(crate) fn read_sqlite_with(
+    path: &std::path::Path,
+    q: &SourceQuery,
+    transform: &Transform,
+    sink: &mut dyn FnMut(Vec<Record>) -> bool,
+) -> Result<(), SourceError> {
     use rusqlite::types::ValueRef;
     let conn = open_sqlite(path)?;
     let (sql, params) = sqlite_sql(q);
@@ -282,12 +293,12 @@ fn read_sqlite(
         if let Some(out) = transform(rec) {
             batch.push(out);
         }
-        if batch.len() >= BATCH && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+        if batch.len() >= BATCH && !sink(std::mem::take(&mut batch)) {
             return Ok(()); // the reader went away: stop reading
         }
     }
     if !batch.is_empty() {
-        let _ = tx.blocking_send(Ok(batch));
+        sink(batch);
     }
     Ok(())
 }

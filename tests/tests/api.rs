@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fedgate_gateway::exchange::Transfer;
 use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::quic::Transfer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

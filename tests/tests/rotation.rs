@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::*;
 use fedgate_certs::store;
 use fedgate_gateway::config;
-use fedgate_gateway::exchange::Transfer;
 use fedgate_gateway::link::PeerConnection;
 use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::quic::Transfer;
 
 const PROVIDER: &str = "police@wuxi.liangxi";
 

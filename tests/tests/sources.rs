@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use common::*;
 use fedgate_catalog::{Record, Value};
 use fedgate_gateway::config;
-use fedgate_gateway::exchange::{ExchangeError, Transfer};
+use fedgate_gateway::exchange::ExchangeError;
 use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::quic::Transfer;
 use fedgate_gateway::wire::ErrorCode;
 
 const PROVIDER: &str = "police@wuxi.liangxi";

@@ -12,9 +12,10 @@ use fedgate_certs::tls::FederationVerifier;
 use fedgate_certs::TrustStore;
 use fedgate_gateway::client::Client;
 use fedgate_gateway::config::{self, Config};
-use fedgate_gateway::exchange::{ExchangeError, Transfer};
+use fedgate_gateway::exchange::ExchangeError;
 use fedgate_gateway::link::{self, Link, LinkError, PeerConnection};
 use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::quic::Transfer;
 use fedgate_gateway::wire::limits::{
     fingerprint, CONNECTION_REQUEST_BUDGET, MAX_CONNECTIONS_PER_PEER, MAX_REQUEST_FRAME,
     MAX_STREAMS_PER_CONNECTION, REQUEST_TIMEOUT,

@@ -26,8 +26,8 @@ use fedgate_certs::store;
 use time::OffsetDateTime;
 
 use crate::config;
-use crate::exchange::Transfer;
 use crate::node::RunningNode;
+use crate::quic::Transfer;
 
 /// What `fedgate demo` was asked to do.
 #[derive(Debug, Clone)]
@@ -399,7 +399,11 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
         if !dropped.is_empty() {
             println!("    (not sent: {})", dropped.join(", "));
         }
-        consumer.shared().audit.append(t.receipt(consumer.shared(), &[], Ok(()))).await?;
+        consumer
+            .shared()
+            .audit
+            .append(t.receipt(consumer.shared().audit_entry(fedgate_audit::Kind::RequestOut)))
+            .await?;
         let summary = t.summary().map(|s| format!("digest {}…", &s.digest[..12])).unwrap_or_default();
         // The provider signs whether it cut the result short; say so rather than imply a whole.
         let cut = match t.summary().and_then(|s| s.truncated) {

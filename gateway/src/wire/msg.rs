@@ -122,6 +122,21 @@ impl Message {
     /// Every message kind, as it appears on the wire.
     pub const KINDS: &'static [&'static str] =
         &["hello", "welcome", "catalog-request", "catalog", "query", "header", "batch", "trailer", "error"];
+
+    /// This message's kind, as it appears on the wire (one of [`Message::KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Welcome { .. } => "welcome",
+            Message::Error { .. } => "error",
+            Message::CatalogRequest => "catalog-request",
+            Message::Catalog { .. } => "catalog",
+            Message::Query { .. } => "query",
+            Message::Header { .. } => "header",
+            Message::Batch { .. } => "batch",
+            Message::Trailer { .. } => "trailer",
+        }
+    }
 }
 
 /// One frame's message.

@@ -1,0 +1,377 @@
+//! The consumer's side of one query, as a state machine.
+//!
+//! The driver sends [`ConsumerSession::request`], then feeds every frame body that arrives to
+//! [`ConsumerSession::handle_frame`], the clean end of the stream to
+//! [`ConsumerSession::handle_end`], a failed read to [`ConsumerSession::handle_read_failed`],
+//! and wakes the session at [`ConsumerSession::poll_timeout`] with
+//! [`ConsumerSession::handle_timeout`]. It takes what happened from
+//! [`ConsumerSession::poll_event`]: the header, batches of records, then exactly one of the
+//! verified summary or the failure. The receipt to audit comes from
+//! [`ConsumerSession::receipt`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use fedgate_catalog::{NodeId, Record};
+use fedgate_certs::VerifiedPeer;
+use ring::digest::{Context, SHA256};
+
+use super::{seconds, trailer_message, ExchangeError, Query, Wait};
+use crate::link::LinkError;
+use crate::wire::{self, Message, Truncation};
+use fedgate_audit::{Entry, Kind};
+
+/// What a completed transfer proved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferSummary {
+    /// Records received and vouched for.
+    pub count: u64,
+    /// SHA-256 over what was received.
+    pub digest: String,
+    /// The provider's signature (hex), verified.
+    pub signature: String,
+    /// The provider's audit position, if it reported one.
+    pub audit_seq: Option<u64>,
+    /// Set when the provider vouches that more records matched than it sent, and why.
+    pub truncated: Option<Truncation>,
+}
+
+/// How long a consumer waits: for the first answer (an instant), and for each next piece of
+/// data once the transfer has started (a silent provider is cut; a slow but moving one never).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The header or refusal must have arrived by then.
+    pub answer_by: Option<(Instant, Duration)>,
+    /// The longest silence between frames after the header.
+    pub stall: Option<Duration>,
+}
+
+impl Deadlines {
+    /// The first answer within `wait` of `now`, and no frame more than `wait` after the last.
+    pub fn within(now: Instant, wait: Duration) -> Deadlines {
+        Deadlines { answer_by: Some((now + wait, wait)), stall: Some(wait) }
+    }
+}
+
+/// What happened, in order.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// The transfer started: the fields every record carries and why it was allowed.
+    Header,
+    /// Records, each with the header's fields in order.
+    Records(Vec<Record>),
+    /// The trailer arrived and verified: the end of the transfer.
+    Done(TransferSummary),
+    /// The transfer failed; nothing more comes.
+    Failed(ExchangeError),
+}
+
+enum State {
+    AwaitingHeader,
+    Receiving,
+    Done(TransferSummary),
+    Failed(String),
+}
+
+/// One query at the consumer, from request to verified trailer.
+pub struct ConsumerSession {
+    peer: VerifiedPeer,
+    local: NodeId,
+    query: Query,
+    deadlines: Deadlines,
+    state: State,
+    /// True once the header arrived, whatever happened after.
+    header: bool,
+    fields: Vec<String>,
+    reason: String,
+    digest: Context,
+    count: u64,
+    /// Since when the driver has been waiting for the next frame: the last frame's arrival or,
+    /// if later, when the driver was ready for more (time the application takes to consume
+    /// what arrived is not the provider's silence).
+    waiting_since: Instant,
+    events: VecDeque<ConsumerEvent>,
+}
+
+impl ConsumerSession {
+    /// A session asking `peer` for `query` on behalf of `local`, starting at `now`.
+    pub fn new(peer: VerifiedPeer, local: NodeId, query: Query, deadlines: Deadlines, now: Instant) -> Self {
+        ConsumerSession {
+            peer,
+            local,
+            query,
+            deadlines,
+            state: State::AwaitingHeader,
+            header: false,
+            fields: Vec::new(),
+            reason: String::new(),
+            digest: Context::new(&SHA256),
+            count: 0,
+            waiting_since: now,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The same session with `d` as the longest silence between frames after the header.
+    pub fn with_stall_limit(mut self, d: Duration) -> Self {
+        self.deadlines.stall = Some(d);
+        self
+    }
+
+    /// The request frame to send (then finish the sending side).
+    pub fn request(&self) -> Vec<u8> {
+        let q = &self.query;
+        wire::encode(&Message::Query {
+            dataset: q.dataset.clone(),
+            purpose: q.purpose.clone(),
+            filters: q.filters.clone(),
+            limit: q.limit,
+        })
+    }
+
+    /// The query asked.
+    pub fn query(&self) -> &Query {
+        &self.query
+    }
+
+    /// The provider.
+    pub fn peer(&self) -> &VerifiedPeer {
+        &self.peer
+    }
+
+    /// The fields each record carries (empty before the header).
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// The provider's reason for allowing (empty before the header).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// True once the header has arrived.
+    pub fn started(&self) -> bool {
+        self.header
+    }
+
+    /// True once the transfer is verified or failed.
+    pub fn is_over(&self) -> bool {
+        matches!(self.state, State::Done(_) | State::Failed(_))
+    }
+
+    /// The verified summary, once the trailer has been checked.
+    pub fn summary(&self) -> Option<&TransferSummary> {
+        match &self.state {
+            State::Done(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Records received so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the session must be woken with [`ConsumerSession::handle_timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitingHeader => self.deadlines.answer_by.map(|(at, _)| at),
+            State::Receiving => self.deadlines.stall.map(|d| self.waiting_since + d),
+            _ => None,
+        }
+    }
+
+    /// The driver is ready for the next frame from `now` on: the stall limit counts from here.
+    pub fn handle_ready(&mut self, now: Instant) {
+        self.waiting_since = self.waiting_since.max(now);
+    }
+
+    /// Time passed: fails the transfer if a deadline has run out at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_none_or(|at| now < at) {
+            return;
+        }
+        let who = self.who();
+        match self.state {
+            State::AwaitingHeader => {
+                let after = self.deadlines.answer_by.map_or(Duration::ZERO, |(_, d)| d);
+                self.fail(ExchangeError::TimedOut { peer: who, waiting: Wait::FirstAnswer, after });
+            }
+            State::Receiving => {
+                let d = self.deadlines.stall.unwrap_or_default();
+                self.incomplete(format!("stalled: no data for {}", seconds(d)));
+            }
+            _ => {}
+        }
+    }
+
+    /// One frame body (after its length header) arrived at `now`.
+    pub fn handle_frame(&mut self, now: Instant, body: &[u8]) {
+        if self.is_over() {
+            return;
+        }
+        let msg = match wire::frame::decode_body(body) {
+            Ok(m) => m,
+            Err(error) => return self.handle_read_failed(LinkError::Frame { peer: self.who(), error }),
+        };
+        self.waiting_since = now;
+        match self.state {
+            State::AwaitingHeader => self.first_answer(msg),
+            State::Receiving => self.next_frame(msg, body),
+            _ => {}
+        }
+    }
+
+    /// The stream ended cleanly between frames.
+    pub fn handle_end(&mut self) {
+        match self.state {
+            State::AwaitingHeader => self.fail(ExchangeError::Incomplete {
+                peer: self.who(),
+                count: 0,
+                why: "the stream ended before any answer".into(),
+            }),
+            State::Receiving => self.incomplete("the stream ended without a trailer".into()),
+            _ => {}
+        }
+    }
+
+    /// Reading (or, before any answer, sending) failed.
+    pub fn handle_read_failed(&mut self, e: LinkError) {
+        match self.state {
+            State::AwaitingHeader => self.fail(match e {
+                LinkError::Remote { peer, code, message } => ExchangeError::Remote { peer, code, message },
+                other => ExchangeError::Link(other),
+            }),
+            State::Receiving => self.incomplete(e.to_string()),
+            _ => {}
+        }
+    }
+
+    fn who(&self) -> String {
+        self.peer.node().to_string()
+    }
+
+    fn fail(&mut self, e: ExchangeError) {
+        self.state = State::Failed(e.to_string());
+        self.events.push_back(ConsumerEvent::Failed(e));
+    }
+
+    fn incomplete(&mut self, why: String) {
+        self.fail(ExchangeError::Incomplete { peer: self.who(), count: self.count, why });
+    }
+
+    fn bad_trailer(&mut self, why: impl Into<String>) {
+        self.fail(ExchangeError::BadTrailer { peer: self.who(), why: why.into() });
+    }
+
+    fn first_answer(&mut self, msg: Message) {
+        let who = self.who();
+        match msg {
+            Message::Header { fields, reason } => {
+                self.header = true;
+                self.fields = fields;
+                self.reason = reason;
+                self.state = State::Receiving;
+                self.events.push_back(ConsumerEvent::Header);
+            }
+            Message::Error { code, message } => self.fail(ExchangeError::Remote { peer: who, code, message }),
+            other => self.fail(ExchangeError::Link(LinkError::Protocol {
+                peer: who,
+                why: format!("expected a header, got {}", other.kind()),
+            })),
+        }
+    }
+
+    fn next_frame(&mut self, msg: Message, body: &[u8]) {
+        match msg {
+            Message::Batch { records } => {
+                // The digest is over the bytes as received, whatever they decode to.
+                self.digest.update(body);
+                if records.iter().any(|r| r.len() != self.fields.len()) {
+                    return self.bad_trailer("a record does not match the header's fields");
+                }
+                self.count += records.len() as u64;
+                self.events.push_back(ConsumerEvent::Records(records));
+            }
+            Message::Trailer { count, digest, signature, audit_seq, truncated } => {
+                self.check_trailer(TransferSummary { count, digest, signature, audit_seq, truncated })
+            }
+            Message::Error { code, message } => self.incomplete(format!("{code:?}: {message}")),
+            other => self.incomplete(format!("unexpected {} frame", other.kind())),
+        }
+    }
+
+    fn check_trailer(&mut self, t: TransferSummary) {
+        let ours = fedgate_catalog::hex(self.digest.clone().finish().as_ref());
+        if t.count != self.count {
+            return self.bad_trailer(format!("trailer says {} records, received {}", t.count, self.count));
+        }
+        if t.digest != ours {
+            return self.bad_trailer("content digest does not match what was received");
+        }
+        let q = &self.query;
+        let msg = trailer_message(
+            self.peer.node(),
+            &self.local,
+            &q.dataset,
+            &q.purpose,
+            t.count,
+            &t.digest,
+            t.truncated,
+        );
+        let valid =
+            fedgate_catalog::unhex(&t.signature).is_some_and(|sig| self.peer.verify_signature(&msg, &sig));
+        if !valid {
+            return self.bad_trailer("the provider's signature does not verify");
+        }
+        self.state = State::Done(t.clone());
+        self.events.push_back(ConsumerEvent::Done(t));
+    }
+
+    /// The consumer's audit entry for this transfer, starting from `template` (this node, the
+    /// digests in force): what was asked and what arrived. A transfer that never started is
+    /// `refused`; one that started and neither verified nor failed is `abandoned`.
+    pub fn receipt(&self, template: Entry) -> Entry {
+        let mut e = template;
+        e.kind = Some(Kind::RequestOut);
+        e.counterpart = Some(self.who());
+        e.dataset = Some(self.query.dataset.clone());
+        e.purpose = Some(self.query.purpose.clone());
+        e.filters = self.query.filters.clone();
+        e.records = Some(self.count);
+        if !self.started() {
+            e.decision = Some("refused".into());
+            if let State::Failed(why) = &self.state {
+                e.reason = Some(why.clone());
+            }
+            return e;
+        }
+        e.obligations = self.fields.iter().map(|f| format!("{f}=received")).collect();
+        e.reason = Some(self.reason.clone());
+        match &self.state {
+            State::Done(s) => {
+                e.decision = Some(match s.truncated {
+                    Some(t) => format!("received, truncated by {}", t.as_str()),
+                    None => "received".into(),
+                });
+                e.truncated = s.truncated.map(|t| t.as_str().to_owned());
+                e.content_digest = Some(s.digest.clone());
+                e.detail = Some(format!(
+                    "provider signature {}; provider audit entry {:?}",
+                    s.signature, s.audit_seq
+                ));
+            }
+            State::Failed(why) => {
+                e.decision = Some("incomplete".into());
+                e.detail = Some(why.clone());
+            }
+            _ => e.decision = Some("abandoned".into()),
+        }
+        e
+    }
+}

@@ -1,0 +1,176 @@
+//! The record exchange as sans-IO state machines: what a provider and a consumer decide, check
+//! and say, with no sockets, no disk, no clock and no tasks.
+//!
+//! As quinn-proto is to quinn: a session takes `now`, decoded frames and source batches, and
+//! hands back actions (frames to send, audit entries to append, a source read to start, a
+//! message to sign) and events. The QUIC driver ([`crate::quic`]) only moves bytes and executes
+//! the actions; tests drive a provider against a consumer in memory (`pair`, test builds only).
+//!
+//! - [`provider`]: decide once, compile the obligations into a plan, stream batches under the
+//!   cap (limit or quota), record the outcome, then a signed trailer citing that record.
+//! - [`consumer`]: count and hash every batch as received, check the trailer against both and
+//!   the provider's certificate key; a stream that ends any other way is an incomplete
+//!   transfer, never a short success.
+//!
+//! The longer-lived exchange kinds (subscriptions, referrals, sharing requests) are meant to be
+//! further state machines beside these two, sharing the decision ([`provider::decide`]), the
+//! signed summary ([`trailer_message`]) and the error taxonomy ([`ExchangeError`]).
+//!
+//! Layering: this module depends on the wire codec, the policy and catalog crates and the audit
+//! entry type; never on the QUIC driver, the node or the local API.
+
+pub mod consumer;
+#[cfg(test)]
+pub(crate) mod pair;
+pub mod provider;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use fedgate_catalog::NodeId;
+use thiserror::Error;
+
+use crate::link::LinkError;
+use crate::wire::{ErrorCode, Truncation};
+
+pub use consumer::{ConsumerEvent, ConsumerSession, Deadlines, TransferSummary};
+pub use provider::{Outcome, ProviderAction, ProviderContext, ProviderSession, Query, SourceRead};
+
+/// Why a query failed at the consumer.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// Connecting or talking failed before any record.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The provider refused or failed with a typed error.
+    #[error("{peer}: {code:?}: {message}")]
+    Remote {
+        /// The provider.
+        peer: String,
+        /// Its error code.
+        code: ErrorCode,
+        /// Its reason.
+        message: String,
+    },
+    /// The stream ended without a valid trailer.
+    #[error("incomplete transfer from {peer} after {count} records: {why}")]
+    Incomplete {
+        /// The provider.
+        peer: String,
+        /// Records received before it broke.
+        count: u64,
+        /// What happened.
+        why: String,
+    },
+    /// The trailer does not match what arrived.
+    #[error("transfer from {peer} failed verification: {why}")]
+    BadTrailer {
+        /// The provider.
+        peer: String,
+        /// What did not match.
+        why: String,
+    },
+    /// The provider did not answer in time.
+    #[error("{peer} timed out: {waiting} took longer than {}", seconds(*after))]
+    TimedOut {
+        /// The provider.
+        peer: String,
+        /// What the consumer was waiting for.
+        waiting: Wait,
+        /// The limit that ran out.
+        after: std::time::Duration,
+    },
+}
+
+/// What a consumer was waiting for when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The QUIC handshake and the hello.
+    Connect,
+    /// The provider's first answer (header or refusal) to a query.
+    FirstAnswer,
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wait::Connect => "connecting (QUIC handshake and hello)",
+            Wait::FirstAnswer => "the first answer to the query",
+        })
+    }
+}
+
+/// `30 s`, `0.5 s`: durations as people read them in messages.
+pub fn seconds(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// What the provider signs: who sent what to whom, for which purpose, how many, which bytes,
+/// and whether (and why) that was less than everything that matched.
+pub fn trailer_message(
+    provider: &NodeId,
+    consumer: &NodeId,
+    dataset: &str,
+    purpose: &str,
+    count: u64,
+    digest: &str,
+    truncated: Option<Truncation>,
+) -> Vec<u8> {
+    let cut = truncated.map_or("", Truncation::as_str);
+    format!("fedgate transfer v1\0{provider}\0{consumer}\0{dataset}\0{purpose}\0{count}\0{digest}\0{cut}")
+        .into_bytes()
+}
+
+/// Per-grant, per-consumer, per-day record counts for quotas. In memory and shared by every
+/// session of a node; a reservation not spent is refunded when its session ends.
+#[derive(Debug, Default)]
+pub struct QuotaLedger {
+    used: Mutex<HashMap<(String, NodeId, i64), u64>>,
+}
+
+impl QuotaLedger {
+    /// Reserves up to `want` records (all remaining if `None`) of `quota`; returns how many.
+    pub fn reserve(&self, grant: &str, peer: &NodeId, day: i64, quota: u64, want: Option<u64>) -> u64 {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let u = used.entry((grant.to_owned(), peer.clone(), day)).or_default();
+        let take = quota.saturating_sub(*u).min(want.unwrap_or(u64::MAX));
+        *u += take;
+        take
+    }
+
+    /// Gives back what was reserved but not sent.
+    pub fn refund(&self, grant: &str, peer: &NodeId, day: i64, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = used.get_mut(&(grant.to_owned(), peer.clone(), day)) {
+            *u = u.saturating_sub(n);
+        }
+    }
+}
+
+/// What the consumer is told when the provider's source fails: that it did, and where the
+/// provider's operator finds the details — never the details themselves.
+pub fn source_failure_message(dataset: &str, audit_seq: Option<u64>) -> String {
+    let entry = audit_seq.map_or_else(String::new, |s| format!(" (provider audit entry {s})"));
+    format!("the provider cannot read dataset `{dataset}` right now; its operator has the details{entry}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signed_summary_covers_truncation() {
+        let (p, c) = ("hotline12345@wuxi".parse().unwrap(), "police@wuxi.liangxi".parse().unwrap());
+        let msg = |t| trailer_message(&p, &c, "ds", "statistics", 3, "ab", t);
+        // A trailer stripped of its truncation no longer matches the signature made over it.
+        assert_ne!(msg(None), msg(Some(Truncation::Quota)));
+        assert_ne!(msg(Some(Truncation::Limit)), msg(Some(Truncation::Quota)));
+        assert!(msg(Some(Truncation::Quota)).ends_with(b"\0ab\0quota"));
+    }
+
+    #[test]
+    fn source_failures_reach_the_consumer_without_details() {
+        let m = source_failure_message("cases", Some(7));
+        assert_eq!(m, "the provider cannot read dataset `cases` right now; its operator has the details (provider audit entry 7)");
+    }
+}

@@ -1,0 +1,8 @@
+//! The QUIC drivers of the exchange sessions: they run a [`crate::exchange`] state machine on
+//! one quinn stream, moving frames, audit entries, source batches and signatures, and decide
+//! nothing themselves.
+
+pub mod consumer;
+pub mod provider;
+
+pub use consumer::Transfer;
