@@ -56,6 +56,8 @@ pub enum ApiCode {
     SourceUnavailable,
     /// The peer cannot be reached (connection failed or closed).
     PeerUnavailable,
+    /// This gateway is shutting down; the same request succeeds once it is back.
+    ShuttingDown,
     /// The peer refused this node's certificate.
     CertificateRefused,
     /// This node refused the peer's certificate (revoked, expired, out of region, ...).
@@ -74,7 +76,7 @@ pub enum ApiCode {
 
 impl ApiCode {
     /// Every code, in the order of the table.
-    pub const ALL: [ApiCode; 21] = [
+    pub const ALL: [ApiCode; 22] = [
         ApiCode::BadRequest,
         ApiCode::Unauthorized,
         ApiCode::NotFound,
@@ -89,6 +91,7 @@ impl ApiCode {
         ApiCode::Busy,
         ApiCode::SourceUnavailable,
         ApiCode::PeerUnavailable,
+        ApiCode::ShuttingDown,
         ApiCode::CertificateRefused,
         ApiCode::PeerCertificateRejected,
         ApiCode::PeerTimeout,
@@ -115,6 +118,7 @@ impl ApiCode {
             ApiCode::Busy => ("busy", StatusCode::SERVICE_UNAVAILABLE),
             ApiCode::SourceUnavailable => ("source-unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiCode::PeerUnavailable => ("peer-unavailable", StatusCode::BAD_GATEWAY),
+            ApiCode::ShuttingDown => ("shutting-down", StatusCode::SERVICE_UNAVAILABLE),
             ApiCode::CertificateRefused => ("certificate-refused", StatusCode::BAD_GATEWAY),
             ApiCode::PeerCertificateRejected => ("peer-certificate-rejected", StatusCode::BAD_GATEWAY),
             ApiCode::PeerTimeout => ("peer-timeout", StatusCode::GATEWAY_TIMEOUT),
@@ -145,7 +149,11 @@ impl ApiCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ApiCode::Busy | ApiCode::SourceUnavailable | ApiCode::PeerUnavailable | ApiCode::PeerTimeout
+            ApiCode::Busy
+                | ApiCode::SourceUnavailable
+                | ApiCode::PeerUnavailable
+                | ApiCode::ShuttingDown
+                | ApiCode::PeerTimeout
         )
     }
 }
@@ -183,6 +191,7 @@ impl From<&LinkError> for ApiCode {
         match e {
             LinkError::Setup { .. } => ApiCode::Internal,
             LinkError::Connect { .. } | LinkError::Closed { .. } => ApiCode::PeerUnavailable,
+            LinkError::Stopping { .. } => ApiCode::ShuttingDown,
             LinkError::Refused { .. } => ApiCode::CertificateRefused,
             LinkError::Rejected { .. } => ApiCode::PeerCertificateRejected,
             LinkError::Frame { .. } | LinkError::Protocol { .. } => ApiCode::PeerError,
@@ -348,6 +357,7 @@ mod tests {
             (LinkError::Setup { addr, why: "in use".into() }, "internal", 500),
             (LinkError::Connect { peer: peer.clone(), addr, why: "refused".into() }, "peer-unavailable", 502),
             (LinkError::Closed { peer: who(), reason: "bye".into() }, "peer-unavailable", 502),
+            (LinkError::Stopping { peer: who() }, "shutting-down", 503),
             (
                 LinkError::Refused { peer: who(), refusal: Refusal::Revoked, detail: String::new() },
                 "certificate-refused",
@@ -418,7 +428,10 @@ mod tests {
     fn only_down_busy_or_slow_is_transient() {
         let transient: Vec<&str> =
             ApiCode::ALL.into_iter().filter(|c| c.is_transient()).map(ApiCode::as_str).collect();
-        assert_eq!(transient, ["busy", "source-unavailable", "peer-unavailable", "peer-timeout"]);
+        assert_eq!(
+            transient,
+            ["busy", "source-unavailable", "peer-unavailable", "shutting-down", "peer-timeout"]
+        );
     }
 
     /// A node folder with `catalog.toml` and `grants.toml` as given.

@@ -55,6 +55,13 @@ pub enum LinkError {
         /// What failed.
         why: String,
     },
+    /// This gateway is shutting down: it dials no one and its connections are closing. The
+    /// blame is ours, not the peer's, and a restarted gateway serves the same request.
+    #[error("this gateway is shutting down; {peer} was not asked")]
+    Stopping {
+        /// The peer the request was for.
+        peer: String,
+    },
     /// The peer closed the connection, e.g. because it rejected our certificate.
     #[error("{peer} closed the connection: {reason}")]
     Closed {
@@ -453,14 +460,18 @@ impl Link {
             let tls = self.tls.read().unwrap_or_else(|p| p.into_inner());
             (tls.generation, tls.client.clone())
         };
-        let connecting = self
-            .endpoint
-            .connect_with(client, addr, &peer.to_server_name())
-            .map_err(|e| connect_err(e.to_string()))?;
+        let connecting =
+            self.endpoint.connect_with(client, addr, &peer.to_server_name()).map_err(|e| match e {
+                quinn::ConnectError::EndpointStopping => LinkError::Stopping { peer: peer.to_string() },
+                e => connect_err(e.to_string()),
+            })?;
         let conn = connecting.await.map_err(|e| match self.verifier.take_server_rejection(peer) {
             Some(error) => LinkError::Rejected { peer: peer.to_string(), error },
             None => match Refusal::from_connection_error(&e) {
                 Some(refusal) => refused(&peer.to_string(), refusal, &e),
+                None if e == quinn::ConnectionError::LocallyClosed => {
+                    LinkError::Stopping { peer: peer.to_string() }
+                }
                 None => connect_err(e.to_string()),
             },
         })?;
@@ -526,6 +537,9 @@ fn refused(peer: &str, refusal: Refusal, e: &quinn::ConnectionError) -> LinkErro
 pub fn lost(peer: &str, e: quinn::ConnectionError) -> LinkError {
     if let Some(refusal) = Refusal::from_connection_error(&e) {
         return refused(peer, refusal, &e);
+    }
+    if e == quinn::ConnectionError::LocallyClosed {
+        return LinkError::Stopping { peer: peer.into() };
     }
     let reason = match &e {
         quinn::ConnectionError::ApplicationClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),

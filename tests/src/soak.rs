@@ -138,6 +138,11 @@ pub fn judge(q: &Query, outages: &[Outage]) -> Verdict {
         Outcome::StreamError { message, .. } if via_down && message.contains("incomplete transfer") => {
             Verdict::Expected("incomplete transfer while the consumer restarted")
         }
+        // A stopping consumer says so (503 `shutting-down`) to requests that arrive while it
+        // closes; that is its restart, not the provider being unavailable.
+        Outcome::Refused { status: 503, code, .. } if via_down && code == "shutting-down" => {
+            Verdict::Expected("shutting-down while the consumer restarted")
+        }
         Outcome::Cut { .. } if via_down => Verdict::Expected("stream cut by the consumer's restart"),
         Outcome::Unreachable(_) if via_down => Verdict::Expected("consumer API down during its restart"),
         other => Verdict::Unexpected(label(other, provider_down, via_down)),
@@ -294,6 +299,14 @@ mod tests {
         ));
         // A consumer restart does not explain the provider being unavailable.
         assert!(matches!(judge(&q(Role::Consumer, 31, 32, unavailable), OUTAGES), Verdict::Unexpected(_)));
+        // It explains its own `shutting-down`, only through it and only inside its window.
+        let stopping = refused(503, "shutting-down");
+        assert_eq!(
+            judge(&q(Role::Consumer, 31, 32, stopping.clone()), OUTAGES),
+            Verdict::Expected("shutting-down while the consumer restarted")
+        );
+        assert!(matches!(judge(&q(Role::Steady, 31, 32, stopping.clone()), OUTAGES), Verdict::Unexpected(_)));
+        assert!(matches!(judge(&q(Role::Consumer, 40, 41, stopping), OUTAGES), Verdict::Unexpected(_)));
         // ... and the consumer's own restart explains an incomplete transfer through it, not
         // through the steady one.
         let cut_by_consumer =

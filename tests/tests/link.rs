@@ -48,6 +48,25 @@ async fn gateways_authenticate_each_other_both_ways() {
     b.shutdown().await;
 }
 
+/// A gateway that is stopping blames itself, not the peer: neither a new dial nor a stream on a
+/// connection it already closed reads as the peer being unavailable.
+#[tokio::test]
+async fn a_stopping_gateway_says_so_instead_of_blaming_the_peer() {
+    let fed = Federation::new();
+    let a = fed.start("police@wuxi.liangxi").await;
+    let b = fed.start("court@wuxi.xinwu").await;
+    let ab = dial(a.link(), &b).await.unwrap();
+    a.link().shutdown().await;
+    let Err(err) = dial(a.link(), &b).await else { panic!("a stopped link dials no one") };
+    assert!(matches!(&err, LinkError::Stopping { .. }), "{err:?}");
+    assert_eq!(fedgate_gateway::error::ApiCode::from(&err).as_str(), "shutting-down");
+    let Err(err) = ab.conn.open_bi().await else { panic!("the connection was closed by our own shutdown") };
+    let err = link::lost("court@wuxi.xinwu", err);
+    assert!(matches!(&err, LinkError::Stopping { .. }), "{err:?}");
+    assert_eq!(fedgate_gateway::error::ApiCode::from(&err).status().as_u16(), 503);
+    b.shutdown().await;
+}
+
 type Expect = fn(&PeerError) -> bool;
 
 /// Each bad client certificate is refused by the server, which records why, and the client
