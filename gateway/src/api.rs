@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::api_body;
 use crate::error::ApiCode;
-use crate::node::{NodeError, Shared};
+use crate::state::{NodeError, Shared};
 
 /// An error as the API reports it: `{"error": "...", "code": "..."}`, its status from the code
 /// (see [`crate::error`]).

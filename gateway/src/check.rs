@@ -11,7 +11,7 @@ use fedgate_certs::{inspect, store};
 use time::OffsetDateTime;
 
 use crate::config::{self, Config, ConfigError};
-use crate::node;
+use crate::state;
 
 /// Certificates that run out within this many days are warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -60,11 +60,11 @@ impl Findings {
     }
 
     /// A node's load error: its located problems one finding each when it has them, else one.
-    fn load_error(&mut self, e: &node::NodeError) {
+    fn load_error(&mut self, e: &state::NodeError) {
         let located = match e {
-            node::NodeError::Catalog(c) => c.diagnostics(),
-            node::NodeError::Policy(g) => g.diagnostics(),
-            node::NodeError::Config(d) => Some(d),
+            state::NodeError::Catalog(c) => c.diagnostics(),
+            state::NodeError::Policy(g) => g.diagnostics(),
+            state::NodeError::Config(d) => Some(d),
             _ => None,
         };
         match located {
@@ -89,7 +89,7 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
             return f.0;
         }
     };
-    let catalog = match node::load_catalog(&cfg) {
+    let catalog = match state::load_catalog(&cfg) {
         Ok(c) => Some(c),
         Err(e) => {
             f.load_error(&e);
@@ -121,7 +121,7 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
 fn grants(cfg: &Config, catalog: Option<&Catalog>, f: &mut Findings) {
     match catalog {
         Some(c) => {
-            if let Err(e) = node::load_policy(cfg, c) {
+            if let Err(e) = state::load_policy(cfg, c) {
                 f.load_error(&e);
             }
         }
@@ -178,8 +178,8 @@ fn mode_0600(p: &Path, m: &std::fs::Metadata, f: &mut Findings) {
 fn mode_0600(_: &Path, _: &std::fs::Metadata, _: &mut Findings) {}
 
 /// The node's identity as serve loads it, plus expiry warnings for every certificate and CRL.
-fn certificates(cfg: &Config, now: OffsetDateTime, f: &mut Findings) -> Option<node::Identity> {
-    let id = match node::load_identity(cfg) {
+fn certificates(cfg: &Config, now: OffsetDateTime, f: &mut Findings) -> Option<state::Identity> {
+    let id = match state::load_identity(cfg) {
         Ok(id) => Some(id),
         Err(e) => {
             f.error(e.to_string());
@@ -226,7 +226,7 @@ fn certificates(cfg: &Config, now: OffsetDateTime, f: &mut Findings) -> Option<n
 
 /// Dials every configured peer from a throw-away endpoint with the node's identity and checks
 /// the hello, concurrently.
-async fn peers(cfg: &Config, id: node::Identity, f: &mut Findings) {
+async fn peers(cfg: &Config, id: state::Identity, f: &mut Findings) {
     if cfg.peers.is_empty() {
         return;
     }

@@ -9,18 +9,17 @@
 //! input and an engine failure never as a denial.
 //!
 //! The typed diagnostics of the files a node loads ([`CatalogError`], [`GrantsError`]) live
-//! here too, so they reach `fedgate check` and the log as the located problems they are.
+//! with the loaders in [`crate::state`] (re-exported here), so they reach `fedgate check` and
+//! the log as the located problems they are, and the loaders need nothing from this table.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use axum::http::StatusCode;
-use fedgate_catalog::{Diagnostics, NodeId};
-use thiserror::Error;
 
 use crate::exchange::ExchangeError;
 use crate::link::LinkError;
-use crate::node::NodeError;
+use crate::state::NodeError;
+pub use crate::state::{CatalogError, GrantsError};
 use crate::wire::ErrorCode;
 
 /// The `code` of every error the local API answers with.
@@ -225,83 +224,12 @@ impl From<&NodeError> for ApiCode {
     }
 }
 
-/// Why the catalog files a node serves did not load.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum CatalogError {
-    /// A catalog file could not be read.
-    #[error("{}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The files do not parse or validate: every problem, located.
-    #[error("{0}")]
-    Invalid(Diagnostics),
-    /// Datasets owned by another node: a gateway serves only its own.
-    #[error(
-        "{}: this gateway is {node} and serves only its own datasets, but {}",
-        config.display(),
-        foreign.iter().map(|(d, o)| format!("dataset `{d}` is owned by {o}")).collect::<Vec<_>>().join("; ")
-    )]
-    Foreign {
-        /// The node's config file.
-        config: PathBuf,
-        /// This node.
-        node: NodeId,
-        /// Each foreign dataset and its owner.
-        foreign: Vec<(String, NodeId)>,
-    },
-}
-
-impl CatalogError {
-    /// The located problems, if the files were read but are invalid.
-    pub fn diagnostics(&self) -> Option<&Diagnostics> {
-        match self {
-            CatalogError::Invalid(d) => Some(d),
-            _ => None,
-        }
-    }
-}
-
-/// Why the grant files did not make a policy.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum GrantsError {
-    /// A grant file could not be read.
-    #[error("{}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The files do not parse or validate (or name datasets the catalog lacks): every
-    /// problem, located.
-    #[error("{0}")]
-    Invalid(Diagnostics),
-    /// The policy engine could not be built: a bug, not the steward's grants.
-    #[error(transparent)]
-    Engine(#[from] fedgate_policy::EngineError),
-}
-
-impl GrantsError {
-    /// The located problems, if the files were read but are invalid.
-    pub fn diagnostics(&self) -> Option<&Diagnostics> {
-        match self {
-            GrantsError::Invalid(d) => Some(d),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::exchange::Wait;
     use crate::refusal::Refusal;
+    use fedgate_catalog::{Diagnostics, NodeId};
     use std::time::Duration;
 
     #[test]
@@ -450,7 +378,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         // A bad grade in the catalog: located, not a string.
         let cfg = node_with(t.path(), &family.replace("grade = 4", "grade = 9"), "");
-        match crate::node::load_catalog(&cfg) {
+        match crate::state::load_catalog(&cfg) {
             Err(NodeError::Catalog(CatalogError::Invalid(d))) => {
                 assert!(
                     !d.0.is_empty() && d.0.iter().all(|p| p.file.ends_with("catalog.toml") && p.line > 0)
@@ -464,7 +392,7 @@ mod tests {
             &family.replace("owner = \"womens-federation@wuxi\"", "owner = \"police@wuxi\""),
             "",
         );
-        match crate::node::load_catalog(&cfg) {
+        match crate::state::load_catalog(&cfg) {
             Err(NodeError::Catalog(CatalogError::Foreign { foreign, .. })) => {
                 assert_eq!(foreign[0].0, "family-disputes");
                 assert_eq!(foreign[0].1.to_string(), "police@wuxi");
@@ -474,8 +402,8 @@ mod tests {
         // A grant naming a dataset the catalog lacks: located in the grant file.
         let grant = "[[grant]]\nid = \"g\"\nto = \"police@wuxi\"\ndatasets = [\"nope\"]\npurposes = [\"statistics\"]\nclearance = 1\n";
         let cfg = node_with(t.path(), family, grant);
-        let catalog = crate::node::load_catalog(&cfg).unwrap();
-        match crate::node::load_policy(&cfg, &catalog) {
+        let catalog = crate::state::load_catalog(&cfg).unwrap();
+        match crate::state::load_policy(&cfg, &catalog) {
             Err(e @ NodeError::Policy(GrantsError::Invalid(_))) => {
                 let NodeError::Policy(g) = &e else { unreachable!() };
                 let d = g.diagnostics().unwrap();
@@ -486,7 +414,7 @@ mod tests {
         }
         // A missing file names the file.
         std::fs::remove_file(t.path().join("grants.toml")).unwrap();
-        let e = crate::node::load_policy(&cfg, &catalog).unwrap_err();
+        let e = crate::state::load_policy(&cfg, &catalog).unwrap_err();
         assert!(
             matches!(&e, NodeError::Policy(GrantsError::Read { path, .. }) if path.ends_with("grants.toml")),
             "{e}"

@@ -1,9 +1,24 @@
 //! fedgate-gateway: the node, the thin async shell around fedgate's pure cores.
 //!
-//! It wires the certs crate's verification into a quinn endpoint ([`link`]), speaks the
-//! length-prefixed CBOR protocol ([`wire`]) between gateways, reads a node's `gateway.toml`
-//! ([`config`]) and runs the node ([`node`]): serving peers, reloading revocation lists. The
-//! `fedgate` binary (src/main.rs) is the command-line front end over all of it.
+//! Where things are, and the layers (each depends only on the ones above it in this list):
+//!
+//! - [`wire`]: the frame codec and messages, sans-IO. [`config`], [`source`] (reading SQLite
+//!   and PostgreSQL), [`metrics`] and the other leaves sit here too.
+//! - [`link`]: the mutual-TLS QUIC endpoint: dialling, accepting, identifying peers.
+//! - [`exchange`]: the exchange state machines, sans-IO: a provider and a consumer session
+//!   take `now`, frames and source batches and return frames, audit entries and source reads.
+//!   Every decision, cap, quota, deadline and trailer check is here; tests drive the two
+//!   against each other in memory.
+//! - [`state`]: what a running node's tasks share (rules in force, link, audit log, quotas)
+//!   and how it is loaded from the node's files.
+//! - [`quic`]: the QUIC drivers: the accept loop and one task per stream, running the
+//!   exchange sessions on quinn streams; they move bytes and decide nothing.
+//! - [`api`]: the local HTTP API for the department's applications and the CLI.
+//! - [`node`]: a running gateway: starts the link, the drivers, the API and the reload loops.
+//! - The CLI: `src/main.rs` (the `fedgate` binary) with [`client`], [`render`], [`check`],
+//!   [`audit_cli`] and [`demo`].
+//!
+//! The audit log is its own crate, `fedgate-audit`; nothing here is below it.
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -31,4 +46,5 @@ pub mod secret;
 pub mod source;
 pub mod source_check;
 pub mod sources;
+pub mod state;
 pub mod wire;

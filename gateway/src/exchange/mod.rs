@@ -3,7 +3,7 @@
 //!
 //! As quinn-proto is to quinn: a session takes `now`, decoded frames and source batches, and
 //! hands back actions (frames to send, audit entries to append, a source read to start, a
-//! message to sign) and events. The QUIC driver ([`crate::quic`]) only moves bytes and executes
+//! message to sign) and events. The QUIC drivers (gateway/src/quic/) only move bytes and execute
 //! the actions; tests drive a provider against a consumer in memory (`pair`, test builds only).
 //!
 //! - [`provider`]: decide once, compile the obligations into a plan, stream batches under the

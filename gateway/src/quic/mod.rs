@@ -4,5 +4,6 @@
 
 pub mod consumer;
 pub mod provider;
+pub mod serve;
 
 pub use consumer::Transfer;

@@ -8,8 +8,8 @@ use fedgate_certs::VerifiedPeer;
 
 use crate::exchange::{Outcome, ProviderAction, ProviderContext, ProviderSession, Query};
 use crate::link;
-use crate::node::Shared;
 use crate::source;
+use crate::state::Shared;
 use crate::wire::ErrorCode;
 
 /// A fresh random 128-bit exchange id, hex. The provider picks it while consumers do not send

@@ -1,0 +1,467 @@
+//! What every task of a running node shares (config, the rules in force, the QUIC link, the
+//! audit log, quotas, metrics), how it is loaded from a node's files, and how it is reloaded.
+//!
+//! Below the drivers ([`crate::quic`]), the local API ([`crate::api`]) and the node that starts
+//! them ([`crate::node`]); it depends on none of them.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use fedgate_catalog::{Catalog, Diagnostics, NodeId};
+use fedgate_certs::{store, Role, TrustStore};
+use fedgate_policy::{parse_grants, Policy};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::link::{self, Link, LinkError, PeerConnection};
+use crate::wire::{ErrorCode, Message};
+use fedgate_audit::{AuditLog, Entry, Kind};
+
+/// Why a node could not start or act.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A file (TLS material, a secret) is missing, unreadable or inconsistent with the config.
+    #[error("{path}: {why}")]
+    File {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A PKI file could not be read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The link failed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The peer is not in the config.
+    #[error("{0} is not a configured peer (add it under [[peers]] in the config)")]
+    UnknownPeer(NodeId),
+    /// The catalog files are unreadable, invalid or not this node's.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The grant files are unreadable or invalid, or the policy engine failed.
+    #[error(transparent)]
+    Policy(#[from] GrantsError),
+    /// The config does not fit the catalog or its databases; every problem, located in
+    /// `gateway.toml`.
+    #[error("{0}")]
+    Config(fedgate_catalog::Diagnostics),
+    /// The audit log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] fedgate_audit::AuditError),
+    /// The local API could not be set up.
+    #[error("local API on {addr}: {why}")]
+    Api {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// Reads the config's grant files, checking dataset names against `catalog`, and builds the
+/// policy snapshot.
+pub fn load_policy(cfg: &Config, catalog: &Catalog) -> Result<Policy, NodeError> {
+    let texts = read_all(&cfg.grants).map_err(|(path, source)| GrantsError::Read { path, source })?;
+    let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let known: Vec<&str> = catalog.datasets().iter().map(|d| d.id.as_str()).collect();
+    let set = parse_grants(&refs, Some(&known)).map_err(GrantsError::Invalid)?;
+    Ok(Policy::new(set).map_err(GrantsError::Engine)?)
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, (PathBuf, std::io::Error)> {
+    paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map(|t| (p.display().to_string(), t)).map_err(|e| (p.clone(), e)))
+        .collect()
+}
+
+/// Reads the config's catalog files; every dataset must be owned by this node.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, NodeError> {
+    if cfg.catalog.is_empty() {
+        return Ok(Catalog::default());
+    }
+    let texts = read_all(&cfg.catalog).map_err(|(path, source)| CatalogError::Read { path, source })?;
+    let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let catalog = fedgate_catalog::parse_files(&refs).map_err(CatalogError::Invalid)?;
+    let foreign: Vec<(String, NodeId)> = catalog
+        .datasets()
+        .iter()
+        .filter(|d| d.owner != cfg.node)
+        .map(|d| (d.id.to_string(), d.owner.clone()))
+        .collect();
+    if !foreign.is_empty() {
+        let (config, node) = (cfg.path.clone(), cfg.node.clone());
+        return Err(CatalogError::Foreign { config, node, foreign }.into());
+    }
+    Ok(catalog)
+}
+
+/// Checks the config's sources against `catalog`; located configuration errors fail, sources
+/// whose server is down are logged and returned to be kept unchecked.
+pub async fn check_sources(cfg: &Config, catalog: &Catalog) -> Result<crate::sources::Checked, NodeError> {
+    let checked = crate::sources::check_all(cfg, catalog).await;
+    if !checked.problems.is_empty() {
+        return Err(NodeError::Config(fedgate_catalog::Diagnostics(checked.problems)));
+    }
+    for (dataset, why) in &checked.unreachable {
+        tracing::warn!(%dataset, error = %why, "source unreachable, not checked against the catalog; its queries are refused until it answers");
+    }
+    Ok(checked)
+}
+
+/// A node's TLS identity and trust, loaded and cross-checked.
+pub struct Identity {
+    /// Leaf then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Private key.
+    pub key: PrivateKeyDer<'static>,
+    /// The federation root and CRLs.
+    pub trust: TrustStore,
+}
+
+pub(crate) fn file_err(path: &std::path::Path, why: impl Into<String>) -> NodeError {
+    NodeError::File { path: path.to_owned(), why: why.into() }
+}
+
+fn read_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, NodeError> {
+    paths.iter().map(|p| store::read_crl(p).map_err(NodeError::from)).collect()
+}
+
+/// Loads the config's TLS files and checks that the certificate is this node's and is valid now.
+pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
+    let files = &cfg.tls;
+    check_key_mode(&files.key)?;
+    let chain = store::read_certs(&files.cert)?;
+    let key = store::read_key(&files.key)?;
+    let mut roots = store::read_certs(&files.trust)?;
+    if roots.len() != 1 {
+        return Err(file_err(
+            &files.trust,
+            format!("expected the one federation root, found {} certificates", roots.len()),
+        ));
+    }
+    let crls = read_crls(&files.crls)?;
+    let trust = TrustStore::new(roots.remove(0), &crls).map_err(|why| file_err(&files.trust, why))?;
+    let me = trust
+        .verify(&chain[0], &chain[1..], Role::Server, UnixTime::now())
+        .map_err(|e| file_err(&files.cert, format!("this node's own certificate does not verify: {e}")))?;
+    if me.node() != &cfg.node {
+        return Err(file_err(
+            &files.cert,
+            format!("certificate is issued to {}, but the config says node = {}", me.node(), cfg.node),
+        ));
+    }
+    Ok(Identity { chain, key, trust })
+}
+
+#[cfg(unix)]
+fn check_key_mode(path: &std::path::Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| file_err(path, e.to_string()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(file_err(
+            path,
+            format!("private key is readable by others (mode {mode:o}); run chmod 600"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_mode(_: &std::path::Path) -> Result<(), NodeError> {
+    Ok(())
+}
+
+/// What every task of a running node shares.
+pub struct Shared {
+    /// The node's config.
+    pub cfg: Config,
+    /// The QUIC link.
+    pub link: Arc<Link>,
+    pub(crate) catalog: RwLock<Arc<Catalog>>,
+    // Computed once per load: every audit entry carries it.
+    pub(crate) catalog_digest: RwLock<Arc<str>>,
+    pub(crate) policy: RwLock<Arc<Policy>>,
+    pub(crate) masking_secret: Vec<u8>,
+    /// Signs transfer trailers with the key of the certificate each connection was made with.
+    pub signer: crate::identity::Signers,
+    /// Daily record counts per grant and consumer.
+    pub quotas: Arc<crate::exchange::QuotaLedger>,
+    /// Counters for /metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The node's audit log.
+    pub audit: AuditLog,
+    /// Which sources have passed their check against the catalog.
+    pub sources: crate::sources::SourceGate,
+    /// Live peer connections and buffered request bytes, against their caps.
+    pub admission: Arc<crate::admission::Admission>,
+    // Admitted inbound connections per peer, oldest first: the ones a reconnecting peer replaces.
+    pub(crate) inbound: std::sync::Mutex<HashMap<NodeId, VecDeque<quinn::Connection>>>,
+}
+
+impl Shared {
+    /// Closes `peer`'s oldest admitted connection; false if it has none.
+    pub(crate) fn close_oldest_inbound(&self, peer: &NodeId) -> bool {
+        let oldest =
+            self.inbound.lock().unwrap_or_else(|p| p.into_inner()).get_mut(peer).and_then(|q| q.pop_front());
+        let Some(conn) = oldest else {
+            return false;
+        };
+        tracing::info!(peer = %peer, "a new connection from the peer replaces its oldest");
+        conn.close(
+            quinn::VarInt::from_u32(ErrorCode::Busy.quic_code()),
+            b"replaced by a newer connection from the same peer",
+        );
+        true
+    }
+
+    pub(crate) fn forget_inbound(&self, peer: &NodeId, conn: &quinn::Connection) {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = inbound.get_mut(peer) {
+            q.retain(|c| c.stable_id() != conn.stable_id());
+            if q.is_empty() {
+                inbound.remove(peer);
+            }
+        }
+    }
+
+    /// The catalog in force (a snapshot; reloads swap it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A new audit entry of `kind` by this node, with the digests of the catalog and grants in
+    /// force.
+    pub fn audit_entry(&self, kind: Kind) -> Entry {
+        Entry {
+            kind: Some(kind),
+            actor: self.cfg.node.to_string(),
+            policy_digest: Some(self.policy().digest().to_owned()),
+            catalog_digest: Some(self.catalog_digest.read().unwrap_or_else(|p| p.into_inner()).to_string()),
+            ..Entry::default()
+        }
+    }
+
+    /// Re-reads the catalog and grant files; if both are valid, swaps them in (requests in
+    /// flight keep the snapshots they started with) and records the new digests. If not, the
+    /// rules in force stay and the error says why.
+    pub async fn reload_rules(&self) -> Result<(), NodeError> {
+        let catalog = load_catalog(&self.cfg)?;
+        let policy = load_policy(&self.cfg, &catalog)?;
+        let checked = check_sources(&self.cfg, &catalog).await?;
+        self.sources.reset(&checked.unreachable);
+        *self.catalog_digest.write().unwrap_or_else(|p| p.into_inner()) = catalog.digest().into();
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        let mut e = self.audit_entry(Kind::Reload);
+        e.reason = Some("catalog and grants reloaded".into());
+        e.detail = Some(format!(
+            "{} datasets, {} grants",
+            self.catalog().datasets().len(),
+            self.policy().grants().grants.len()
+        ));
+        self.audit.append(e).await?;
+        tracing::info!(grants = %self.policy().digest(), "catalog and grants reloaded");
+        Ok(())
+    }
+
+    /// Checks the sources still waiting for their server (down at the last check) and lets
+    /// through those that now fit the catalog.
+    pub async fn recheck_sources(&self) {
+        let catalog = self.catalog();
+        for dataset in self.sources.pending() {
+            let (Some(src), Some(ds)) =
+                (self.cfg.sources.iter().find(|s| s.dataset == dataset), catalog.get(&dataset))
+            else {
+                continue;
+            };
+            let outcome = crate::sources::check_one(&self.cfg, src, ds).await;
+            match &outcome {
+                crate::sources::Outcome::Fits => {
+                    tracing::info!(%dataset, "source reachable again and fits the catalog; queries are served")
+                }
+                crate::sources::Outcome::Problems(p) => {
+                    for d in p {
+                        tracing::error!(%dataset, problem = %d, "source reachable but does not fit the catalog; queries stay refused");
+                    }
+                }
+                crate::sources::Outcome::Unreachable(_) => {}
+            }
+            self.sources.record(&dataset, &outcome);
+        }
+    }
+
+    /// The policy in force (a snapshot; reloads swap it).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The provider secret per-consumer hashing keys derive from.
+    pub fn masking_secret(&self) -> &[u8] {
+        &self.masking_secret
+    }
+
+    /// Connects to a configured peer (or reuses the connection).
+    pub async fn peer(&self, node: &NodeId) -> Result<PeerConnection, NodeError> {
+        let p = self.cfg.peer(node).ok_or_else(|| NodeError::UnknownPeer(node.clone()))?;
+        Ok(self.link.connection(&p.node, p.address).await?)
+    }
+
+    /// A peer's catalog metadata, asked over QUIC.
+    pub async fn peer_catalog(&self, node: &NodeId) -> Result<Catalog, NodeError> {
+        let pc = self.peer(node).await?;
+        let answer = match link::request_one(&pc, &Message::CatalogRequest).await {
+            // The cached connection was dead (the peer restarted): dial again, once.
+            Err(e)
+                if pc.conn.close_reason().is_some()
+                    && !matches!(e, LinkError::Refused { .. } | LinkError::Remote { .. }) =>
+            {
+                link::request_one(&self.peer(node).await?, &Message::CatalogRequest).await?
+            }
+            other => other?,
+        };
+        match answer {
+            Message::Catalog { catalog } => Ok(catalog),
+            other => Err(NodeError::Link(LinkError::Protocol {
+                peer: node.to_string(),
+                why: format!("expected a catalog, got {}", other.kind()),
+            })),
+        }
+    }
+}
+
+pub(crate) async fn reload(shared: &Shared) -> Result<usize, NodeError> {
+    let crls = &shared.cfg.tls.crls;
+    let link = &shared.link;
+    let loaded = read_crls(crls)?;
+    let current = link.verifier().current();
+    let fresh = current
+        .with_crls(&loaded)
+        .map_err(|why| file_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
+    link.verifier().reload(fresh);
+    let closed = link.recheck_live();
+    tracing::info!(crls = loaded.len(), closed, "revocation lists reloaded");
+    let digests: Vec<String> = loaded
+        .iter()
+        .map(|c| fedgate_catalog::hex(ring::digest::digest(&ring::digest::SHA256, c).as_ref()))
+        .collect();
+    let mut e = shared.audit_entry(Kind::Reload);
+    e.reason = Some(format!("revocation lists reloaded; {closed} live connection(s) closed"));
+    e.detail = Some(format!("crl sha256: {}", digests.join(", ")));
+    shared.audit.append(e).await?;
+    Ok(closed)
+}
+
+/// Re-reads the node's own certificate and key; if they changed and are good (this node's id,
+/// verifying against the federation root and CRLs, valid now, the key matching the
+/// certificate), new connections use them. Otherwise the identity in force stays and the error
+/// says why. Returns whether anything changed.
+pub async fn reload_identity(shared: &Shared) -> Result<bool, NodeError> {
+    let id = load_identity(&shared.cfg)?;
+    if id.chain.first() == Some(&shared.link.current_certificate()) {
+        return Ok(false);
+    }
+    let signer = fedgate_certs::sign::NodeSigner::new(&id.key)
+        .map_err(|e| file_err(&shared.cfg.tls.key, e.to_string()))?;
+    let me = id
+        .trust
+        .verify(&id.chain[0], &id.chain[1..], Role::Server, UnixTime::now())
+        .map_err(|e| file_err(&shared.cfg.tls.cert, e.to_string()))?;
+    // A key from another certificate would make every trailer unverifiable.
+    let probe = b"fedgate key matches certificate";
+    let signed = signer.sign(probe).map_err(|e| file_err(&shared.cfg.tls.key, e.to_string()))?;
+    if !me.verify_signature(probe, &signed) {
+        return Err(file_err(
+            &shared.cfg.tls.key,
+            format!("this key does not belong to the certificate in {}", shared.cfg.tls.cert.display()),
+        ));
+    }
+    let info = fedgate_certs::inspect::parse(&id.chain[0]).map_err(|e| file_err(&shared.cfg.tls.cert, e))?;
+    let generation = shared.link.set_identity(id.chain, id.key)?;
+    shared.signer.add(generation, signer);
+    let serial = fedgate_certs::inspect::hex_colon(&info.serial);
+    tracing::info!(%serial, not_after = %info.not_after, "node certificate reloaded; new connections use it");
+    let mut e = shared.audit_entry(Kind::Reload);
+    e.reason = Some("node certificate and key reloaded; new connections use them".into());
+    e.detail = Some(format!("serial {serial}, valid until {}", info.not_after));
+    shared.audit.append(e).await?;
+    Ok(true)
+}
+
+/// Why the catalog files a node serves did not load.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// A catalog file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The files do not parse or validate: every problem, located.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// Datasets owned by another node: a gateway serves only its own.
+    #[error(
+        "{}: this gateway is {node} and serves only its own datasets, but {}",
+        config.display(),
+        foreign.iter().map(|(d, o)| format!("dataset `{d}` is owned by {o}")).collect::<Vec<_>>().join("; ")
+    )]
+    Foreign {
+        /// The node's config file.
+        config: PathBuf,
+        /// This node.
+        node: NodeId,
+        /// Each foreign dataset and its owner.
+        foreign: Vec<(String, NodeId)>,
+    },
+}
+
+impl CatalogError {
+    /// The located problems, if the files were read but are invalid.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            CatalogError::Invalid(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// Why the grant files did not make a policy.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum GrantsError {
+    /// A grant file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The files do not parse or validate (or name datasets the catalog lacks): every
+    /// problem, located.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// The policy engine could not be built: a bug, not the steward's grants.
+    #[error(transparent)]
+    Engine(#[from] fedgate_policy::EngineError),
+}
+
+impl GrantsError {
+    /// The located problems, if the files were read but are invalid.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            GrantsError::Invalid(d) => Some(d),
+            _ => None,
+        }
+    }
+}
