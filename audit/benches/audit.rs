@@ -92,7 +92,7 @@ async fn main() {
         .sum();
 
     let verifier = audit::read_verifier(&log_dir.join("signing.pub")).expect("pubkey");
-    let sealer = AuditKeys::load_sealer(&dir.path().join("k/audit.key")).expect("key");
+    let sealer = AuditKeys::load_reader(&dir.path().join("k/audit.key")).expect("key");
     let mut without_key = Vec::new();
     let mut with_key = Vec::new();
     for _ in 0..3 {

@@ -50,6 +50,8 @@ pub enum Kind {
     Start,
     /// The gateway stopped.
     Stop,
+    /// A segment past retention was crypto-shredded (its data key destroyed).
+    Shred,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
             Kind::Reload => "reload",
             Kind::Start => "start",
             Kind::Stop => "stop",
+            Kind::Shred => "shred",
         }
     }
 
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Reload,
             Kind::Start,
             Kind::Stop,
+            Kind::Shred,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

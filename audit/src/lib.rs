@@ -5,7 +5,8 @@
 //! RFC 6962 Merkle tree over the sealed entries ([`merkle`]), signed checkpoints ([`checkpoint`]),
 //! the crash-safe writer ([`log`]), whole-log verification ([`verify`](mod@verify)), inclusion and
 //! consistency proofs ([`proof`]), the audit key's binding to the node's certificate
-//! ([`keybind`]) and the auditor's export bundle ([`export`](mod@export)).
+//! ([`keybind`]), per-segment data keys wrapped for the node and its auditors ([`keys`]) and the
+//! auditor's export bundle ([`export`](mod@export)).
 //! Layering: it depends on `fedgate-catalog` for the shared vocabulary and on nothing that speaks
 //! QUIC, HTTP or an async runtime, so an auditor's tooling builds it alone; the gateway depends
 //! on it, never the reverse. Everything but [`log`] and the folder readers is pure.
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod export;
 pub mod keybind;
+pub mod keys;
 pub mod log;
 pub mod merkle;
 pub mod proof;
@@ -23,10 +25,11 @@ pub mod verify;
 use std::path::Path;
 
 pub use entry::{Entry, Kind};
-pub use export::export;
+pub use export::{export, export_for};
+pub use keys::Reader;
 pub use log::{AuditError, AuditKeys, AuditLog, LogOptions, Recovery};
 pub use proof::{check_consistency, check_proof, prove, prove_consistency, ConsistencyProof, InclusionProof};
-pub use verify::{entries, verify, Verified};
+pub use verify::{entries, entries_all, verify, Opened, Verified};
 
 /// The checkpoint origin of a node's log.
 pub fn origin(node: &fedgate_catalog::NodeId) -> String {

@@ -22,7 +22,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use thiserror::Error;
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::entry::{self, Entry, Read, Sealer};
+use crate::entry::{self, Entry, Kind, Read, Sealer};
+use crate::keys::{self, Reader};
 use crate::merkle::{CompactRange, Hash};
 
 /// Entries between signed checkpoints.
@@ -86,11 +87,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
     move |source| AuditError::Io { path: path.to_owned(), source }
 }
 
-/// The node's audit keys: the entry encryption key and the checkpoint signing key.
+/// The node's audit keys: the key that wraps each segment's data key, the checkpoint signing
+/// key, and the auditors' public keys each new segment's key is also wrapped for.
 pub struct AuditKeys {
-    /// Encrypts entries.
-    pub sealer: Sealer,
+    master: [u8; 32],
     signer: Ed25519KeyPair,
+    auditors: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for AuditKeys {
@@ -134,6 +136,15 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The day (UTC+8) of a Unix millisecond time.
+fn cst_day(ms: i64) -> i64 {
+    (ms / 1000 + 8 * 3600).div_euclid(86_400)
+}
+
 fn random<const N: usize>() -> Result<[u8; N], AuditError> {
     let mut b = [0u8; N];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
@@ -155,15 +166,26 @@ impl AuditKeys {
         })?;
         let signer = Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|e| AuditError::Key { path: signing.into(), why: e.to_string() })?;
-        Ok(AuditKeys { sealer: Sealer::new(&key), signer })
+        Ok(AuditKeys { master: key, signer, auditors: Vec::new() })
     }
 
-    /// Only the encryption key (for reading a log).
-    pub fn load_sealer(encryption: &Path) -> Result<Sealer, AuditError> {
+    /// Also wraps every new segment's data key for these auditors' X25519 public keys.
+    pub fn with_auditors(mut self, auditors: Vec<[u8; 32]>) -> AuditKeys {
+        self.auditors = auditors;
+        self
+    }
+
+    /// Only the node's audit key, as a reader (for reading a log).
+    pub fn load_reader(encryption: &Path) -> Result<Reader, AuditError> {
         let text = fs::read_to_string(encryption).map_err(io(encryption))?;
         let key = fedgate_catalog::unhex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok());
-        key.map(|k| Sealer::new(&k))
+        key.map(Reader::Node)
             .ok_or_else(|| AuditError::Key { path: encryption.into(), why: "not a 32-byte hex key".into() })
+    }
+
+    /// A reader with the node's audit key.
+    pub fn reader(&self) -> Reader {
+        Reader::Node(self.master)
     }
 
     /// The checkpoint signer's public key.
@@ -317,13 +339,20 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Entries between signed checkpoints.
     pub checkpoint_entries: u64,
+    /// Crypto-shred closed segments whose last entry is older than this; `None` keeps all.
+    pub retention: Option<Duration>,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { segment_bytes: SEGMENT_BYTES, checkpoint_entries: CHECKPOINT_ENTRIES }
+        LogOptions { segment_bytes: SEGMENT_BYTES, checkpoint_entries: CHECKPOINT_ENTRIES, retention: None }
     }
 }
+
+/// The default retention (China's Cybersecurity Law asks for at least six months of network logs).
+pub const RETENTION_DAYS: u32 = 180;
+/// How often the writer looks for segments past retention.
+const SHRED_CHECK: Duration = Duration::from_secs(3600);
 
 /// What opening the log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +389,13 @@ struct Writer {
     last_checkpoint: u64,
     last_checkpoint_at: Instant,
     options: LogOptions,
+    /// The current segment's data key; `None` until a segment with its own key is started
+    /// (a new log, or one whose last segment predates per-segment keys).
+    seg_sealer: Option<Sealer>,
+    /// When the current segment was started (Unix ms): segments also rotate daily, so
+    /// retention can shred by whole days.
+    seg_opened_ms: i64,
+    last_shred_check: Option<Instant>,
 }
 
 impl AuditLog {
@@ -419,7 +455,18 @@ impl AuditLog {
         let checkpoints =
             OpenOptions::new().create(true).append(true).open(&cp_path).map_err(io(&cp_path))?;
         let recovery = Recovery { entries: scan.entries, torn_bytes };
-        let w = Writer {
+        let first = segs.last().map_or(0, |(f, _)| *f);
+        let (seg_sealer, seg_opened_ms) = match keys::read(dir, first)? {
+            Some(k) if k.shredded.is_none() => {
+                let dk = keys
+                    .reader()
+                    .unwrap(&k)
+                    .map_err(|e| AuditError::Key { path: keys::keys_path(dir, first), why: e.to_string() })?;
+                (Some(Sealer::new(&dk)), k.opened_ms)
+            }
+            _ => (None, 0),
+        };
+        let mut w = Writer {
             dir: dir.to_owned(),
             origin: origin.to_owned(),
             keys,
@@ -432,7 +479,11 @@ impl AuditLog {
             last_checkpoint,
             last_checkpoint_at: Instant::now(),
             options,
+            seg_sealer,
+            seg_opened_ms,
+            last_shred_check: None,
         };
+        w.shred_expired();
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || w.run(rx)).map_err(io(dir))?;
         Ok((AuditLog { tx, actor: origin.to_owned() }, recovery))
@@ -495,6 +546,9 @@ impl Writer {
                 Ok(c) => c,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     self.maybe_checkpoint(true);
+                    if self.last_shred_check.is_none_or(|t| t.elapsed() >= SHRED_CHECK) {
+                        self.shred_expired();
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -557,18 +611,15 @@ impl Writer {
     /// Encrypts, frames, writes and syncs a group; returns the first seq.
     fn write_group(&mut self, group: &mut [(Box<Entry>, Option<Ack>)]) -> Result<u64, AuditError> {
         let first = self.next_seq;
-        let now = time::OffsetDateTime::now_utc();
-        let ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        let mut buf = Vec::with_capacity(group.len() * 400);
-        let mut hashes = Vec::with_capacity(group.len());
-        for (i, (e, _)) in group.iter_mut().enumerate() {
-            e.seq = first + i as u64;
-            e.time_ms = ms;
-            let leaf = self.keys.sealer.seal(e, random::<12>()?);
-            hashes.push(entry::frame(&leaf, &mut buf));
+        let ms = now_ms();
+        if self.seg_sealer.is_none() || cst_day(ms) != cst_day(self.seg_opened_ms) {
+            self.rotate(first, ms)?;
         }
+        let (mut buf, mut hashes) = self.seal_group(group, first, ms)?;
         if self.file_len > 0 && self.file_len + buf.len() as u64 > self.options.segment_bytes {
-            self.rotate(first)?;
+            // The group goes to a new segment, under that segment's key.
+            self.rotate(first, ms)?;
+            (buf, hashes) = self.seal_group(group, first, ms)?;
         }
         self.file.write_all(&buf).map_err(io(&self.file_path))?;
         self.file.sync_data().map_err(io(&self.file_path))?;
@@ -580,13 +631,90 @@ impl Writer {
         Ok(first)
     }
 
-    fn rotate(&mut self, first: u64) -> Result<(), AuditError> {
+    fn seal_group(
+        &self,
+        group: &mut [(Box<Entry>, Option<Ack>)],
+        first: u64,
+        ms: i64,
+    ) -> Result<(Vec<u8>, Vec<Hash>), AuditError> {
+        let sealer = self.seg_sealer.as_ref().ok_or_else(|| AuditError::Stopped("no segment key".into()))?;
+        let mut buf = Vec::with_capacity(group.len() * 400);
+        let mut hashes = Vec::with_capacity(group.len());
+        for (i, (e, _)) in group.iter_mut().enumerate() {
+            e.seq = first + i as u64;
+            e.time_ms = ms;
+            let leaf = sealer.seal(e, random::<12>()?);
+            hashes.push(entry::frame(&leaf, &mut buf));
+        }
+        Ok((buf, hashes))
+    }
+
+    /// Starts a segment at entry `first` under a fresh data key, wrapped for the node and each
+    /// auditor; the key file is durable before any entry sealed with it.
+    fn rotate(&mut self, first: u64, ms: i64) -> Result<(), AuditError> {
+        let (dk, k) = keys::new_segment(&self.keys.master, &self.keys.auditors, first, ms)
+            .map_err(|e| AuditError::Stopped(e.to_string()))?;
+        keys::write(&self.dir, &k)?;
+        self.seg_sealer = Some(Sealer::new(&dk));
+        self.seg_opened_ms = ms;
         let path = segment_path(&self.dir, first);
         self.file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
         // Make the new file's name durable before entries in it are acknowledged.
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
         self.file_path = path;
         self.file_len = 0;
+        Ok(())
+    }
+
+    /// Crypto-shreds closed segments past retention: records a `shred` entry, then destroys the
+    /// segment's wrapped keys. The ciphertext and the tree stay, so verification still passes.
+    fn shred_expired(&mut self) {
+        self.last_shred_check = Some(Instant::now());
+        let Some(keep) = self.options.retention else { return };
+        let now = now_ms();
+        let cutoff = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        let segs = match segments(&self.dir) {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(error = %e, "listing audit segments for retention failed"),
+        };
+        for pair in segs.windows(2) {
+            let ((first, _), (next, _)) = (&pair[0], &pair[1]);
+            if let Err(e) = self.shred_if_expired(*first, *next, cutoff, now) {
+                tracing::error!(error = %e, segment = first, "crypto-shredding an expired audit segment failed");
+            }
+        }
+    }
+
+    fn shred_if_expired(&mut self, first: u64, next: u64, cutoff: i64, now: i64) -> Result<(), AuditError> {
+        let Some(mut k) = keys::read(&self.dir, first)? else { return Ok(()) };
+        // A segment ends when the next one starts.
+        let ended = keys::read(&self.dir, next)?.map_or(i64::MAX, |n| n.opened_ms);
+        if k.shredded.is_some() || ended >= cutoff {
+            return Ok(());
+        }
+        let days = self.options.retention.map_or(0, |d| d.as_secs() / 86_400);
+        let e = Entry {
+            kind: Some(Kind::Shred),
+            actor: self.origin.trim_start_matches("fedgate.audit/").to_owned(),
+            decision: Some("shredded".into()),
+            records: Some(next - first),
+            reason: Some(format!(
+                "retention of {days} days passed: the data key of entries {first}..{next} was destroyed"
+            )),
+            detail: Some(format!("seg-{first:020}.log")),
+            ..Entry::default()
+        };
+        let mut group = vec![(Box::new(e), None)];
+        let seq = self.write_group(&mut group)?;
+        k.wraps.clear();
+        k.shredded = Some(keys::Shredded { time_ms: now, entry: seq });
+        keys::write(&self.dir, &k)?;
+        tracing::info!(
+            segment = first,
+            entries = next - first,
+            shred_entry = seq,
+            "audit segment past retention crypto-shredded"
+        );
         Ok(())
     }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
-use crate::entry::{Entry, Sealer};
+use crate::entry::Entry;
+use crate::keys::{Reader, SegmentAccess};
 use crate::log::{self, AuditError};
 use crate::merkle::CompactRange;
 
@@ -18,8 +19,12 @@ pub struct Verified {
     pub checkpoints: usize,
     /// Size of the latest checkpoint.
     pub signed_size: u64,
-    /// Entries were also decrypted and authenticated with the audit key.
+    /// Entries were also decrypted and authenticated with a key.
     pub decrypted: bool,
+    /// Entries in crypto-shredded segments (intact, but no longer readable by anyone).
+    pub shredded: u64,
+    /// Entries in segments this reader holds no key for (only counted with a key).
+    pub unreadable: u64,
     /// The log ends inside an entry that no checkpoint covers: a write in progress, or one torn
     /// by a crash (never acknowledged; the gateway cuts it on restart).
     pub unfinished_tail: bool,
@@ -33,7 +38,7 @@ pub struct Verified {
 pub fn verify(
     dir: &Path,
     verifier: &(String, Vec<u8>),
-    sealer: Option<&Sealer>,
+    reader: Option<&Reader>,
     mut progress: impl FnMut(u64),
 ) -> Result<Verified, AuditError> {
     let (notes, torn) = log::read_checkpoints(dir)?;
@@ -81,20 +86,18 @@ pub fn verify(
         Ok(())
     };
     check_cps(&tree)?;
-    let seg_of = |seq: u64| -> PathBuf {
-        log::segments(dir)
-            .ok()
-            .and_then(|s| s.into_iter().rev().find(|(f, _)| *f <= seq).map(|(_, p)| p))
-            .unwrap_or_default()
-    };
+    let mut segs = Segments::new(dir, reader)?;
     let scan = log::scan(dir, |seq, leaf, hash| {
-        if let Some(s) = sealer {
-            s.open(leaf).map_err(|e| AuditError::Corrupt {
-                path: seg_of(seq),
-                seq,
-                offset: 0,
-                why: e.to_string(),
-            })?;
+        if reader.is_some() {
+            let (path, access) = segs.at(seq)?;
+            if let SegmentAccess::Open(s) = access {
+                s.open(leaf).map_err(|e| AuditError::Corrupt {
+                    path: path.to_owned(),
+                    seq,
+                    offset: 0,
+                    why: e.to_string(),
+                })?;
+            }
         }
         tree.push(*hash);
         if seq % 65_536 == 0 {
@@ -129,25 +132,107 @@ pub fn verify(
         entries: scan.entries,
         checkpoints: cps.len(),
         signed_size: signed,
-        decrypted: sealer.is_some(),
+        decrypted: reader.is_some(),
+        shredded: segs.shredded,
+        unreadable: segs.unreadable,
         unfinished_tail: scan.torn.is_some(),
     })
 }
 
-/// Decrypts every entry in order.
+/// Decrypts every readable entry in order (entries in shredded or unreadable segments are
+/// skipped; [`entries_all`] reports them).
 pub fn entries(
     dir: &Path,
-    sealer: &Sealer,
+    reader: &Reader,
     mut visit: impl FnMut(Entry) -> Result<(), AuditError>,
 ) -> Result<u64, AuditError> {
+    entries_all(dir, reader, |o| match o {
+        Opened::Entry(e) => visit(*e),
+        _ => Ok(()),
+    })
+}
+
+/// Every entry in order, as this reader sees it.
+pub fn entries_all(
+    dir: &Path,
+    reader: &Reader,
+    mut visit: impl FnMut(Opened) -> Result<(), AuditError>,
+) -> Result<u64, AuditError> {
+    let mut segs = Segments::new(dir, Some(reader))?;
     let scan = log::scan(dir, |seq, leaf, _| {
-        let e = sealer.open(leaf).map_err(|e| AuditError::Corrupt {
-            path: dir.into(),
-            seq,
-            offset: 0,
-            why: e.to_string(),
-        })?;
-        visit(e)
+        let (path, access) = segs.at(seq)?;
+        let opened = match access {
+            SegmentAccess::Open(s) => Opened::Entry(Box::new(s.open(leaf).map_err(|e| {
+                AuditError::Corrupt { path: path.to_owned(), seq, offset: 0, why: e.to_string() }
+            })?)),
+            SegmentAccess::Shredded => Opened::Shredded { seq },
+            SegmentAccess::Unreadable(why) => Opened::Unreadable { seq, why: why.clone() },
+        };
+        visit(opened)
     })?;
     Ok(scan.entries)
+}
+
+/// The segments of a log and how a reader opens each, looked up by entry.
+struct Segments<'r> {
+    dir: PathBuf,
+    reader: Option<&'r Reader>,
+    list: Vec<(u64, PathBuf)>,
+    current: Option<(usize, SegmentAccess)>,
+    shredded: u64,
+    unreadable: u64,
+}
+
+impl<'r> Segments<'r> {
+    fn new(dir: &Path, reader: Option<&'r Reader>) -> Result<Segments<'r>, AuditError> {
+        Ok(Segments {
+            dir: dir.to_owned(),
+            reader,
+            list: log::segments(dir)?,
+            current: None,
+            shredded: 0,
+            unreadable: 0,
+        })
+    }
+
+    /// The segment holding `seq` and this reader's access to it; counts what cannot be read.
+    fn at(&mut self, seq: u64) -> Result<(&Path, &SegmentAccess), AuditError> {
+        let i = self.list.iter().rposition(|(f, _)| *f <= seq).unwrap_or(0);
+        if self.current.as_ref().is_none_or(|(c, _)| *c != i) {
+            let first = self.list.get(i).map_or(0, |(f, _)| *f);
+            let access = match self.reader {
+                Some(r) => r.open_segment(&self.dir, first)?,
+                None => SegmentAccess::Unreadable("no key given".into()),
+            };
+            self.current = Some((i, access));
+        }
+        match self.current.as_ref().map(|(_, a)| a) {
+            Some(SegmentAccess::Shredded) => self.shredded += 1,
+            Some(SegmentAccess::Unreadable(_)) => self.unreadable += 1,
+            _ => {}
+        }
+        let path = self.list.get(i).map_or(self.dir.as_path(), |(_, p)| p.as_path());
+        let access =
+            self.current.as_ref().map(|(_, a)| a).ok_or_else(|| AuditError::Stopped("no segment".into()))?;
+        Ok((path, access))
+    }
+}
+
+/// One stored entry as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Decrypted and authenticated.
+    Entry(Box<Entry>),
+    /// In a crypto-shredded segment.
+    Shredded {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// In a segment this reader holds no key for.
+    Unreadable {
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
 }

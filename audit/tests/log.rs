@@ -28,7 +28,7 @@ fn verifier(dir: &Path) -> (String, Vec<u8>) {
 
 /// Verifies with the key; the number of entries, or the error's text.
 fn check(dir: &Path) -> Result<u64, String> {
-    let sealer = AuditKeys::load_sealer(&dir.join("audit.key")).unwrap();
+    let sealer = AuditKeys::load_reader(&dir.join("audit.key")).unwrap();
     let verifier = audit::read_verifier(&dir.join("log/signing.pub")).map_err(|e| e.to_string())?;
     audit::verify(&dir.join("log"), &verifier, Some(&sealer), |_| {})
         .map(|v| v.entries)
@@ -56,7 +56,12 @@ async fn write_log(dir: &Path, n: u64, options: LogOptions) {
 #[tokio::test]
 async fn any_flipped_byte_in_any_log_file_fails_verification_naming_the_place() {
     let t = tempfile::tempdir().unwrap();
-    write_log(t.path(), 12, LogOptions { segment_bytes: 1500, checkpoint_entries: 4 }).await;
+    write_log(
+        t.path(),
+        12,
+        LogOptions { segment_bytes: 1500, checkpoint_entries: 4, ..LogOptions::default() },
+    )
+    .await;
     let log = t.path().join("log");
     assert_eq!(check(t.path()).unwrap(), 12);
     let mut files: Vec<_> = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).collect();
@@ -73,7 +78,10 @@ async fn any_flipped_byte_in_any_log_file_fails_verification_naming_the_place() 
             std::fs::write(&f, &bad).unwrap();
             let err =
                 check(t.path()).expect_err(&format!("flip at byte {i} of {} went unnoticed", f.display()));
-            let named = err.contains("entry ") || err.contains("checkpoint ") || f.ends_with("signing.pub");
+            let named = err.contains("entry ")
+                || err.contains("checkpoint ")
+                || f.ends_with("signing.pub")
+                || (f.extension().is_some_and(|e| e == "keys") && err.contains(&*f.to_string_lossy()));
             assert!(named, "{}: byte {i}: error does not name the place: {err}", f.display());
         }
         std::fs::write(&f, &original).unwrap();
@@ -88,7 +96,7 @@ async fn a_torn_tail_is_cut_on_restart_and_nothing_acknowledged_is_lost() {
     let seg = audit::log::segments(&t.path().join("log")).unwrap().pop().unwrap().1;
     let whole = std::fs::read(&seg).unwrap();
     // A crash in the middle of writing an 11th entry: some prefix of a real frame hits the disk.
-    let sealer = AuditKeys::load_sealer(&t.path().join("audit.key")).unwrap();
+    let sealer = audit::entry::Sealer::new(&[3u8; 32]);
     let mut frame = Vec::new();
     let mut next = entry(10);
     next.seq = 10;
@@ -116,10 +124,10 @@ async fn a_wrong_key_is_a_clear_error_and_proofs_check_offline() {
     write_log(t.path(), 7, LogOptions::default()).await;
     let other = tempfile::tempdir().unwrap();
     let wrong = AuditKeys::load_or_create(&other.path().join("a.key"), &other.path().join("s.key")).unwrap();
-    let err = audit::verify(&t.path().join("log"), &verifier(t.path()), Some(&wrong.sealer), |_| {})
+    let err = audit::verify(&t.path().join("log"), &verifier(t.path()), Some(&wrong.reader()), |_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("entry 0") && err.contains("wrong audit key"), "{err}");
+    assert!(err.contains("segment 0") && err.contains("wrong audit key"), "{err}");
     // Someone else's public key: the checkpoints do not verify.
     let foreign = (ORIGIN.to_owned(), wrong.public_key());
     let err = audit::verify(&t.path().join("log"), &foreign, None, |_| {}).unwrap_err().to_string();
@@ -139,7 +147,12 @@ async fn a_wrong_key_is_a_clear_error_and_proofs_check_offline() {
 #[tokio::test]
 async fn consistency_proofs_between_checkpoints() {
     let t = tempfile::tempdir().unwrap();
-    write_log(t.path(), 12, LogOptions { segment_bytes: 1 << 20, checkpoint_entries: 4 }).await;
+    write_log(
+        t.path(),
+        12,
+        LogOptions { segment_bytes: 1 << 20, checkpoint_entries: 4, ..LogOptions::default() },
+    )
+    .await;
     let log = t.path().join("log");
     let v = verifier(t.path());
     for from in 1..=12 {
@@ -156,4 +169,147 @@ async fn consistency_proofs_between_checkpoints() {
     let sizes: Vec<u64> = (1..=12).filter(|&n| audit::prove_consistency(&log, &v, n, None).is_ok()).collect();
     assert!(sizes.len() >= 2, "checkpoints every few entries: {sizes:?}");
     assert!(audit::prove_consistency(&log, &v, 13, None).is_err(), "no checkpoint of that size");
+}
+
+/// Appends `n` entries to a log opened with `keys` and `options`, then closes it.
+async fn append_n(dir: &Path, keys: AuditKeys, options: LogOptions, from: u64, n: u64) {
+    let (log, _) = AuditLog::open_with(&dir.join("log"), ORIGIN, keys, options).unwrap();
+    for i in from..from + n {
+        log.append(entry(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+}
+
+fn small() -> LogOptions {
+    LogOptions { segment_bytes: 1500, checkpoint_entries: 4, ..LogOptions::default() }
+}
+
+#[tokio::test]
+async fn an_auditor_reads_with_their_own_key_and_a_stranger_reads_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (a_secret, a_public) = audit::keys::generate_auditor().unwrap();
+    let (stranger, _) = audit::keys::generate_auditor().unwrap();
+    append_n(t.path(), keys(t.path()).with_auditors(vec![a_public]), small(), 0, 12).await;
+    let log = t.path().join("log");
+    let segs = audit::log::segments(&log).unwrap();
+    assert!(segs.len() >= 3, "small segments: {segs:?}");
+    for (first, _) in &segs {
+        let k = audit::keys::read(&log, *first).unwrap().expect("every segment has its key file");
+        assert_eq!(k.wraps.len(), 2, "node and auditor");
+    }
+    let mut seen = Vec::new();
+    audit::entries(&log, &audit::Reader::auditor(a_secret), |e| {
+        seen.push(e.records.unwrap());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    let v =
+        audit::verify(&log, &verifier(t.path()), Some(&audit::Reader::auditor(a_secret)), |_| {}).unwrap();
+    assert_eq!((v.entries, v.unreadable, v.shredded), (12, 0, 0));
+    let v =
+        audit::verify(&log, &verifier(t.path()), Some(&audit::Reader::auditor(stranger)), |_| {}).unwrap();
+    assert_eq!((v.entries, v.unreadable), (12, 12), "integrity holds; nothing is readable");
+    // Segments have distinct keys: one segment's key opens no other.
+    let k0 = audit::keys::read(&log, segs[0].0).unwrap().unwrap();
+    let dk0 = keys(t.path()).reader().unwrap(&k0).unwrap();
+    let k1 = audit::keys::read(&log, segs[1].0).unwrap().unwrap();
+    assert_ne!(dk0, keys(t.path()).reader().unwrap(&k1).unwrap());
+}
+
+/// Moves every segment's start `days` into the past, as if the log had been written then
+/// (re-wrapping each data key: the start time is bound into the wraps).
+fn age(dir: &Path, auditors: &[[u8; 32]], days: i64) {
+    let log = dir.join("log");
+    let audit::Reader::Node(master) = keys(dir).reader() else { unreachable!() };
+    for (first, _) in audit::log::segments(&log).unwrap() {
+        let k = audit::keys::read(&log, first).unwrap().unwrap();
+        let dk = keys(dir).reader().unwrap(&k).unwrap();
+        let aged =
+            audit::keys::wrap_all(&master, auditors, first, k.opened_ms - days * 86_400_000, &dk).unwrap();
+        audit::keys::write(&log, &aged).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn expired_segments_are_crypto_shredded_as_an_audited_event_and_still_verify() {
+    let t = tempfile::tempdir().unwrap();
+    let (a_secret, a_public) = audit::keys::generate_auditor().unwrap();
+    let keys_a = || keys(t.path()).with_auditors(vec![a_public]);
+    append_n(t.path(), keys_a(), small(), 0, 12).await;
+    let log = t.path().join("log");
+    let before = audit::log::segments(&log).unwrap();
+    age(t.path(), &[a_public], 200);
+    // Reopening with 180 days' retention shreds every closed segment; the last one (still
+    // being written) is kept.
+    let retention = LogOptions { retention: Some(std::time::Duration::from_secs(180 * 86_400)), ..small() };
+    append_n(t.path(), keys_a(), retention, 12, 1).await;
+    let mut shredded_segments = 0;
+    for (first, _) in &before[..before.len() - 1] {
+        let k = audit::keys::read(&log, *first).unwrap().unwrap();
+        assert!(k.wraps.is_empty() && k.shredded.is_some(), "segment {first} keeps no key");
+        shredded_segments += 1;
+    }
+    assert!(shredded_segments >= 2);
+    // Verification passes with and without a key; the shredded entries are counted.
+    let total = audit::verify(&log, &verifier(t.path()), None, |_| {}).unwrap().entries;
+    for reader in [keys(t.path()).reader(), audit::Reader::auditor(a_secret)] {
+        let v = audit::verify(&log, &verifier(t.path()), Some(&reader), |_| {}).unwrap();
+        assert_eq!(v.entries, total);
+        assert_eq!(v.shredded, before.last().unwrap().0, "every entry before the last segment");
+    }
+    // Readers see the shredded entries as such, and the shredding itself is on record.
+    let mut shreds = Vec::new();
+    let mut gone = 0;
+    audit::entries_all(&log, &keys(t.path()).reader(), |o| {
+        match o {
+            audit::Opened::Shredded { .. } => gone += 1,
+            audit::Opened::Entry(e) if e.kind == Some(Kind::Shred) => shreds.push(*e),
+            _ => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(gone, before.last().unwrap().0);
+    assert_eq!(shreds.len(), shredded_segments);
+    assert_eq!(shreds.iter().map(|e| e.records.unwrap()).sum::<u64>(), gone);
+    assert!(shreds[0].reason.as_deref().unwrap().contains("retention of 180 days"), "{:?}", shreds[0].reason);
+    // Shredding is done once: reopening shreds nothing more.
+    let n = total;
+    append_n(t.path(), keys_a(), retention, 13, 0).await;
+    assert_eq!(audit::verify(&log, &verifier(t.path()), None, |_| {}).unwrap().entries, n);
+}
+
+#[tokio::test]
+async fn a_log_from_before_per_segment_keys_is_read_and_continued() {
+    let t = tempfile::tempdir().unwrap();
+    append_n(t.path(), keys(t.path()), LogOptions::default(), 0, 3).await;
+    let log = t.path().join("log");
+    // Make the log look as it did before: entries sealed under the node key, no key file.
+    let seg0 = audit::log::segments(&log).unwrap()[0].0;
+    let k = audit::keys::read(&log, seg0).unwrap().unwrap();
+    let dk = keys(t.path()).reader().unwrap(&k).unwrap();
+    assert_ne!(dk, [0u8; 32]);
+    std::fs::remove_file(audit::keys::keys_path(&log, seg0)).unwrap();
+    // Without its key file the segment is opened with the node key directly, which fails here
+    // (it was sealed under a data key): the error names the entry.
+    assert!(check(t.path()).unwrap_err().contains("entry 0"));
+    // A genuinely old log: rewrite it with entries sealed under the node key itself.
+    let t2 = tempfile::tempdir().unwrap();
+    let node_key = keys(t2.path()).reader();
+    let audit::Reader::Node(master) = node_key else { unreachable!() };
+    let old = audit::entry::Sealer::new(&master);
+    let mut bytes = Vec::new();
+    for i in 0..3u64 {
+        let mut e = entry(i);
+        e.seq = i;
+        audit::entry::frame(&old.seal(&e, [i as u8; 12]), &mut bytes);
+    }
+    std::fs::create_dir_all(t2.path().join("log")).unwrap();
+    std::fs::write(t2.path().join("log/seg-00000000000000000000.log"), &bytes).unwrap();
+    append_n(t2.path(), keys(t2.path()), LogOptions::default(), 3, 2).await;
+    // The new entries went to a new segment with its own key; all five read back.
+    let segs = audit::log::segments(&t2.path().join("log")).unwrap();
+    assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 3]);
+    assert_eq!(check(t2.path()).unwrap(), 5);
 }

@@ -43,12 +43,23 @@ pub enum Command {
         /// by the node's certificate key whose chain verifies to this root.
         #[arg(long, value_name = "ROOT_CRT")]
         trust: Option<PathBuf>,
+        /// With --dir: also decrypt and authenticate the entries this auditor key reads.
+        #[arg(long, value_name = "FILE", requires = "dir")]
+        auditor_key: Option<PathBuf>,
     },
-    /// Decrypt and list entries, optionally filtered.
+    /// Decrypt and list entries, optionally filtered. The node reads with --config; an auditor
+    /// reads an export with --dir and --auditor-key. Entries of crypto-shredded segments are
+    /// listed as shredded.
     Show {
         /// The node's gateway.toml.
+        #[arg(long, value_name = "FILE", required_unless_present = "dir", conflicts_with = "dir")]
+        config: Option<PathBuf>,
+        /// A log folder (e.g. from `audit export`).
+        #[arg(long, value_name = "DIR", requires = "auditor_key")]
+        dir: Option<PathBuf>,
+        /// An auditor's secret key (from `audit keygen`).
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        auditor_key: Option<PathBuf>,
         /// Only entries at or after this time: RFC 3339, or YYYY-MM-DD for the start of that
         /// day (UTC+8).
         #[arg(long, value_name = "T")]
@@ -63,7 +74,7 @@ pub enum Command {
         /// Only entries about this dataset.
         #[arg(long, value_name = "ID")]
         dataset: Option<String>,
-        /// Only entries of this kind: request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop.
+        /// Only entries of this kind: request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop, shred.
         #[arg(long, value_name = "K")]
         kind: Option<String>,
         /// Only entries with this purpose.
@@ -119,6 +130,20 @@ pub enum Command {
         /// The folder to write.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// An auditor's public key (from `audit keygen`): every readable segment's key is also
+        /// wrapped for it in the export, so that auditor can read it. Repeatable.
+        #[arg(long, value_name = "PUB_FILE")]
+        auditor_key: Vec<PathBuf>,
+    },
+    /// Make an auditor key pair (X25519): NAME.key (secret, 0600) and NAME.pub in DIR. Put the
+    /// .pub in a node's [audit] auditors, or give it to `audit export --auditor-key`.
+    Keygen {
+        /// The folder to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// File name stem.
+        #[arg(long, value_name = "NAME", default_value = "auditor")]
+        name: String,
     },
     /// Append entries as fast as possible, printing each acknowledged seq; for crash tests and
     /// the benchmark. Runs until killed or --count entries.
@@ -157,23 +182,45 @@ fn other(e: impl std::fmt::Display) -> CliError {
 /// Runs one audit command.
 pub fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Verify { config, dir, pubkey, trust } => verify(config, dir, pubkey, trust),
-        Command::Show { config, since, until, peer, dataset, kind, purpose, decision, exchange, format } => {
-            let cfg = config::load(&config)?;
-            let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
+        Command::Verify { config, dir, pubkey, trust, auditor_key } => {
+            let reader = auditor_key.as_deref().map(auditor_reader).transpose()?;
+            verify(config, dir, pubkey, trust, reader)
+        }
+        Command::Show {
+            config,
+            dir,
+            auditor_key,
+            since,
+            until,
+            peer,
+            dataset,
+            kind,
+            purpose,
+            decision,
+            exchange,
+            format,
+        } => {
+            let (dir, sealer) = match (config, dir, auditor_key) {
+                (Some(c), _, _) => {
+                    let cfg = config::load(&c)?;
+                    (cfg.audit_dir.clone(), AuditKeys::load_reader(&cfg.audit_key)?)
+                }
+                (None, Some(d), Some(k)) => (d, auditor_reader(&k)?),
+                _ => return Err(other("give --config FILE, or --dir DIR --auditor-key FILE")),
+            };
             let filter = Filter {
                 since: since.as_deref().map(|t| parse_time(t, Bound::Start)).transpose()?,
                 until: until.as_deref().map(|t| parse_time(t, Bound::End)).transpose()?,
                 peer,
                 dataset,
-                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop)")))).transpose()?,
+                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop, shred)")))).transpose()?,
                 purpose,
                 decision,
                 exchange: exchange.as_deref().map(exchange_prefix).transpose()?,
             };
             let format =
                 format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl });
-            show(&cfg.audit_dir, &sealer, &filter, format)
+            show(&dir, &sealer, &filter, format)
         }
         Command::Prove { config, entry, from, to } => {
             let cfg = config::load(&config)?;
@@ -198,12 +245,34 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::CheckProof { proof, pubkey, trust } => check_proof(&proof, pubkey, trust),
-        Command::Export { config, out } => {
+        Command::Export { config, out, auditor_key } => {
             let cfg = config::load(&config)?;
-            let n = audit::export(&cfg.audit_dir, &out)?;
-            println!("exported {n} segment(s), checkpoints and public key to {}", out.display());
+            let auditors = auditor_key
+                .iter()
+                .map(|p| {
+                    crate::audit_trust::read_auditor_public(p)
+                        .map_err(|e| other(format!("{}: {e}", p.display())))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let master = match AuditKeys::load_reader(&cfg.audit_key)? {
+                audit::Reader::Node(k) => k,
+                audit::Reader::Auditor(_) => return Err(other("the node's audit key is not an auditor key")),
+            };
+            let n = audit::export_for(
+                &cfg.audit_dir,
+                &out,
+                (!auditors.is_empty()).then_some((&master, auditors.as_slice())),
+            )?;
+            println!("exported {n} segment(s) with their wrapped keys, checkpoints, public key and key statements to {}", out.display());
+            if !auditors.is_empty() {
+                println!(
+                    "every segment still readable is also wrapped for {} auditor key(s)",
+                    auditors.len()
+                );
+            }
             Ok(())
         }
+        Command::Keygen { out, name } => keygen(&out, &name),
         Command::Soak { dir, count, writers } => soak(dir, count, writers),
     }
 }
@@ -213,14 +282,15 @@ fn verify(
     dir: Option<PathBuf>,
     pubkey: Option<PathBuf>,
     trust: Option<PathBuf>,
+    reader: Option<audit::Reader>,
 ) -> Result<(), CliError> {
     let (dir, pubkey, sealer) = match (config, dir) {
         (Some(c), _) => {
             let cfg = config::load(&c)?;
-            let sealer = AuditKeys::load_sealer(&cfg.audit_key)?;
+            let sealer = AuditKeys::load_reader(&cfg.audit_key)?;
             (cfg.audit_dir.clone(), pubkey.or_else(|| Some(cfg.audit_dir.join("signing.pub"))), Some(sealer))
         }
-        (None, Some(d)) => (d, pubkey, None),
+        (None, Some(d)) => (d, pubkey, reader),
         (None, None) => {
             return Err(other("give --config FILE, or --dir DIR with --trust ROOT_CRT or --pubkey FILE"))
         }
@@ -246,10 +316,16 @@ fn verify(
     println!(
         "OK: {} entries intact{}; {} signed checkpoint(s) valid and consistent, the latest covering {} entries",
         v.entries,
-        if v.decrypted { " and authentic (decrypted with the audit key)" } else { "" },
+        if v.decrypted { " and the readable ones authentic (decrypted)" } else { "" },
         v.checkpoints,
         v.signed_size
     );
+    if v.shredded > 0 {
+        println!("note: {} entries are in crypto-shredded segments (past retention): intact, but no one can read them", v.shredded);
+    }
+    if v.unreadable > 0 {
+        println!("note: {} entries are in segments this key is not wrapped for", v.unreadable);
+    }
     if let Some(node) = vouched {
         println!("the audit key is {node}'s: its certificate, verified to the federation root, signed a statement naming it");
     }
@@ -263,6 +339,44 @@ fn verify(
         println!("note: the log ends inside an unacknowledged entry (a write in progress, or cut by a crash; the gateway removes it on restart)");
     }
     Ok(())
+}
+
+fn keygen(out: &std::path::Path, name: &str) -> Result<(), CliError> {
+    if name.is_empty() || name.contains(['/', '\\']) {
+        return Err(other(format!("--name {name:?}: a plain file name stem")));
+    }
+    std::fs::create_dir_all(out).map_err(|e| other(format!("{}: {e}", out.display())))?;
+    let (secret, public) = audit::keys::generate_auditor().map_err(other)?;
+    let key = out.join(format!("{name}.key"));
+    let pubf = out.join(format!("{name}.pub"));
+    if key.exists() || pubf.exists() {
+        return Err(other(format!("{} or {} exists; not overwriting a key", key.display(), pubf.display())));
+    }
+    crate::secret::write_new(&key, &fedgate_catalog::hex(&secret))
+        .map_err(|e| other(format!("{}: {e}", key.display())))?;
+    std::fs::write(&pubf, format!("{}\n", audit::keys::public_text(&public)))
+        .map_err(|e| other(format!("{}: {e}", pubf.display())))?;
+    println!(
+        "{}\nsecret key: {} (keep it; 0600)\npublic key: {}",
+        audit::keys::public_text(&public),
+        key.display(),
+        pubf.display()
+    );
+    Ok(())
+}
+
+/// An auditor's secret key file as a reader; refused if others can read it.
+fn auditor_reader(path: &std::path::Path) -> Result<audit::Reader, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |why: String| other(format!("{}: {why}", path.display()));
+    let mode = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(bad(format!("readable by others (mode {mode:o}); run chmod 600")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let key = fedgate_catalog::unhex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok());
+    key.map(audit::Reader::auditor)
+        .ok_or_else(|| bad("not an auditor secret key (64 hex digits from `audit keygen`)".into()))
 }
 
 fn check_proof(
@@ -354,6 +468,28 @@ impl Filter {
     }
 }
 
+/// A table row standing for an entry that cannot be read.
+fn placeholder(seq: u64, kind: &str, why: &str) -> Vec<String> {
+    let mut row = vec![seq.to_string(), String::new(), kind.to_owned()];
+    row.extend(std::iter::repeat_n(String::new(), 6));
+    row.push(why.chars().take(60).collect());
+    row
+}
+
+impl Filter {
+    /// True if and only if no criterion is set.
+    fn is_empty(&self) -> bool {
+        self.since.is_none()
+            && self.until.is_none()
+            && self.peer.is_none()
+            && self.dataset.is_none()
+            && self.kind.is_none()
+            && self.purpose.is_none()
+            && self.decision.is_none()
+            && self.exchange.is_none()
+    }
+}
+
 /// An `--exchange` value: lowercase hex, 8 to 32 digits.
 fn exchange_prefix(s: &str) -> Result<String, CliError> {
     let t = s.trim().to_ascii_lowercase();
@@ -403,14 +539,47 @@ fn time_text(ms: i64) -> String {
 
 fn show(
     dir: &std::path::Path,
-    sealer: &audit::entry::Sealer,
+    sealer: &audit::Reader,
     filter: &Filter,
     format: Format,
 ) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut rows = Vec::new();
-    audit::entries(dir, sealer, |e| {
+    let (mut shredded, mut unreadable) = (0u64, 0u64);
+    let unfiltered = filter.is_empty();
+    audit::entries_all(dir, sealer, |o| {
+        let e = match o {
+            audit::Opened::Entry(e) => *e,
+            audit::Opened::Shredded { seq } => {
+                shredded += 1;
+                if unfiltered {
+                    match format {
+                        Format::Jsonl => {
+                            let _ = writeln!(out, "{}", serde_json::json!({"seq": seq, "shredded": true}));
+                        }
+                        Format::Table => rows.push(placeholder(
+                            seq,
+                            "shredded",
+                            "the data key was destroyed after retention",
+                        )),
+                    }
+                }
+                return Ok(());
+            }
+            audit::Opened::Unreadable { seq, why } => {
+                unreadable += 1;
+                if unfiltered {
+                    match format {
+                        Format::Jsonl => {
+                            let _ = writeln!(out, "{}", serde_json::json!({"seq": seq, "unreadable": why}));
+                        }
+                        Format::Table => rows.push(placeholder(seq, "unreadable", &why)),
+                    }
+                }
+                return Ok(());
+            }
+        };
         if !filter.keeps(&e) {
             return Ok(());
         }
@@ -435,6 +604,9 @@ fn show(
         }
         Ok(())
     })?;
+    if !unfiltered && shredded + unreadable > 0 {
+        eprintln!("note: {shredded} shredded and {unreadable} unreadable entries cannot be filtered and are not shown");
+    }
     if format == Format::Table {
         let header = [
             "SEQ",

@@ -99,3 +99,35 @@ pub fn vouched_verifiers(statements: &[SignedStatement], trust: &TrustStore) -> 
         })
         .collect()
 }
+
+/// The auditors' public keys the config names; a bad file is named with why.
+pub fn read_auditors(cfg: &crate::config::Config) -> Result<Vec<[u8; 32]>, (std::path::PathBuf, String)> {
+    cfg.auditor_keys.iter().map(|p| read_auditor_public(p).map_err(|why| (p.clone(), why))).collect()
+}
+
+/// Reads an auditor public key file (`fedgate-auditor-x25519:HEX`, from `audit keygen`).
+pub fn read_auditor_public(path: &Path) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    fedgate_audit::keys::parse_public(&text).ok_or_else(|| {
+        format!(
+            "not an auditor public key (expected {}HEX, as `fedgate audit keygen` writes)",
+            fedgate_audit::keys::PUBLIC_PREFIX
+        )
+    })
+}
+
+/// The log's options from the config: retention (a short one warns).
+pub fn log_options(cfg: &crate::config::Config) -> fedgate_audit::LogOptions {
+    let days = cfg.audit_retention_days;
+    if days < crate::config::MIN_RETENTION_DAYS {
+        tracing::warn!(
+            retention_days = days,
+            minimum = crate::config::MIN_RETENTION_DAYS,
+            "audit.retention_days is below six months, the least China's Cybersecurity Law asks network logs to be kept"
+        );
+    }
+    fedgate_audit::LogOptions {
+        retention: Some(Duration::from_secs(u64::from(days) * 86_400)),
+        ..fedgate_audit::LogOptions::default()
+    }
+}

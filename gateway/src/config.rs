@@ -122,6 +122,12 @@ pub struct Config {
     pub audit_key: PathBuf,
     /// The audit checkpoints' Ed25519 signing key (0600, created at first start).
     pub audit_signing_key: PathBuf,
+    /// Days a closed audit segment stays readable before it is crypto-shredded (`[audit]
+    /// retention_days`, default 180).
+    pub audit_retention_days: u32,
+    /// Auditors' X25519 public key files each new segment's data key is wrapped for (`[audit]
+    /// auditors`).
+    pub auditor_keys: Vec<PathBuf>,
     /// Timeouts and the connection cap of the local API (`[api_limits]`).
     pub api_limits: ApiLimits,
 }
@@ -179,6 +185,7 @@ const TOP_KEYS: &[&str] = &[
     "audit_dir",
     "audit_key",
     "audit_signing_key",
+    "audit",
     "peers",
     "api_limits",
 ];
@@ -186,6 +193,7 @@ const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
 const API_LIMIT_KEYS: &[&str] = &["max_connections", "header_timeout_secs", "idle_timeout_secs"];
+const AUDIT_KEYS: &[&str] = &["retention_days", "auditors"];
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -239,6 +247,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let audit_key = path_or(&mut src, "audit_key", "audit.key");
     let audit_signing_key = path_or(&mut src, "audit_signing_key", "audit-signing.key");
     let api_limits = api_limits(&root, &mut src);
+    let (audit_retention_days, auditor_keys) = audit_table(&root, &mut src, &dir);
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -258,6 +267,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             audit_dir,
             audit_key,
             audit_signing_key,
+            audit_retention_days,
+            auditor_keys,
             api_limits,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
@@ -336,6 +347,26 @@ fn addr(t: &Table<'_, '_>, src: &mut Source<'_>, key: &str) -> Option<SocketAddr
             None
         }
     }
+}
+
+/// Retention below this warns at start: China's Cybersecurity Law asks network logs to be kept
+/// at least six months.
+pub const MIN_RETENTION_DAYS: u32 = 180;
+
+/// `[audit]`: retention in days (1..=36500, default 180) and the auditor public key files.
+fn audit_table(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> (u32, Vec<PathBuf>) {
+    let Some(t) = root.opt_table(src, "audit") else { return (MIN_RETENTION_DAYS, Vec::new()) };
+    t.deny_unknown(src, AUDIT_KEYS);
+    let days = match t.opt_int(src, "retention_days") {
+        Some((n, _)) if (1..=36_500).contains(&n) => n as u32,
+        Some((_, span)) => {
+            src.error(span, "`audit.retention_days` must be between 1 and 36500");
+            MIN_RETENTION_DAYS
+        }
+        None => MIN_RETENTION_DAYS,
+    };
+    let auditors = t.str_list(src, "auditors").into_iter().map(|(s, _)| dir.join(s)).collect();
+    (days, auditors)
 }
 
 fn api_limits(root: &Table<'_, '_>, src: &mut Source<'_>) -> ApiLimits {
@@ -428,6 +459,21 @@ address = "127.0.0.1:7402"
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.grants, vec![PathBuf::from("/etc/fedgate/police/grants.toml")]);
         assert_eq!(c.audit_dir, PathBuf::from("/etc/fedgate/police/audit"));
+    }
+
+    #[test]
+    fn audit_retention_and_auditors() {
+        let c = parse(Path::new("/etc/fedgate/g.toml"), GOOD).unwrap();
+        assert_eq!((c.audit_retention_days, c.auditor_keys.len()), (180, 0));
+        let text = format!("{GOOD}\n[audit]\nretention_days = 365\nauditors = [\"keys/city.pub\"]\n");
+        let c = parse(Path::new("/etc/fedgate/g.toml"), &text).unwrap();
+        assert_eq!(c.audit_retention_days, 365);
+        assert_eq!(c.auditor_keys, vec![PathBuf::from("/etc/fedgate/keys/city.pub")]);
+        for bad in ["retention_days = 0", "retention_days = 99999", "retension_days = 30"] {
+            let text = format!("{GOOD}\n[audit]\n{bad}\n");
+            let err = parse(Path::new("g.toml"), &text).unwrap_err().to_string();
+            assert!(err.contains("g.toml:"), "{bad}: {err}");
+        }
     }
 
     #[test]

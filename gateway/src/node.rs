@@ -41,10 +41,12 @@ impl RunningNode {
         let secret = |p: &std::path::Path| crate::secret::ensure(p).map_err(|e| file_err(p, e.to_string()));
         let token = secret(&cfg.api_token)?;
         let masking = secret(&cfg.masking_key)?;
-        let keys = AuditKeys::load_or_create(&cfg.audit_key, &cfg.audit_signing_key)?;
+        let keys = AuditKeys::load_or_create(&cfg.audit_key, &cfg.audit_signing_key)?
+            .with_auditors(crate::audit_trust::read_auditors(&cfg).map_err(|(p, why)| file_err(&p, why))?);
         let origin = fedgate_audit::origin(&cfg.node);
         let audit_key = fedgate_audit::checkpoint::verifier_key(&origin, &keys.public_key());
-        let (audit, recovery) = AuditLog::open(&cfg.audit_dir, &origin, keys)?;
+        let (audit, recovery) =
+            AuditLog::open_with(&cfg.audit_dir, &origin, keys, crate::audit_trust::log_options(&cfg))?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         let metrics = Arc::new(crate::metrics::Metrics::default());

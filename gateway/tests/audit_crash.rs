@@ -37,7 +37,7 @@ fn sigkill_during_sustained_appends_loses_no_acknowledged_entry() {
         let max_acked = max_acked.expect("the soak acknowledged nothing");
         let keys =
             AuditKeys::load_or_create(&dir.join("keys/audit.key"), &dir.join("keys/signing.key")).unwrap();
-        let sealer = AuditKeys::load_sealer(&dir.join("keys/audit.key")).unwrap();
+        let sealer = AuditKeys::load_reader(&dir.join("keys/audit.key")).unwrap();
         let (log, recovery) = AuditLog::open(&dir.join("log"), "fedgate.audit/soak@wuxi", keys)
             .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL: {e}"));
         assert!(

@@ -572,3 +572,92 @@ fn log_format_is_a_checked_global_option() {
     let o = fedgate(&["pki", "show", "--log-format", "xml", "/nonexistent.crt"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn an_auditor_with_an_export_an_auditor_key_and_the_root_verifies_and_reads_without_department_secrets() {
+    let t = tempfile::tempdir().unwrap();
+    let demo = t.path().join("demo");
+    let o = fedgate(&["demo", "--dir", s(&demo), "--records", "30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let node = demo.join("mediation-center@wuxi");
+    let auditor = t.path().join("auditor");
+    let o = fedgate(&["audit", "keygen", "--out", s(&auditor), "--name", "city"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(auditor.join("city.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = fedgate(&["audit", "keygen", "--out", s(&auditor), "--name", "city"]);
+    assert!(!again.status.success() && stderr(&again).contains("not overwriting"), "{}", stderr(&again));
+
+    // The department exports for this auditor; the auditor copies out the root certificate.
+    let export = t.path().join("export");
+    let cfg = node.join("gateway.toml");
+    let pubkey = auditor.join("city.pub");
+    let o =
+        fedgate(&["audit", "export", "--config", s(&cfg), "--out", s(&export), "--auditor-key", s(&pubkey)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = t.path().join("root.crt");
+    std::fs::copy(node.join("tls/trust.crt"), &root).unwrap();
+    for f in std::fs::read_dir(&export).unwrap() {
+        let name = f.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("signing.key") && name != "audit.key", "a secret in the export: {name}");
+    }
+
+    let key = auditor.join("city.key");
+    let o = fedgate(&["audit", "verify", "--dir", s(&export), "--trust", s(&root), "--auditor-key", s(&key)]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("authentic (decrypted)") && out.contains("mediation-center@wuxi's"), "{out}");
+    assert!(!out.contains("not wrapped"), "every segment was wrapped for the auditor: {out}");
+
+    let o = fedgate(&[
+        "audit",
+        "show",
+        "--dir",
+        s(&export),
+        "--auditor-key",
+        s(&key),
+        "--format",
+        "jsonl",
+        "--kind",
+        "request-out",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|v| v["kind"] == "request-out" && v["actor"] == "mediation-center@wuxi"));
+
+    // Another auditor's key reads nothing, and says so.
+    let o = fedgate(&["audit", "keygen", "--out", s(&auditor), "--name", "other"]);
+    assert!(o.status.success());
+    let o = fedgate(&[
+        "audit",
+        "show",
+        "--dir",
+        s(&export),
+        "--auditor-key",
+        s(&auditor.join("other.key")),
+        "--format",
+        "jsonl",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.lines().all(|l| l.contains("\"unreadable\"")), "{text}");
+
+    // A public key file that is not one is refused, naming it.
+    let o = fedgate(&[
+        "audit",
+        "export",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&t.path().join("x")),
+        "--auditor-key",
+        s(&root),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("root.crt") && stderr(&o).contains("not an auditor public key"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -119,7 +119,7 @@ async fn a_handshake_flood_costs_a_few_entries_and_is_refused_early() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     served.0.wait().unwrap();
 
-    let sealer = AuditKeys::load_sealer(&c.audit_key).unwrap();
+    let sealer = AuditKeys::load_reader(&c.audit_key).unwrap();
     let mut entries = Vec::new();
     audit::entries(&c.audit_dir, &sealer, |e| {
         entries.push(e);

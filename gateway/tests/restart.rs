@@ -127,7 +127,7 @@ fn the_first_query_after_a_provider_restart_succeeds() {
 
 fn provider_entries(dir: &Path) -> Vec<Entry> {
     let c = fedgate_gateway::config::load(&cfg(dir, PROVIDER)).unwrap();
-    let sealer = AuditKeys::load_sealer(&c.audit_key).unwrap();
+    let sealer = AuditKeys::load_reader(&c.audit_key).unwrap();
     let verifier = audit::read_verifier(&c.audit_dir.join("signing.pub")).unwrap();
     audit::verify(&c.audit_dir, &verifier, Some(&sealer), |_| {}).unwrap();
     let mut entries = Vec::new();

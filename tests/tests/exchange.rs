@@ -341,7 +341,7 @@ async fn both_sides_audit_and_the_trailer_cites_the_providers_entry() {
     assert!(fetch(&court, "family-disputes", "dispute-mediation", vec![], None).await.is_err());
 
     let pcfg = f.provider.config();
-    let sealer = AuditKeys::load_sealer(&pcfg.audit_key).unwrap();
+    let sealer = AuditKeys::load_reader(&pcfg.audit_key).unwrap();
     let mut entries = Vec::new();
     audit::entries(&pcfg.audit_dir, &sealer, |e| {
         entries.push(e);

@@ -122,7 +122,7 @@ async fn api_query(c: &RunningNode, body: serde_json::Value) -> Result<Vec<Strin
 
 fn audit_entries(node: &RunningNode) -> Vec<Entry> {
     let cfg = node.config();
-    let sealer = AuditKeys::load_sealer(&cfg.audit_key).unwrap();
+    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
     let mut out = Vec::new();
     audit::entries(&cfg.audit_dir, &sealer, |e| {
         out.push(e);

@@ -88,7 +88,7 @@ fn code_of(m: &Message) -> ErrorCode {
 }
 
 fn entries(cfg: &Config) -> Vec<audit::Entry> {
-    let sealer = AuditKeys::load_sealer(&cfg.audit_key).unwrap();
+    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
     let mut all = Vec::new();
     audit::entries(&cfg.audit_dir, &sealer, |e| {
         all.push(e);
@@ -99,7 +99,7 @@ fn entries(cfg: &Config) -> Vec<audit::Entry> {
 }
 
 fn verify(cfg: &Config) -> Result<u64, String> {
-    let sealer = AuditKeys::load_sealer(&cfg.audit_key).map_err(|e| e.to_string())?;
+    let sealer = AuditKeys::load_reader(&cfg.audit_key).map_err(|e| e.to_string())?;
     let v = audit::read_verifier(&cfg.audit_dir.join("signing.pub")).map_err(|e| e.to_string())?;
     audit::verify(&cfg.audit_dir, &v, Some(&sealer), |_| {}).map(|r| r.entries).map_err(|e| e.to_string())
 }
