@@ -25,6 +25,13 @@ async fn until<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Op
     }
 }
 
+/// The time to tell a session woken by its deadline: never before that deadline, whatever the
+/// timer's rounding, so the session always sees it as run out.
+fn woken(deadline: Option<Instant>) -> Instant {
+    let now = Instant::now();
+    deadline.map_or(now, |d| d.max(now))
+}
+
 /// Whether `e` from [`Transfer::begin`] means the connection was already gone: it is closed
 /// now, and what failed was not an answer from the peer or a refusal of our certificate.
 fn died_before_answer(pc: &PeerConnection, e: &ExchangeError) -> bool {
@@ -70,14 +77,15 @@ impl Transfer {
             link::send_encoded_request(&mut send, &mut recv, &request, &who).await?;
             Ok::<_, LinkError>(recv)
         };
-        let recv = match until(session.poll_timeout(), open).await {
+        let deadline = session.poll_timeout();
+        let recv = match until(deadline, open).await {
             Some(Ok(recv)) => recv,
             Some(Err(e)) => {
                 session.handle_read_failed(e);
                 return Err(failure(&mut session));
             }
             None => {
-                session.handle_timeout(Instant::now());
+                session.handle_timeout(woken(deadline));
                 return Err(failure(&mut session));
             }
         };
@@ -125,11 +133,12 @@ impl Transfer {
     /// Reads one frame (or the end, a failure or a deadline) into the session.
     async fn read_one(&mut self) {
         let who = self.session.peer().node().to_string();
-        match until(self.session.poll_timeout(), link::read_body(&mut self.recv, &who)).await {
+        let deadline = self.session.poll_timeout();
+        match until(deadline, link::read_body(&mut self.recv, &who)).await {
             Some(Ok(Some(body))) => self.session.handle_frame(Instant::now(), &body),
             Some(Ok(None)) => self.session.handle_end(),
             Some(Err(e)) => self.session.handle_read_failed(e),
-            None => self.session.handle_timeout(Instant::now()),
+            None => self.session.handle_timeout(woken(deadline)),
         }
     }
 
@@ -210,5 +219,21 @@ fn failure(session: &mut ConsumerSession) -> ExchangeError {
         peer: session.peer().node().to_string(),
         count: 0,
         why: "the transfer ended without an answer".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_that_fires_early_still_wakes_the_session_at_its_deadline() {
+        // Tokio's timer may wake a little before the instant asked for; the session must still
+        // see its deadline as run out, or a timeout would read as a transfer without an answer.
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(woken(Some(deadline)), deadline);
+        let past = Instant::now();
+        assert!(woken(Some(past)) >= past);
+        assert!(woken(None) >= past);
     }
 }
