@@ -223,7 +223,8 @@ pub fn describe_refusal(refused: &Refused, e: &mut Entry) {
     e.reason = Some(format!("{}: {refused}", refused.code().as_str()));
     e.records = Some(0);
     let Refused::Caps { request: Some(req), error } = refused else { return };
-    if let Message::Query { dataset, purpose, filters, limit } = &**req {
+    if let Message::Query { dataset, purpose, filters, limit, exchange } = &**req {
+        e.exchange = exchange.as_deref().filter(|x| crate::exchange::valid_exchange_id(x)).map(str::to_owned);
         e.dataset = Some(within(dataset, limits::MAX_DATASET));
         e.purpose = Some(within(purpose, limits::MAX_PURPOSE));
         e.filters = filters
@@ -288,6 +289,7 @@ mod tests {
             purpose: "statistics".into(),
             filters: vec![("kind".into(), "x".into())],
             limit: None,
+            exchange: None,
         };
         // Too large for one request frame: check the caps on the decoded message directly.
         let refused =

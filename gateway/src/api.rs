@@ -300,12 +300,9 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
         Err(_) => return Err(timed_out(&node, crate::exchange::Wait::Connect, wait).into()),
     };
     let t0 = std::time::Instant::now();
-    let q = crate::exchange::Query {
-        dataset: dataset.clone(),
-        purpose: purpose.clone(),
-        filters: filters.clone(),
-        limit,
-    };
+    let q = crate::exchange::Query::asked(&dataset, &purpose, filters.clone(), limit)
+        .map_err(|why| ApiError::new(ApiCode::Internal, why))?;
+    let exchange = q.exchange.clone();
     let deadlines = crate::exchange::Deadlines::within(t0, wait);
     let redial = || async {
         st.shared.peer(&node).await.map_err(|e| match e {
@@ -329,6 +326,8 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
             entry.filters = filters;
             entry.decision = Some("refused".into());
             entry.reason = Some(e.to_string());
+            entry.code = Some(failure_code(&e).to_owned());
+            entry.exchange = exchange;
             entry.records = Some(0);
             let _ = st.shared.audit.append(entry).await;
             return Err(e.into());

@@ -65,6 +65,7 @@ fn frame_samples() -> Vec<(&'static str, Message)> {
                 purpose: "dispute-mediation".into(),
                 filters: vec![("region".into(), "wuxi.liangxi".into()), ("category".into(), "噪音".into())],
                 limit: Some(100),
+                exchange: None,
             },
         ),
         (

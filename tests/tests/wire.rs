@@ -216,6 +216,7 @@ async fn r11_8_unsupported_versus_malformed_at_the_wire() {
         purpose: "dispute-mediation".into(),
         filters: vec![],
         limit: Some(limit),
+        exchange: None,
     };
     assert_eq!(code_of(&raw(&pc, &fedgate_gateway::wire::encode(&q(u64::MAX))).await), ErrorCode::BadRequest);
     // Too many filters, named.
@@ -224,6 +225,7 @@ async fn r11_8_unsupported_versus_malformed_at_the_wire() {
         purpose: "dispute-mediation".into(),
         filters: (0..100).map(|i| (format!("f{i}"), "v".into())).collect(),
         limit: None,
+        exchange: None,
     };
     let answer = raw(&pc, &fedgate_gateway::wire::encode(&many)).await;
     assert!(

@@ -349,16 +349,10 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
         );
         println!("    {}", case.what);
         let pc = consumer.peer(&provider.config().node).await?;
-        let mut t = match Transfer::start(
-            &pc,
-            &consumer.config().node,
-            case.dataset,
-            case.purpose,
-            Vec::new(),
-            case.limit,
-        )
-        .await
-        {
+        let query = crate::exchange::Query::asked(case.dataset, case.purpose, Vec::new(), case.limit)
+            .map_err(anyhow::Error::msg)?;
+        let exchange = query.exchange.clone();
+        let mut t = match Transfer::begin(&pc, &consumer.config().node, query, Default::default()).await {
             Ok(t) => t,
             Err(e) => {
                 println!("    DENIED: {e}");
@@ -368,6 +362,7 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
                 entry.purpose = Some(case.purpose.into());
                 entry.decision = Some("refused".into());
                 entry.reason = Some(e.to_string());
+                entry.exchange = exchange;
                 consumer.shared().audit.append(entry).await?;
                 continue;
             }

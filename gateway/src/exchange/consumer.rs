@@ -91,6 +91,21 @@ pub struct ConsumerSession {
     /// what arrived is not the provider's silence).
     waiting_since: Instant,
     events: VecDeque<ConsumerEvent>,
+    /// Why it failed, as a code an auditor counts by: the provider's wire code, or what broke.
+    code: Option<String>,
+}
+
+/// The code an auditor reads for a failed transfer: the provider's wire code, or what broke.
+fn code_of(e: &ExchangeError) -> &'static str {
+    match e {
+        ExchangeError::Remote { code, .. } | ExchangeError::Link(LinkError::Remote { code, .. }) => {
+            code.as_str()
+        }
+        ExchangeError::TimedOut { .. } => "timeout",
+        ExchangeError::Incomplete { .. } => "incomplete",
+        ExchangeError::BadTrailer { .. } => "bad-trailer",
+        ExchangeError::Link(_) => "link",
+    }
 }
 
 impl ConsumerSession {
@@ -109,6 +124,7 @@ impl ConsumerSession {
             count: 0,
             waiting_since: now,
             events: VecDeque::new(),
+            code: None,
         }
     }
 
@@ -126,6 +142,7 @@ impl ConsumerSession {
             purpose: q.purpose.clone(),
             filters: q.filters.clone(),
             limit: q.limit,
+            exchange: q.exchange.clone(),
         })
     }
 
@@ -252,11 +269,19 @@ impl ConsumerSession {
         }
     }
 
+    /// The provider's exchange id for this query (the consumer chose it).
+    pub fn exchange(&self) -> Option<&str> {
+        self.query.exchange.as_deref()
+    }
+
     fn who(&self) -> String {
         self.peer.node().to_string()
     }
 
     fn fail(&mut self, e: ExchangeError) {
+        if self.code.is_none() {
+            self.code = Some(code_of(&e).to_owned());
+        }
         self.state = State::Failed(e.to_string());
         self.events.push_back(ConsumerEvent::Failed(e));
     }
@@ -301,7 +326,10 @@ impl ConsumerSession {
             Message::Trailer { count, digest, signature, audit_seq, truncated } => {
                 self.check_trailer(TransferSummary { count, digest, signature, audit_seq, truncated })
             }
-            Message::Error { code, message } => self.incomplete(format!("{code:?}: {message}")),
+            Message::Error { code, message } => {
+                self.code = Some(code.as_str().to_owned());
+                self.incomplete(format!("{code:?}: {message}"))
+            }
             other => self.incomplete(format!("unexpected {} frame", other.kind())),
         }
     }
@@ -323,6 +351,7 @@ impl ConsumerSession {
             t.count,
             &t.digest,
             t.truncated,
+            q.exchange.as_deref(),
         );
         let valid =
             fedgate_catalog::unhex(&t.signature).is_some_and(|sig| self.peer.verify_signature(&msg, &sig));
@@ -344,6 +373,8 @@ impl ConsumerSession {
         e.purpose = Some(self.query.purpose.clone());
         e.filters = self.query.filters.clone();
         e.records = Some(self.count);
+        e.exchange = self.query.exchange.clone();
+        e.code = self.code.clone();
         if !self.started() {
             e.decision = Some("refused".into());
             if let State::Failed(why) = &self.state {
@@ -361,10 +392,8 @@ impl ConsumerSession {
                 });
                 e.truncated = s.truncated.map(|t| t.as_str().to_owned());
                 e.content_digest = Some(s.digest.clone());
-                e.detail = Some(format!(
-                    "provider signature {}; provider audit entry {:?}",
-                    s.signature, s.audit_seq
-                ));
+                e.signature = Some(s.signature.clone());
+                e.provider_entry = s.audit_seq;
             }
             State::Failed(why) => {
                 e.decision = Some("incomplete".into());

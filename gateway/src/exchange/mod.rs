@@ -106,7 +106,9 @@ pub fn seconds(d: std::time::Duration) -> String {
 }
 
 /// What the provider signs: who sent what to whom, for which purpose, how many, which bytes,
-/// and whether (and why) that was less than everything that matched.
+/// whether (and why) that was less than everything that matched, and — when the asker named
+/// one — in which exchange (`v2`; askers that send no exchange id get the `v1` summary).
+#[allow(clippy::too_many_arguments)]
 pub fn trailer_message(
     provider: &NodeId,
     consumer: &NodeId,
@@ -115,10 +117,26 @@ pub fn trailer_message(
     count: u64,
     digest: &str,
     truncated: Option<Truncation>,
+    exchange: Option<&str>,
 ) -> Vec<u8> {
     let cut = truncated.map_or("", Truncation::as_str);
-    format!("fedgate transfer v1\0{provider}\0{consumer}\0{dataset}\0{purpose}\0{count}\0{digest}\0{cut}")
-        .into_bytes()
+    let summary = format!("{provider}\0{consumer}\0{dataset}\0{purpose}\0{count}\0{digest}\0{cut}");
+    match exchange {
+        Some(x) => format!("fedgate transfer v2\0{summary}\0{x}").into_bytes(),
+        None => format!("fedgate transfer v1\0{summary}").into_bytes(),
+    }
+}
+
+/// True if and only if `s` is an exchange id: 32 lowercase hex digits (128 bits).
+pub fn valid_exchange_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A fresh random 128-bit exchange id, hex: the consumer picks one per query and sends it; a
+/// provider picks one only for askers that send none.
+pub fn new_exchange_id() -> Option<String> {
+    let bytes: [u8; 16] = ring::rand::generate(&ring::rand::SystemRandom::new()).ok()?.expose();
+    Some(fedgate_catalog::hex(&bytes))
 }
 
 /// Per-grant, per-consumer, per-day record counts for quotas. In memory and shared by every
@@ -161,11 +179,19 @@ mod tests {
     #[test]
     fn the_signed_summary_covers_truncation() {
         let (p, c) = ("hotline12345@wuxi".parse().unwrap(), "police@wuxi.liangxi".parse().unwrap());
-        let msg = |t| trailer_message(&p, &c, "ds", "statistics", 3, "ab", t);
+        let msg = |t| trailer_message(&p, &c, "ds", "statistics", 3, "ab", t, None);
         // A trailer stripped of its truncation no longer matches the signature made over it.
         assert_ne!(msg(None), msg(Some(Truncation::Quota)));
         assert_ne!(msg(Some(Truncation::Limit)), msg(Some(Truncation::Quota)));
         assert!(msg(Some(Truncation::Quota)).ends_with(b"\0ab\0quota"));
+        // With the asker's exchange id: v2, the id last; another id is another message.
+        let x = "0123456789abcdef0123456789abcdef";
+        let v2 = trailer_message(&p, &c, "ds", "statistics", 3, "ab", None, Some(x));
+        assert!(v2.starts_with(b"fedgate transfer v2\0") && v2.ends_with(format!("\0ab\0\0{x}").as_bytes()));
+        let y = "1123456789abcdef0123456789abcdef";
+        assert_ne!(v2, trailer_message(&p, &c, "ds", "statistics", 3, "ab", None, Some(y)));
+        assert_ne!(v2, msg(None));
+        assert!(valid_exchange_id(x) && !valid_exchange_id(&x.to_uppercase()) && !valid_exchange_id(&x[1..]));
     }
 
     #[test]

@@ -204,7 +204,7 @@ impl Pair {
 
     /// Asks for `dataset` for `purpose`, no filters, no limit.
     pub(crate) fn query(dataset: &str, purpose: &str) -> Query {
-        Query { dataset: dataset.into(), purpose: purpose.into(), filters: vec![], limit: None }
+        Query::asked(dataset, purpose, vec![], None).unwrap()
     }
 
     fn context(&self) -> ProviderContext<'_> {
@@ -245,7 +245,9 @@ impl Pair {
     pub(crate) fn run(&mut self, query: Query) -> Run {
         let start = Instant::now();
         let mut now = start;
-        let exchange = format!("{:032x}", self.provider_log.len() + 1);
+        // As the QUIC driver does: the asker's id if it sent one.
+        let exchange =
+            query.exchange.clone().unwrap_or_else(|| format!("{:032x}", self.provider_log.len() + 1));
         let ctx = self.context();
         let mut p = ProviderSession::new(&ctx, &self.consumer, query.clone(), exchange, self.unix_now);
         let mut c = ConsumerSession::new(
@@ -382,6 +384,7 @@ fn query_message(q: &Query) -> Message {
         purpose: q.purpose.clone(),
         filters: q.filters.clone(),
         limit: q.limit,
+        exchange: q.exchange.clone(),
     }
 }
 
@@ -392,7 +395,7 @@ mod tests {
 
     fn filtered(dataset: &str, purpose: &str, filters: &[(&str, &str)], limit: Option<u64>) -> Query {
         let filters = filters.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect();
-        Query { dataset: dataset.into(), purpose: purpose.into(), filters, limit }
+        Query::asked(dataset, purpose, filters, limit).unwrap()
     }
 
     fn family() -> Query {
@@ -438,6 +441,54 @@ mod tests {
         assert_eq!(r.receipt.decision.as_deref(), Some("received"));
         assert_eq!(r.receipt.content_digest.as_ref(), Some(&s.digest));
         assert_eq!(r.receipt.records, Some(600));
+        // One id for the exchange on both sides, chosen by the consumer; structured fields.
+        assert_eq!(r.receipt.exchange, decided.exchange);
+        assert_eq!(decided.exchange, family_exchange(&r));
+        assert_eq!(r.receipt.provider_entry, Some(ended.seq));
+        assert_eq!(r.receipt.signature.as_ref(), Some(&s.signature));
+        assert!(
+            decided.grant.is_some() && decided.clearance.is_some() && decided.rows.is_some(),
+            "{decided:?}"
+        );
+        assert_eq!(ended.grant, decided.grant);
+    }
+
+    fn family_exchange(r: &Run) -> Option<String> {
+        r.receipt.exchange.clone().filter(|x| super::super::valid_exchange_id(x))
+    }
+
+    #[test]
+    fn refusals_carry_the_consumers_exchange_id_and_code_on_both_sides() {
+        let mut pair = Pair::new(CENTRE, 10);
+        let q = Pair::query("family-disputes", "statistics");
+        let id = q.exchange.clone();
+        let r = pair.run(q);
+        assert_eq!(remote_code(&r), ErrorCode::Denied);
+        let [denied] = &r.provider_log[..] else { panic!("{:?}", r.provider_log) };
+        assert_eq!(denied.kind, Some(Kind::Deny));
+        assert_eq!(denied.exchange, id);
+        assert_eq!(denied.code.as_deref(), Some("denied"));
+        assert_eq!(r.receipt.exchange, id);
+        assert_eq!(r.receipt.code.as_deref(), Some("denied"));
+        assert_eq!(r.receipt.decision.as_deref(), Some("refused"));
+        // A malformed id is refused as a bad request, before any decision.
+        let mut bad = family();
+        bad.exchange = Some("NOT-HEX".into());
+        let r = pair.run(bad);
+        assert_eq!(remote_code(&r), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn an_asker_without_an_exchange_id_still_verifies_and_gets_one_in_the_provider_log() {
+        let mut pair = Pair::new(CENTRE, 5);
+        let q = family();
+        let v1 = Query { exchange: None, ..q };
+        let r = pair.run(v1);
+        assert!(r.result.is_ok(), "an asker without an id still verifies the v1 summary");
+        assert!(r
+            .provider_log
+            .iter()
+            .all(|e| e.exchange.as_deref().is_some_and(super::super::valid_exchange_id)));
     }
 
     #[test]

@@ -61,6 +61,27 @@ pub struct Query {
     pub filters: Vec<(String, String)>,
     /// At most this many records.
     pub limit: Option<u64>,
+    /// The exchange id the asker chose (32 hex digits); `None` from askers that predate it.
+    pub exchange: Option<String>,
+}
+
+impl Query {
+    /// A query as a consumer asks it: under a fresh random exchange id.
+    pub fn asked(
+        dataset: &str,
+        purpose: &str,
+        filters: Vec<(String, String)>,
+        limit: Option<u64>,
+    ) -> Result<Query, String> {
+        let exchange = super::new_exchange_id().ok_or("no system randomness for an exchange id")?;
+        Ok(Query {
+            dataset: dataset.into(),
+            purpose: purpose.into(),
+            filters,
+            limit,
+            exchange: Some(exchange),
+        })
+    }
 }
 
 /// A source read to start: what to read, and the per-record work (row scope and
@@ -206,12 +227,22 @@ pub struct Allowed {
     quota: Option<Reservation>,
     /// The most records this answer may carry, and who set that bound.
     cap: Option<(u64, Truncation)>,
+    /// For the audit entries: the grant, the clearance and the row scope decided.
+    grant: Option<String>,
+    clearance: u8,
+    rows: String,
 }
 
 /// Decides `q` from `peer` at unix time `now`: the grant, the filters (only on fields the peer
 /// sees in clear), the source, the quota. Reserves quota, so an `Allowed` must be run by a
 /// session (which refunds what it does not send).
 pub fn decide(ctx: &ProviderContext<'_>, peer: &NodeId, q: &Query, now: i64) -> Result<Allowed, Refusal> {
+    if q.exchange.as_deref().is_some_and(|x| !super::valid_exchange_id(x)) {
+        return Err(Refusal(
+            ErrorCode::BadRequest,
+            "`exchange` must be 32 lowercase hex digits (a random 128-bit id)".into(),
+        ));
+    }
     let req = Request { dataset: q.dataset.clone(), purpose: q.purpose.clone(), action: Action::Read };
     let decision = ctx.policy.decide(ctx.catalog, peer, &req, now).map_err(|e| {
         tracing::error!(error = %e, "the policy engine failed; refusing the query as internal");
@@ -261,7 +292,20 @@ pub fn decide(ctx: &ProviderContext<'_>, peer: &NodeId, q: &Query, now: i64) -> 
     let query = SourceQuery::new(ds, &src.table, allowed.rows.clone(), filters, limit);
     let obligations = allowed.fields.iter().map(|(f, o)| format!("{f}={}", o.name())).collect();
     let read = SourceRead { kind: src.kind.clone(), query, plan };
-    Ok(Allowed { obligations, read, reason: decision.reason(), quota, cap })
+    let rows = match &allowed.rows {
+        fedgate_policy::RowScope::All => "all".to_owned(),
+        fedgate_policy::RowScope::Within(r) => format!("within {r}"),
+    };
+    Ok(Allowed {
+        obligations,
+        read,
+        reason: decision.reason(),
+        quota,
+        cap,
+        grant: allowed.grant.clone(),
+        clearance: allowed.clearance.get(),
+        rows,
+    })
 }
 
 /// Parses `--where` filters for `ds` as seen by this consumer: only fields it receives in clear.
@@ -351,6 +395,8 @@ pub struct ProviderSession {
     last_handed: u64,
     truncated: Option<Truncation>,
     failed: Option<Abort>,
+    /// The grant that allowed the transfer (for its outcome entry).
+    grant: Option<String>,
 }
 
 impl ProviderSession {
@@ -378,6 +424,7 @@ impl ProviderSession {
             last_handed: 0,
             truncated: None,
             failed: None,
+            grant: None,
         };
         match decided {
             Ok(allowed) => s.allow(allowed),
@@ -442,6 +489,7 @@ impl ProviderSession {
         let mut e = self.entry(kind);
         e.decision = Some(if *code == ErrorCode::Denied { "deny" } else { "error" }.into());
         e.reason = Some(format!("{code:?}: {message}"));
+        e.code = Some(code.as_str().to_owned());
         e.records = Some(0);
         if *code == ErrorCode::SourceUnavailable {
             // What the consumer is not told (paths, driver messages) the auditor still sees.
@@ -457,6 +505,10 @@ impl ProviderSession {
         e.reason = Some(a.reason.clone());
         e.obligations = a.obligations;
         e.decision = Some("allow".into());
+        e.grant = a.grant.clone();
+        e.clearance = Some(a.clearance);
+        e.rows = Some(a.rows.clone());
+        self.grant = a.grant;
         self.header =
             Some(Message::Header { fields: a.read.plan.fields().to_vec(), reason: a.reason.clone() });
         self.reason = a.reason;
@@ -622,6 +674,12 @@ impl ProviderSession {
         });
         e.truncated = self.truncated.map(|t| t.as_str().to_owned());
         e.detail = self.failed.as_ref().map(Abort::detail);
+        e.code = match &self.failed {
+            Some(Abort::Source(_)) => Some(ErrorCode::SourceUnavailable.as_str().to_owned()),
+            Some(Abort::Send(_)) => Some("consumer-gone".to_owned()),
+            None => None,
+        };
+        e.grant = self.grant.clone();
         self.actions.push_back(ProviderAction::Append(Box::new(e)));
         self.state = State::RecordingEnd;
     }
@@ -660,6 +718,7 @@ impl ProviderSession {
                     count,
                     &digest,
                     self.truncated,
+                    q.exchange.as_deref(),
                 );
                 self.actions.push_back(ProviderAction::Sign(msg));
                 self.state = State::Signing { audit_seq };

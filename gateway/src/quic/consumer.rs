@@ -56,7 +56,9 @@ impl Transfer {
         filters: Vec<(String, String)>,
         limit: Option<u64>,
     ) -> Result<Transfer, ExchangeError> {
-        let query = Query { dataset: dataset.into(), purpose: purpose.into(), filters, limit };
+        let query = Query::asked(dataset, purpose, filters, limit).map_err(|why| {
+            ExchangeError::Link(crate::link::LinkError::Protocol { peer: pc.peer.node().to_string(), why })
+        })?;
         Transfer::begin(pc, local, query, Deadlines::default()).await
     }
 

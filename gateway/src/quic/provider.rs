@@ -12,18 +12,13 @@ use crate::source;
 use crate::state::Shared;
 use crate::wire::ErrorCode;
 
-/// A fresh random 128-bit exchange id, hex. The provider picks it while consumers do not send
-/// one; it ties a transfer's decision entry to its outcome entry.
-fn new_exchange_id() -> Option<String> {
-    let bytes: [u8; 16] = ring::rand::generate(&ring::rand::SystemRandom::new()).ok()?.expose();
-    Some(fedgate_catalog::hex(&bytes))
-}
-
 /// Serves one query on its stream (provider side).
 pub async fn serve_query(shared: Arc<Shared>, peer: VerifiedPeer, mut send: quinn::SendStream, query: Query) {
     let who = peer.node().to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let Some(exchange) = new_exchange_id() else {
+    // The asker's id when it sent a valid one (a malformed one is refused by the session).
+    let theirs = query.exchange.clone().filter(|x| crate::exchange::valid_exchange_id(x));
+    let Some(exchange) = theirs.or_else(crate::exchange::new_exchange_id) else {
         tracing::error!("no randomness for an exchange id; refusing the query");
         link::reply_error(&mut send, ErrorCode::Internal, "the provider failed; try again".into(), &who)
             .await;

@@ -192,8 +192,8 @@ async fn serve_stream(
         Ok(m) => m,
         Err(refused) => return refuse_request(&shared, &peer, send, recv, refused).await,
     };
-    if let Message::Query { dataset, purpose, filters, limit } = req {
-        let query = crate::exchange::Query { dataset, purpose, filters, limit };
+    if let Message::Query { dataset, purpose, filters, limit, exchange } = req {
+        let query = crate::exchange::Query { dataset, purpose, filters, limit, exchange };
         crate::quic::provider::serve_query(shared, peer, send, query).await;
         return;
     }

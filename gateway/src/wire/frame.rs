@@ -318,7 +318,13 @@ mod tests {
     fn every_kind_is_listed() {
         let all = [
             Message::CatalogRequest,
-            Message::Query { dataset: "d".into(), purpose: "p".into(), filters: vec![], limit: None },
+            Message::Query {
+                dataset: "d".into(),
+                purpose: "p".into(),
+                filters: vec![],
+                limit: None,
+                exchange: None,
+            },
             Message::Header { fields: vec![], reason: String::new() },
             Message::Batch { records: vec![] },
             Message::Trailer {

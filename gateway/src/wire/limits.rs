@@ -120,7 +120,10 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
             text("hello.node", node, MAX_NODE_ID)?;
             text("hello.software", software, MAX_SOFTWARE)
         }
-        Message::Query { dataset, purpose, filters, limit } => {
+        Message::Query { dataset, purpose, filters, limit, exchange } => {
+            if let Some(x) = exchange {
+                text("exchange", x, 32)?;
+            }
             text("dataset", dataset, MAX_DATASET)?;
             text("purpose", purpose, MAX_PURPOSE)?;
             if filters.len() > MAX_FILTERS {
@@ -148,7 +151,13 @@ mod tests {
     use super::*;
 
     fn query(dataset: &str, filters: Vec<(String, String)>, limit: Option<u64>) -> Message {
-        Message::Query { dataset: dataset.into(), purpose: "statistics".into(), filters, limit }
+        Message::Query {
+            dataset: dataset.into(),
+            purpose: "statistics".into(),
+            filters,
+            limit,
+            exchange: None,
+        }
     }
 
     #[test]
@@ -202,6 +211,7 @@ mod tests {
             purpose: "p".repeat(MAX_PURPOSE),
             filters,
             limit: Some(MAX_LIMIT),
+            exchange: Some("f".repeat(32)),
         };
         assert!(super::super::encode(&q).len() - 4 <= MAX_REQUEST_FRAME);
     }

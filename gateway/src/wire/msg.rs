@@ -175,6 +175,11 @@ pub enum Message {
         filters: Vec<(String, String)>,
         /// At most this many records.
         limit: Option<u64>,
+        /// The exchange's random 128-bit id (32 lowercase hex digits), chosen by the asker; it
+        /// is in both sides' audit entries and in the trailer's signed summary. Absent from
+        /// askers that predate it (the provider then picks one for its own log).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exchange: Option<String>,
     },
     /// First answer to an allowed query: the fields each record carries, in order.
     Header {

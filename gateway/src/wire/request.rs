@@ -162,7 +162,13 @@ mod tests {
     use crate::wire::encode;
 
     fn query(dataset: &str) -> Message {
-        Message::Query { dataset: dataset.into(), purpose: "statistics".into(), filters: vec![], limit: None }
+        Message::Query {
+            dataset: dataset.into(),
+            purpose: "statistics".into(),
+            filters: vec![],
+            limit: None,
+            exchange: None,
+        }
     }
 
     #[test]
