@@ -242,6 +242,9 @@ enum Silence {
     AfterHello,
     /// Answers a query with a header and one batch, then goes quiet.
     MidStream,
+    /// Answers a query with a header, one batch and a trailer whose digest and signature do not
+    /// match it, then finishes.
+    BadTrailer,
 }
 
 /// A provider with a valid federation certificate that accepts QUIC and then goes quiet as told.
@@ -277,12 +280,26 @@ fn silent_provider(fed: &Federation, how: Silence) -> std::net::SocketAddr {
                         Message::Header { fields: vec!["case_id".into()], reason: "test".into() },
                         Message::Batch { records: vec![vec![fedgate_catalog::Value::Text("C1".into())]] },
                     ]),
+                    (Silence::BadTrailer, Ok(Some(Message::Query { .. }))) => Some(vec![
+                        Message::Header { fields: vec!["case_id".into()], reason: "test".into() },
+                        Message::Batch { records: vec![vec![fedgate_catalog::Value::Text("C1".into())]] },
+                        Message::Trailer {
+                            count: 1,
+                            digest: "0".repeat(64),
+                            signature: "0".repeat(128),
+                            audit_seq: Some(1),
+                            truncated: None,
+                        },
+                    ]),
                     _ => None,
                 };
                 for m in answer.iter().flatten() {
                     link::write_frame(&mut send, m, &who).await.unwrap();
                 }
-                if matches!(answer.as_deref(), Some([Message::Welcome { .. }])) {
+                if matches!(
+                    answer.as_deref(),
+                    Some([Message::Welcome { .. }] | [.., Message::Trailer { .. }])
+                ) {
                     let _ = send.finish();
                 }
                 held.push((send, recv));
@@ -294,7 +311,16 @@ fn silent_provider(fed: &Federation, how: Silence) -> std::net::SocketAddr {
 
 async fn query_silent(how: Silence) -> (Result<Vec<String>, String>, std::time::Duration) {
     let fed = Federation::new();
-    let addr = silent_provider(&fed, how);
+    let (got, took, _) = query_misbehaving(&fed, how).await;
+    (got, took)
+}
+
+/// Queries a provider that misbehaves as told; also returns the consumer, for its audit log.
+async fn query_misbehaving(
+    fed: &Federation,
+    how: Silence,
+) -> (Result<Vec<String>, String>, std::time::Duration, RunningNode) {
+    let addr = silent_provider(fed, how);
     let centre = fed
         .start_with(
             "mediation-center@wuxi",
@@ -304,7 +330,7 @@ async fn query_silent(how: Silence) -> (Result<Vec<String>, String>, std::time::
     let started = std::time::Instant::now();
     let body = serde_json::json!({"peer": PROVIDER, "dataset": "cases", "purpose": "dispute-mediation", "timeout_ms": 2000});
     let got = api_query(&centre, body).await;
-    (got, started.elapsed())
+    (got, started.elapsed(), centre)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,6 +368,22 @@ async fn a_peer_that_stalls_mid_stream_is_an_incomplete_transfer() {
     );
     assert_eq!(last["code"], "incomplete", "{lines:?}");
     assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+}
+
+/// A trailer that does not match what arrived is told and audited as unverified, not as a
+/// stream that merely broke off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailer_that_does_not_verify_is_unverified_not_incomplete() {
+    let fed = Federation::new();
+    let (got, _, centre) = query_misbehaving(&fed, Silence::BadTrailer).await;
+    let lines = got.unwrap();
+    assert_eq!(lines[0], r#"{"case_id":"C1"}"#);
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["code"], "unverified", "{lines:?}");
+    let message = last["@error"].as_str().unwrap();
+    assert!(message.starts_with("transfer from hotline12345@wuxi failed verification: "), "{message}");
+    let receipt = audit_entries(&centre).into_iter().rfind(|e| e.kind == Some(Kind::RequestOut)).unwrap();
+    assert_eq!(receipt.decision.as_deref(), Some("unverified"), "{receipt:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

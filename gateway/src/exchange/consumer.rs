@@ -70,7 +70,8 @@ enum State {
     AwaitingHeader,
     Receiving,
     Done(TransferSummary),
-    Failed(String),
+    /// Why, and the receipt's decision for it ([`crate::error::receipt_decision`]).
+    Failed(String, &'static str),
 }
 
 /// One query at the consumer, from request to verified trailer.
@@ -173,7 +174,7 @@ impl ConsumerSession {
 
     /// True once the transfer is verified or failed.
     pub fn is_over(&self) -> bool {
-        matches!(self.state, State::Done(_) | State::Failed(_))
+        matches!(self.state, State::Done(_) | State::Failed(..))
     }
 
     /// The verified summary, once the trailer has been checked.
@@ -282,7 +283,7 @@ impl ConsumerSession {
         if self.code.is_none() {
             self.code = Some(code_of(&e).to_owned());
         }
-        self.state = State::Failed(e.to_string());
+        self.state = State::Failed(e.to_string(), crate::error::receipt_decision(&e));
         self.events.push_back(ConsumerEvent::Failed(e));
     }
 
@@ -377,7 +378,7 @@ impl ConsumerSession {
         e.code = self.code.clone();
         if !self.started() {
             e.decision = Some("refused".into());
-            if let State::Failed(why) = &self.state {
+            if let State::Failed(why, _) = &self.state {
                 e.reason = Some(why.clone());
             }
             return e;
@@ -395,8 +396,8 @@ impl ConsumerSession {
                 e.signature = Some(s.signature.clone());
                 e.provider_entry = s.audit_seq;
             }
-            State::Failed(why) => {
-                e.decision = Some("incomplete".into());
+            State::Failed(why, decision) => {
+                e.decision = Some((*decision).into());
                 e.detail = Some(why.clone());
             }
             _ => e.decision = Some("abandoned".into()),
