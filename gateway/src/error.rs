@@ -189,7 +189,9 @@ impl From<&LinkError> for ApiCode {
     fn from(e: &LinkError) -> ApiCode {
         match e {
             LinkError::Setup { .. } => ApiCode::Internal,
-            LinkError::Connect { .. } | LinkError::Closed { .. } => ApiCode::PeerUnavailable,
+            // A provider at its connection caps closes with `busy`: retry later, it is up.
+            LinkError::Closed { code: Some(code), .. } => ApiCode::from(*code),
+            LinkError::Connect { .. } | LinkError::Closed { code: None, .. } => ApiCode::PeerUnavailable,
             LinkError::Stopping { .. } => ApiCode::ShuttingDown,
             LinkError::Refused { .. } => ApiCode::CertificateRefused,
             LinkError::Rejected { .. } => ApiCode::PeerCertificateRejected,
@@ -294,8 +296,17 @@ mod tests {
         vec![
             (LinkError::Setup { addr, why: "in use".into() }, "internal", 500),
             (LinkError::Connect { peer: peer.clone(), addr, why: "refused".into() }, "peer-unavailable", 502),
-            (LinkError::Closed { peer: who(), reason: "bye".into() }, "peer-unavailable", 502),
+            (LinkError::Closed { peer: who(), reason: "bye".into(), code: None }, "peer-unavailable", 502),
             (LinkError::Stopping { peer: who() }, "shutting-down", 503),
+            (
+                LinkError::Closed {
+                    peer: who(),
+                    reason: "too many connections".into(),
+                    code: Some(ErrorCode::Busy),
+                },
+                "busy",
+                503,
+            ),
             (
                 LinkError::Refused { peer: who(), refusal: Refusal::Revoked, detail: String::new() },
                 "certificate-refused",
@@ -429,5 +440,25 @@ mod tests {
             matches!(&e, NodeError::Policy(GrantsError::Read { path, .. }) if path.ends_with("grants.toml")),
             "{e}"
         );
+    }
+
+    /// A connection the provider closed with one of the wire's codes keeps it, so a provider at
+    /// its connection caps is `busy` (503), not unreachable.
+    #[test]
+    fn a_connection_closed_with_a_wire_code_keeps_it() {
+        let close = |code: u32, reason: &'static [u8]| {
+            quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: quinn::VarInt::from_u32(code),
+                reason: reason.to_vec().into(),
+            })
+        };
+        let busy = crate::link::lost("p", close(ErrorCode::Busy.quic_code(), b"too many connections"));
+        assert!(matches!(&busy, LinkError::Closed { code: Some(ErrorCode::Busy), .. }), "{busy:?}");
+        assert_eq!(ApiCode::from(&busy), ApiCode::Busy);
+        assert_eq!(busy.to_string(), "p closed the connection: too many connections");
+        let shutdown = crate::link::lost("p", close(0, b"gateway shutting down"));
+        assert_eq!(ApiCode::from(&shutdown), ApiCode::PeerUnavailable);
+        let revoked = crate::link::lost("p", close(Refusal::Revoked.close_code(), b""));
+        assert_eq!(ApiCode::from(&revoked), ApiCode::CertificateRefused);
     }
 }

@@ -69,6 +69,8 @@ pub enum LinkError {
         peer: String,
         /// The reason it gave.
         reason: String,
+        /// The wire's error code it closed with, if any (`busy` at its connection caps).
+        code: Option<ErrorCode>,
     },
     /// The peer refused our certificate and said why (a TLS alert or our refusal close code).
     #[error("{peer} refused us: {}", refusal.phrase())]
@@ -371,7 +373,10 @@ impl Link {
             (tls.generation, tls.server.clone())
         };
         let lost = |e: quinn::ConnectionError| {
-            (handshake_failure(&e), LinkError::Closed { peer: addr.to_string(), reason: e.to_string() })
+            (
+                handshake_failure(&e),
+                LinkError::Closed { peer: addr.to_string(), reason: e.to_string(), code: None },
+            )
         };
         let conn = incoming.accept_with(server).map_err(lost)?.await.map_err(lost)?;
         // A resumed TLS session skips the verifier, so this is where a peer revoked since its
@@ -541,12 +546,21 @@ pub fn lost(peer: &str, e: quinn::ConnectionError) -> LinkError {
     if e == quinn::ConnectionError::LocallyClosed {
         return LinkError::Stopping { peer: peer.into() };
     }
-    let reason = match &e {
-        quinn::ConnectionError::ApplicationClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),
-        quinn::ConnectionError::ConnectionClosed(c) => String::from_utf8_lossy(&c.reason).into_owned(),
-        other => other.to_string(),
+    let (reason, code) = match &e {
+        quinn::ConnectionError::ApplicationClosed(c) => (
+            String::from_utf8_lossy(&c.reason).into_owned(),
+            ErrorCode::from_quic_code(c.error_code.into_inner()),
+        ),
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            (String::from_utf8_lossy(&c.reason).into_owned(), None)
+        }
+        other => (other.to_string(), None),
     };
-    LinkError::Closed { peer: peer.into(), reason: if reason.is_empty() { e.to_string() } else { reason } }
+    LinkError::Closed {
+        peer: peer.into(),
+        reason: if reason.is_empty() { e.to_string() } else { reason },
+        code,
+    }
 }
 
 /// Writes one frame.

@@ -534,10 +534,11 @@ mod tests {
 
         // Sharing type none: not admitted to exist, even to the fully cleared centre.
         let mut pair = Pair::new(CENTRE, 10);
-        assert_eq!(
-            remote_code(&pair.run(Pair::query("shelters", "dispute-mediation"))),
-            ErrorCode::UnknownDataset
-        );
+        let r = pair.run(Pair::query("shelters", "dispute-mediation"));
+        assert_eq!(remote_code(&r), ErrorCode::UnknownDataset);
+        // ... but the provider's auditor sees the probe as what it was: a policy denial.
+        assert_eq!(r.trace, ["append:deny", "send:error", "finish"]);
+        assert_eq!(r.provider_log[0].decision.as_deref(), Some("deny"));
 
         // Filters: on a clear field they narrow; on a masked or unknown field they are refused.
         let mut pair = Pair::new(COMMUNITY, 90);

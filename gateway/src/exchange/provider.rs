@@ -485,9 +485,9 @@ impl ProviderSession {
 
     fn refuse(&mut self, r: Refusal, gate: &SourceGate) {
         let Refusal(code, message) = &r;
-        let kind = if *code == ErrorCode::Denied { Kind::Deny } else { Kind::RequestIn };
-        let mut e = self.entry(kind);
-        e.decision = Some(if *code == ErrorCode::Denied { "deny" } else { "error" }.into());
+        let denied = code.is_policy_denial();
+        let mut e = self.entry(if denied { Kind::Deny } else { Kind::RequestIn });
+        e.decision = Some(if denied { "deny" } else { "error" }.into());
         e.reason = Some(format!("{code:?}: {message}"));
         e.code = Some(code.as_str().to_owned());
         e.records = Some(0);

@@ -72,6 +72,18 @@ impl ErrorCode {
         }
     }
 
+    /// True if and only if the provider's policy refused: `denied`, or `unknown-dataset`, which
+    /// is also what a dataset that is never shared is answered (peers are not told it exists;
+    /// the provider's audit log records it as the denial it is).
+    pub fn is_policy_denial(self) -> bool {
+        matches!(self, ErrorCode::Denied | ErrorCode::UnknownDataset)
+    }
+
+    /// The code a QUIC application close or stream stop carries, if it is one of these.
+    pub fn from_quic_code(code: u64) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| u64::from(c.quic_code()) == code)
+    }
+
     /// The QUIC application error code used when closing with this error.
     pub fn quic_code(self) -> u32 {
         match self {
@@ -251,6 +263,12 @@ mod tests {
             assert!((0x10..0x40).contains(&code.quic_code()), "{code:?}");
         }
         assert!(ErrorCode::ALL.windows(2).all(|w| w[0].quic_code() < w[1].quic_code()));
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_quic_code(u64::from(code.quic_code())), Some(code));
+        }
+        for other in [0, 0x15, 0x40, 0x49, 0x100, u64::MAX] {
+            assert_eq!(ErrorCode::from_quic_code(other), None, "{other:#x}");
+        }
     }
 
     #[test]
