@@ -113,8 +113,31 @@ impl Cli {
     }
 }
 
-fn main() -> Result<()> {
+/// Exit 0, 1 with a one-line reason (its causes after colons, never a backtrace), or 2 for a
+/// usage error (clap's).
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run_cli(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fedgate-bench: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes the message already states.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !msg.contains(&cause) {
+            msg = format!("{msg}: {cause}");
+        }
+    }
+    msg
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match &cli.server {
         Some(Server::RawServer { config }) => rt.block_on(raw::serve(config)),
@@ -287,7 +310,7 @@ async fn run(o: Opts) -> Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("fedgate-bench-{}", std::process::id())));
     let _cleanup = (o.keep.is_none()).then(|| Cleanup(dir.clone()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("--keep {}", dir.display()))?;
     eprintln!("writing {} records…", o.records);
     let (pcfg, ccfg, baseline_addr) = setup(&dir, o.records)?;
     let fedgate = sibling("fedgate")?;
@@ -784,6 +807,17 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("fedgate-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn failures_are_one_line_naming_what_failed() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(io).context("--keep /proc/nope");
+        assert_eq!(one_line(&e), "--keep /proc/nope: No such file or directory");
+        // A cause the message already quotes is not repeated.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io).context("/x.toml: gone");
+        assert_eq!(one_line(&e), "/x.toml: gone");
     }
 
     #[test]
