@@ -348,33 +348,15 @@ fn check_passes_a_demo_node_and_fails_a_broken_one_with_one_error() {
     assert!(problems[1].ends_with("1 problem(s), 0 warning(s)"), "{err}");
 }
 
-/// A provider folder for `policy explain`: a catalog and grants, no certificates needed.
+/// A provider folder for `policy explain`: the shared family catalog (testdata/) and grants, no
+/// certificates needed.
 fn explain_folder(dir: &Path) -> std::path::PathBuf {
-    let catalog = r#"
-[[dataset]]
-id = "tickets"
-title = "Tickets"
-owner = "hotline12345@wuxi"
-steward = "s"
-update = "daily"
-sharing = "conditional"
-classification = "case.detail"
-jurisdiction = "region"
-primary_key = "id"
-  [[dataset.fields]]
-  name = "id"
-  type = "string"
-  grade = 1
-  [[dataset.fields]]
-  name = "region"
-  type = "region"
-  grade = 1
-"#;
+    let catalog = include_str!("../../testdata/family.catalog.toml");
     let grants = r#"
 [[grant]]
 id = "police-2025"
 to = { department = "police" }
-datasets = ["tickets"]
+datasets = ["family-disputes"]
 purposes = ["law-enforcement"]
 clearance = 2
 valid_until = 2025-12-31
@@ -382,7 +364,7 @@ valid_until = 2025-12-31
 [[grant]]
 id = "centre"
 to = "mediation-center@wuxi"
-datasets = ["tickets"]
+datasets = ["family-disputes"]
 purposes = ["dispute-mediation"]
 clearance = 4
 "#;
@@ -391,7 +373,7 @@ clearance = 4
     let cfg = dir.join("gateway.toml");
     std::fs::write(
         &cfg,
-        "node = \"hotline12345@wuxi\"\nlisten = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\ncatalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n[tls]\ncert = \"node.crt\"\nkey = \"node.key\"\ntrust = \"trust.crt\"\n",
+        "node = \"womens-federation@wuxi\"\nlisten = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\ncatalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n[tls]\ncert = \"node.crt\"\nkey = \"node.key\"\ntrust = \"trust.crt\"\n",
     )
     .unwrap();
     cfg
@@ -410,7 +392,7 @@ fn policy_explain_names_near_misses_and_exits_1_on_deny() {
             "--peer",
             peer,
             "--dataset",
-            "tickets",
+            "family-disputes",
             "--purpose",
             purpose,
             "--format",

@@ -17,30 +17,7 @@ use fedgate_gateway::quic::Transfer;
 
 const CATALOG: &str = include_str!("../../testdata/family.catalog.toml");
 
-const GRANTS: &str = r#"
-[[grant]]
-id = "centre"
-to = "mediation-center@wuxi"
-datasets = ["*"]
-purposes = ["dispute-mediation"]
-clearance = 4
-rows = "all"
-
-[[grant]]
-id = "police"
-to = { department = "police" }
-datasets = ["family-disputes"]
-purposes = ["law-enforcement"]
-clearance = 2
-
-[[grant]]
-id = "community"
-to = { levels = [4, 4] }
-datasets = ["family-disputes"]
-purposes = ["dispute-mediation"]
-clearance = 3
-quota = 25
-"#;
+const GRANTS: &str = include_str!("../../testdata/family.grants.toml");
 
 const REGIONS: &[&str] = &[
     "wuxi.liangxi.chongan.guangrui",

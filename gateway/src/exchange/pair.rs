@@ -28,24 +28,9 @@ use fedgate_audit::{Entry, Kind};
 
 pub(crate) const CATALOG: &str = include_str!("../../../testdata/family.catalog.toml");
 
-/// Grants that show every outcome: clear (the centre), masked and quota-bound (a community).
-pub(crate) const GRANTS: &str = r#"
-[[grant]]
-id = "centre"
-to = "mediation-center@wuxi"
-datasets = ["*"]
-purposes = ["dispute-mediation"]
-clearance = 4
-rows = "all"
-
-[[grant]]
-id = "community"
-to = { levels = [4, 4] }
-datasets = ["family-disputes"]
-purposes = ["dispute-mediation"]
-clearance = 3
-quota = 25
-"#;
+/// Grants that show every outcome: clear (the centre), masked (police), masked and quota-bound
+/// (a community).
+pub(crate) const GRANTS: &str = include_str!("../../../testdata/family.grants.toml");
 
 pub(crate) const PROVIDER: &str = "womens-federation@wuxi";
 pub(crate) const CENTRE: &str = "mediation-center@wuxi";
