@@ -24,6 +24,15 @@ pub enum ClientError {
         /// What failed.
         why: String,
     },
+    /// The gateway accepted the request but did not answer in time: it is running, but slow or
+    /// stuck (not the peer: the gateway bounds its own waits for peers and says so).
+    #[error("the gateway's local API at {addr} took too long ({step}); it is running but slow or stuck: see its log")]
+    TimedOut {
+        /// The API address.
+        addr: String,
+        /// Which wait ran out (`receiving the response`, ...).
+        step: String,
+    },
     /// The token file could not be read.
     #[error("{path}: cannot read the API token: {why}")]
     Token {
@@ -55,6 +64,12 @@ impl ClientError {
             ClientError::Api { code, .. } => *code,
             _ => None,
         }
+    }
+
+    /// True if and only if the same request may succeed later unchanged: the API said so
+    /// ([`ApiCode::is_transient`]) or the gateway was too slow to answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::TimedOut { .. }) || self.code().is_some_and(ApiCode::is_transient)
     }
 }
 
@@ -120,11 +135,7 @@ impl Client {
             .header("Authorization", &format!("Bearer {}", self.token))
             .header("Content-Type", "application/json")
             .send(body.to_string().as_bytes())
-            .map_err(|e| ClientError::Unreachable {
-                addr: self.base.clone(),
-                config: self.config.clone(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.into_body().read_to_string().unwrap_or_default();
@@ -140,11 +151,7 @@ impl Client {
             .get(&format!("{}{path}", self.base))
             .header("Authorization", &format!("Bearer {}", self.token))
             .call()
-            .map_err(|e| ClientError::Unreachable {
-                addr: self.base.clone(),
-                config: self.config.clone(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -154,6 +161,24 @@ impl Client {
             return Err(api_error(status.as_u16(), body));
         }
         serde_json::from_str(&body).map_err(|e| ClientError::Answer(format!("unexpected answer: {e}")))
+    }
+}
+
+impl Client {
+    /// A failure to get an answer at all: not connecting is `Unreachable`; a gateway that took
+    /// the connection and then did not answer in time is `TimedOut`, not "is it running?".
+    fn transport_error(&self, e: ureq::Error) -> ClientError {
+        use ureq::Timeout as T;
+        match e {
+            ureq::Error::Timeout(t) if !matches!(t, T::Resolve | T::Connect) => {
+                ClientError::TimedOut { addr: self.base.clone(), step: t.to_string() }
+            }
+            e => ClientError::Unreachable {
+                addr: self.base.clone(),
+                config: self.config.clone(),
+                why: e.to_string(),
+            },
+        }
     }
 }
 
@@ -340,5 +365,35 @@ mod tests {
         // Not an Error JSON (a proxy in the way): the body is the message, no code.
         let e = api_error(502, "Bad Gateway".into());
         assert_eq!((e.code(), e.to_string()), (None, "Bad Gateway".to_owned()));
+    }
+
+    /// A client whose every call may take `d`.
+    fn impatient(addr: std::net::SocketAddr, d: Duration) -> Client {
+        let agent =
+            ureq::Agent::config_builder().timeout_global(Some(d)).http_status_as_error(false).build().into();
+        Client { base: format!("http://{addr}"), token: "t".into(), config: "gateway.toml".into(), agent }
+    }
+
+    #[test]
+    fn a_gateway_that_accepts_but_never_answers_timed_out_and_one_not_listening_is_unreachable() {
+        // Accepts (the kernel does, from the backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = impatient(silent.local_addr().unwrap(), Duration::from_millis(300));
+        let e = c.get_json::<serde_json::Value>("/v1/peers").unwrap_err();
+        assert!(matches!(e, ClientError::TimedOut { .. }), "{e:?}");
+        assert!(e.is_transient() && e.to_string().contains("running but slow or stuck"), "{e}");
+        let e = c.post_lines("/v1/query", &serde_json::json!({})).map(|_| ()).unwrap_err();
+        assert!(matches!(e, ClientError::TimedOut { .. }), "{e:?}");
+
+        // Nothing listens: unreachable, with the hint to start it.
+        let addr = silent.local_addr().unwrap();
+        drop(silent);
+        let e =
+            impatient(addr, Duration::from_secs(5)).get_json::<serde_json::Value>("/v1/peers").unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
+        assert!(
+            !e.is_transient() && e.to_string().contains("is `fedgate serve --config gateway.toml` running?"),
+            "{e}"
+        );
     }
 }

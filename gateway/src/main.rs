@@ -343,7 +343,8 @@ const EXIT_FAILURE: u8 = 1;
 /// result (its quota): what was printed is not everything that matched.
 const EXIT_TRUNCATED: u8 = 3;
 /// The local API answered with a transient code (busy, source-unavailable, peer-unavailable,
-/// peer-timeout): the same command may succeed later, unlike a denial.
+/// peer-timeout), or took the request and did not answer in time: the same command may succeed
+/// later, unlike a denial.
 const EXIT_TRANSIENT: u8 = 4;
 
 /// A failure with its own exit status.
@@ -378,12 +379,12 @@ fn exit_status(e: &anyhow::Error) -> u8 {
     if let Some(x) = e.downcast_ref::<Exit>() {
         return x.code;
     }
-    let code = match (e.downcast_ref::<client::ClientError>(), e.downcast_ref::<client::AnswerError>()) {
-        (Some(c), _) => c.code(),
-        (_, Some(client::AnswerError::Failed { code, .. })) => *code,
-        _ => None,
+    let transient = match (e.downcast_ref::<client::ClientError>(), e.downcast_ref::<client::AnswerError>()) {
+        (Some(c), _) => c.is_transient(),
+        (_, Some(client::AnswerError::Failed { code, .. })) => code.is_some_and(|c| c.is_transient()),
+        _ => false,
     };
-    if code.is_some_and(|c| c.is_transient()) {
+    if transient {
         EXIT_TRANSIENT
     } else {
         EXIT_FAILURE
