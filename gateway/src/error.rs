@@ -226,16 +226,6 @@ impl From<&NodeError> for ApiCode {
     }
 }
 
-/// The `decision` of the consumer's audit receipt for a transfer that failed after its header:
-/// `unverified` when the trailer does not match what arrived (the auditor's cue to look for
-/// tampering), else `incomplete`.
-pub fn receipt_decision(e: &ExchangeError) -> &'static str {
-    match ApiCode::from(e) {
-        ApiCode::Unverified => "unverified",
-        _ => "incomplete",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

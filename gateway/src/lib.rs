@@ -13,6 +13,8 @@
 //!   and how it is loaded from the node's files.
 //! - [`quic`]: the QUIC drivers: the accept loop and one task per stream, running the
 //!   exchange sessions on quinn streams; they move bytes and decide nothing.
+//! - [`error`]: errors by blame: wire codes, link, exchange and node errors `From`-converted into
+//!   one API code and its HTTP status, the table the API answers with and the CLI reads back.
 //! - [`api`]: the local HTTP API for the department's applications and the CLI.
 //! - [`node`]: a running gateway: starts the link, the drivers, the API and the reload loops.
 //! - The CLI: `src/main.rs` (the `fedgate` binary) with [`client`], [`render`], [`check`],

@@ -70,7 +70,7 @@ enum State {
     AwaitingHeader,
     Receiving,
     Done(TransferSummary),
-    /// Why, and the receipt's decision for it ([`crate::error::receipt_decision`]).
+    /// Why, and the receipt's decision for it ([`ExchangeError::receipt_decision`]).
     Failed(String, &'static str),
 }
 
@@ -283,7 +283,7 @@ impl ConsumerSession {
         if self.code.is_none() {
             self.code = Some(code_of(&e).to_owned());
         }
-        self.state = State::Failed(e.to_string(), crate::error::receipt_decision(&e));
+        self.state = State::Failed(e.to_string(), e.receipt_decision());
         self.events.push_back(ConsumerEvent::Failed(e));
     }
 

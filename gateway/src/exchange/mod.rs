@@ -82,6 +82,18 @@ pub enum ExchangeError {
     },
 }
 
+impl ExchangeError {
+    /// The `decision` of the consumer's audit receipt for a transfer that failed after its
+    /// header: `unverified` when the trailer does not match what arrived (the auditor's cue to
+    /// look for tampering), else `incomplete`.
+    pub fn receipt_decision(&self) -> &'static str {
+        match self {
+            ExchangeError::BadTrailer { .. } => "unverified",
+            _ => "incomplete",
+        }
+    }
+}
+
 /// What a consumer was waiting for when its time ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
