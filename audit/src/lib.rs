@@ -20,6 +20,7 @@ pub mod keys;
 pub mod log;
 pub mod merkle;
 pub mod proof;
+pub mod reconcile;
 pub mod verify;
 
 use std::path::Path;

@@ -10,6 +10,15 @@ use thiserror::Error;
 use crate::config::{self, ConfigError};
 use fedgate_audit::{self as audit, AuditError, AuditKeys, AuditLog, Entry, Kind};
 
+/// Output format of `audit reconcile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReconcileFormat {
+    /// Aligned columns, one row per exchange.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
 /// Output format of `audit show`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -134,6 +143,24 @@ pub enum Command {
         /// wrapped for it in the export, so that auditor can read it. Repeatable.
         #[arg(long, value_name = "PUB_FILE")]
         auditor_key: Vec<PathBuf>,
+    },
+    /// Match every exchange across the exports of two or more nodes by its id and name what
+    /// disagrees (count, digest, purpose, decision, a side that is missing). Each export is
+    /// verified first. Exit 0 only if everything between the given nodes reconciles.
+    Reconcile {
+        /// Export folders (`audit export`), one per node.
+        #[arg(value_name = "EXPORT", num_args = 1.., required = true)]
+        exports: Vec<PathBuf>,
+        /// An auditor's secret key the exports' segments are wrapped for.
+        #[arg(long, value_name = "FILE")]
+        auditor_key: PathBuf,
+        /// The federation root: trust each export's audit key only through its node's
+        /// certificate (otherwise each export's signing.pub is taken as given).
+        #[arg(long, value_name = "ROOT_CRT")]
+        trust: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReconcileFormat,
     },
     /// Make an auditor key pair (X25519): NAME.key (secret, 0600) and NAME.pub in DIR. Put the
     /// .pub in a node's [audit] auditors, or give it to `audit export --auditor-key`.
@@ -273,6 +300,9 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Keygen { out, name } => keygen(&out, &name),
+        Command::Reconcile { exports, auditor_key, trust, format } => {
+            reconcile(&exports, &auditor_key, trust.as_deref(), format)
+        }
         Command::Soak { dir, count, writers } => soak(dir, count, writers),
     }
 }
@@ -339,6 +369,76 @@ fn verify(
         println!("note: the log ends inside an unacknowledged entry (a write in progress, or cut by a crash; the gateway removes it on restart)");
     }
     Ok(())
+}
+
+fn reconcile(
+    exports: &[PathBuf],
+    key: &std::path::Path,
+    trust: Option<&std::path::Path>,
+    format: ReconcileFormat,
+) -> Result<(), CliError> {
+    let reader = auditor_reader(key)?;
+    let store = trust.map(crate::audit_trust::read_root).transpose().map_err(other)?;
+    let mut logs = Vec::new();
+    for dir in exports {
+        let verifier = match &store {
+            Some(s) => crate::audit_trust::trusted_verifier(dir, s).map_err(other)?.0,
+            None => audit::read_verifier(&dir.join("signing.pub"))?,
+        };
+        audit::verify(dir, &verifier, Some(&reader), |_| {})?;
+        let node = crate::audit_trust::origin_node(&verifier.0).map_err(other)?.to_owned();
+        let mut entries = Vec::new();
+        audit::entries(dir, &reader, |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        logs.push((node, entries));
+    }
+    let report = audit::reconcile::reconcile(&logs);
+    match format {
+        ReconcileFormat::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(other)?),
+        ReconcileFormat::Table => {
+            let rows: Vec<Vec<String>> = report
+                .exchanges
+                .iter()
+                .map(|x| {
+                    let status = if x.one_sided {
+                        "other side not given".to_owned()
+                    } else if x.disagreements.is_empty() {
+                        "ok".to_owned()
+                    } else {
+                        x.disagreements.join("; ")
+                    };
+                    vec![
+                        x.exchange.chars().take(8).collect(),
+                        x.provider.clone(),
+                        x.consumer.clone(),
+                        x.dataset.clone().unwrap_or_default(),
+                        x.provider_says.clone().unwrap_or_else(|| "-".into()),
+                        x.consumer_says.clone().unwrap_or_else(|| "-".into()),
+                        status,
+                    ]
+                })
+                .collect();
+            let header = [
+                "EXCHANGE",
+                "PROVIDER",
+                "CONSUMER",
+                "DATASET",
+                "PROVIDER SAYS",
+                "CONSUMER SAYS",
+                "RECONCILES",
+            ];
+            print!("{}", crate::render::table(&header, &rows));
+            let bad = report.exchanges.iter().filter(|x| !x.disagreements.is_empty()).count();
+            println!("{} exchange(s); {bad} disagree", report.exchanges.len());
+        }
+    }
+    if report.reconciled {
+        Ok(())
+    } else {
+        Err(other("the logs do not reconcile (see the disagreements above)"))
+    }
 }
 
 fn keygen(out: &std::path::Path, name: &str) -> Result<(), CliError> {

@@ -643,3 +643,50 @@ fn an_auditor_with_an_export_an_auditor_key_and_the_root_verifies_and_reads_with
         stderr(&o)
     );
 }
+
+#[test]
+fn reconcile_matches_both_sides_of_every_exchange_of_the_demo_federation() {
+    let t = tempfile::tempdir().unwrap();
+    let demo = t.path().join("demo");
+    assert!(fedgate(&["demo", "--dir", s(&demo), "--records", "30"]).status.success());
+    let auditor = t.path().join("auditor");
+    assert!(fedgate(&["audit", "keygen", "--out", s(&auditor)]).status.success());
+    let (key, pubkey) = (auditor.join("auditor.key"), auditor.join("auditor.pub"));
+    let mut exports = Vec::new();
+    let mut nodes: Vec<String> = std::fs::read_dir(&demo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| demo.join(n).join("gateway.toml").is_file())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes.len(), 8, "{nodes:?}");
+    for node in &nodes {
+        let out = t.path().join(node);
+        let cfg = demo.join(node).join("gateway.toml");
+        let o =
+            fedgate(&["audit", "export", "--config", s(&cfg), "--out", s(&out), "--auditor-key", s(&pubkey)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        exports.push(out);
+    }
+    let root = demo.join("mediation-center@wuxi/tls/trust.crt");
+    let mut args =
+        vec!["audit", "reconcile", "--auditor-key", s(&key), "--trust", s(&root), "--format", "json"];
+    args.extend(exports.iter().map(|p| s(p)));
+    let o = fedgate(&args);
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let xs = v["exchanges"].as_array().unwrap();
+    let judged: Vec<_> = xs.iter().filter(|x| x["one_sided"] == false).collect();
+    assert!(judged.len() >= 3, "{v}");
+    assert!(judged.iter().all(|x| x["disagreements"].as_array().unwrap().is_empty()));
+    assert!(xs.iter().all(|x| x["one_sided"] == false), "every node's log was given: {v}");
+    assert!(
+        judged.iter().any(|x| x["provider_says"] == "deny" && x["consumer_says"] == "refused"),
+        "refusals pair too: {v}"
+    );
+    // Without the provider's export, its exchanges are listed, not judged.
+    let centre = exports.iter().find(|p| p.ends_with("mediation-center@wuxi")).unwrap();
+    let o = fedgate(&["audit", "reconcile", "--auditor-key", s(&key), s(centre)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("other side not given"));
+}
