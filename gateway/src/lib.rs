@@ -26,6 +26,7 @@
 pub mod admission;
 pub mod api;
 pub mod api_body;
+pub mod api_code;
 pub mod api_serve;
 pub mod audit_cli;
 pub mod audit_trust;

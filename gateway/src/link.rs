@@ -21,6 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+use crate::api_code::ApiCode;
 use crate::flood::{self, RejectionTally};
 use crate::refusal::Refusal;
 use crate::wire::{self, frame, ErrorCode, FrameError, Message, PROTOCOL_VERSION};
@@ -699,4 +700,22 @@ fn stable_endpoint_config(key: &PrivateKeyDer<'_>) -> quinn::EndpointConfig {
     let cid_key = u64::from_le_bytes(cid_key);
     cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     cfg
+}
+
+/// A link failure as the API, the metrics and the audit receipt name it.
+impl From<&LinkError> for ApiCode {
+    fn from(e: &LinkError) -> ApiCode {
+        match e {
+            LinkError::Setup { .. } => ApiCode::Internal,
+            // A provider at its connection caps closes with `busy`: retry later, it is up.
+            LinkError::Closed { code: Some(code), .. } => ApiCode::from(*code),
+            LinkError::Connect { .. } | LinkError::Closed { code: None, .. } => ApiCode::PeerUnavailable,
+            LinkError::Stopping { .. } => ApiCode::ShuttingDown,
+            LinkError::Refused { .. } => ApiCode::CertificateRefused,
+            LinkError::Rejected { .. } => ApiCode::PeerCertificateRejected,
+            LinkError::Frame { .. } | LinkError::Protocol { .. } => ApiCode::PeerError,
+            LinkError::Remote { code, .. } => ApiCode::from(*code),
+            LinkError::Timeout { .. } => ApiCode::PeerTimeout,
+        }
+    }
 }

@@ -17,6 +17,7 @@ use fedgate_certs::VerifiedPeer;
 use ring::digest::{Context, SHA256};
 
 use super::{seconds, trailer_message, ExchangeError, Query, Wait};
+use crate::api_code::ApiCode;
 use crate::link::LinkError;
 use crate::wire::{self, Message, Truncation};
 use fedgate_audit::{Entry, Kind};
@@ -99,13 +100,12 @@ pub struct ConsumerSession {
 /// The code an auditor reads for a failed transfer: the provider's wire code, or what broke.
 fn code_of(e: &ExchangeError) -> &'static str {
     match e {
+        // The provider's own words, as it sent them.
         ExchangeError::Remote { code, .. } | ExchangeError::Link(LinkError::Remote { code, .. }) => {
             code.as_str()
         }
-        ExchangeError::TimedOut { .. } => "timeout",
-        ExchangeError::Incomplete { .. } => "incomplete",
-        ExchangeError::BadTrailer { .. } => "bad-trailer",
-        ExchangeError::Link(_) => "link",
+        // Everything else as the API and the metrics name it (`peer-timeout`, `unverified`, ...).
+        e => ApiCode::from(e).as_str(),
     }
 }
 

@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use fedgate_catalog::NodeId;
 use thiserror::Error;
 
+use crate::api_code::ApiCode;
 use crate::link::LinkError;
 use crate::wire::{ErrorCode, Truncation};
 
@@ -182,6 +183,19 @@ impl QuotaLedger {
 pub fn source_failure_message(dataset: &str, audit_seq: Option<u64>) -> String {
     let entry = audit_seq.map_or_else(String::new, |s| format!(" (provider audit entry {s})"));
     format!("the provider cannot read dataset `{dataset}` right now; its operator has the details{entry}")
+}
+
+/// A consumer's failure as the API, the metrics and the audit receipt name it.
+impl From<&ExchangeError> for ApiCode {
+    fn from(e: &ExchangeError) -> ApiCode {
+        match e {
+            ExchangeError::Link(l) => ApiCode::from(l),
+            ExchangeError::Remote { code, .. } => ApiCode::from(*code),
+            ExchangeError::Incomplete { .. } => ApiCode::Incomplete,
+            ExchangeError::BadTrailer { .. } => ApiCode::Unverified,
+            ExchangeError::TimedOut { .. } => ApiCode::PeerTimeout,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -658,6 +658,8 @@ mod tests {
         assert!(bad_trailer(&r).contains("content digest does not match"), "{:?}", r.result);
         // Told apart from a transfer that merely broke off: the auditor's cue to look for tampering.
         assert_eq!(r.receipt.decision.as_deref(), Some("unverified"));
+        // Its code is the one the API and the metrics use for it.
+        assert_eq!(r.receipt.code.as_deref(), Some("unverified"));
     }
 
     #[test]
