@@ -456,8 +456,13 @@ impl AuditLog {
             OpenOptions::new().create(true).append(true).open(&cp_path).map_err(io(&cp_path))?;
         let recovery = Recovery { entries: scan.entries, torn_bytes };
         let first = segs.last().map_or(0, |(f, _)| *f);
+        let wrapped_for_all = |k: &keys::SegmentKeys| {
+            keys.auditors.iter().all(|a| k.wraps.iter().any(|w| w.to == keys::public_text(a)))
+        };
         let (seg_sealer, seg_opened_ms) = match keys::read(dir, first)? {
-            Some(k) if k.shredded.is_none() => {
+            // An auditor configured since the segment began: new entries go to a new segment
+            // wrapped for them too.
+            Some(k) if k.shredded.is_none() && wrapped_for_all(&k) => {
                 let dk = keys
                     .reader()
                     .unwrap(&k)

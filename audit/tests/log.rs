@@ -313,3 +313,22 @@ async fn a_log_from_before_per_segment_keys_is_read_and_continued() {
     assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 3]);
     assert_eq!(check(t2.path()).unwrap(), 5);
 }
+
+#[tokio::test]
+async fn an_auditor_added_later_reads_every_entry_written_after() {
+    let t = tempfile::tempdir().unwrap();
+    append_n(t.path(), keys(t.path()), LogOptions::default(), 0, 3).await;
+    let (secret, public) = audit::keys::generate_auditor().unwrap();
+    append_n(t.path(), keys(t.path()).with_auditors(vec![public]), LogOptions::default(), 3, 2).await;
+    let log = t.path().join("log");
+    // The new entries went to a new segment wrapped for the auditor, not into the old one.
+    let segs: Vec<u64> = audit::log::segments(&log).unwrap().iter().map(|s| s.0).collect();
+    assert_eq!(segs, vec![0, 3]);
+    let mut seen = Vec::new();
+    audit::entries_all(&log, &audit::Reader::auditor(secret), |o| {
+        seen.push(matches!(o, audit::Opened::Entry(_)));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![false, false, false, true, true]);
+}
