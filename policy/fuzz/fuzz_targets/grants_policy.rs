@@ -11,8 +11,11 @@
 use std::sync::OnceLock;
 
 use fedgate_catalog::{Catalog, NodeId};
-use fedgate_policy::{parse_grants, Action, Decision, Policy, Request, Subject};
+use fedgate_policy::{Action, Decision, Policy, Request};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "shared/parse.rs"]
+mod shared;
 
 /// The shared test fixtures (testdata/): a conditional dataset with grade 1 to 4 fields, one never
 /// shared, and an unconditional one.
@@ -49,18 +52,7 @@ fuzz_target!(|data: &[u8]| {
     // keep the rate up, and across the corpus every case is covered.
     let pick = data.iter().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(*b)));
     let known = (pick & 1 == 0).then_some(DATASETS);
-    let set = match parse_grants(&[("fuzz.toml", text)], known) {
-        Ok(set) => set,
-        Err(diags) => {
-            let _ = diags.to_string();
-            return;
-        }
-    };
-    for g in &set.grants {
-        assert_eq!(Subject::from_pattern(&g.to.pattern()).as_ref(), Some(&g.to), "pattern round trip");
-        let _ = g.to.to_string();
-    }
-    let _ = set.digest();
+    let Some(set) = shared::parse_checked(text, known) else { return };
     let policy = Policy::new(set).expect("a parsed grant set loads");
     let (catalog, peers) = fixture();
     let pick = pick >> 1;
