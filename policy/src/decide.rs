@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::grant::{Action, Grant, GrantSet, Rows, Subject};
 
-const MODEL: &str = r#"
+pub(crate) const MODEL: &str = r#"
 [request_definition]
 r = sub, obj, act, pur
 
