@@ -104,8 +104,8 @@ fn bad_request(message: String) -> ApiError {
 }
 
 #[derive(Clone)]
-struct ApiState {
-    shared: Arc<Shared>,
+pub(crate) struct ApiState {
+    pub(crate) shared: Arc<Shared>,
     token: Arc<str>,
 }
 
@@ -118,6 +118,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/peers", get(peers))
         .route("/v1/peers/{node}/catalog", get(peer_catalog))
         .route("/v1/query", axum::routing::post(query))
+        .route("/v1/datasets/{id}/events", axum::routing::post(crate::api_events::publish))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

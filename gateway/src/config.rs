@@ -130,6 +130,10 @@ pub struct Config {
     pub auditor_keys: Vec<PathBuf>,
     /// Timeouts and the connection cap of the local API (`[api_limits]`).
     pub api_limits: ApiLimits,
+    /// The node's state folder: the event log and subscriptions (SQLite), default `state`.
+    pub state_dir: PathBuf,
+    /// How much of the past the event log keeps for subscribers (`[events]`).
+    pub events_backlog: crate::events::Backlog,
 }
 
 /// How much the local API lets its clients hold, so no client can starve the node of sockets.
@@ -188,7 +192,10 @@ const TOP_KEYS: &[&str] = &[
     "audit",
     "peers",
     "api_limits",
+    "state_dir",
+    "events",
 ];
+const EVENTS_KEYS: &[&str] = &["max_age_secs", "max_count"];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
@@ -248,6 +255,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let audit_signing_key = path_or(&mut src, "audit_signing_key", "audit-signing.key");
     let api_limits = api_limits(&root, &mut src);
     let (audit_retention_days, auditor_keys) = audit_table(&root, &mut src, &dir);
+    let state_dir = path_or(&mut src, "state_dir", "state");
+    let events_backlog = events_table(&root, &mut src);
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -270,6 +279,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             audit_retention_days,
             auditor_keys,
             api_limits,
+            state_dir,
+            events_backlog,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }
@@ -367,6 +378,29 @@ fn audit_table(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path) -> (u32, 
     };
     let auditors = t.str_list(src, "auditors").into_iter().map(|(s, _)| dir.join(s)).collect();
     (days, auditors)
+}
+
+/// `[events]`: the event log's backlog bounds (max_age_secs 60..=31536000, max_count
+/// 1..=100000000; defaults a week and 100,000).
+fn events_table(root: &Table<'_, '_>, src: &mut Source<'_>) -> crate::events::Backlog {
+    let mut b = crate::events::Backlog::default();
+    let Some(t) = root.opt_table(src, "events") else { return b };
+    t.deny_unknown(src, EVENTS_KEYS);
+    let mut int = |key: &str, min: i64, max: i64| match t.opt_int(src, key) {
+        Some((n, _)) if (min..=max).contains(&n) => Some(n),
+        Some((_, span)) => {
+            src.error(span, format!("`events.{key}` must be between {min} and {max}"));
+            None
+        }
+        None => None,
+    };
+    if let Some(n) = int("max_age_secs", 60, 31_536_000) {
+        b.max_age_secs = n;
+    }
+    if let Some(n) = int("max_count", 1, 100_000_000) {
+        b.max_count = n as u64;
+    }
+    b
 }
 
 fn api_limits(root: &Table<'_, '_>, src: &mut Source<'_>) -> ApiLimits {
@@ -474,6 +508,23 @@ address = "127.0.0.1:7402"
             let err = parse(Path::new("g.toml"), &text).unwrap_err().to_string();
             assert!(err.contains("g.toml:"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_event_backlog_defaults_and_is_range_checked() {
+        let c = parse(Path::new("/n/g.toml"), GOOD).unwrap();
+        assert_eq!(c.events_backlog, crate::events::Backlog::default());
+        assert_eq!(c.state_dir, PathBuf::from("/n/state"));
+        let c = parse(
+            Path::new("/n/g.toml"),
+            &format!("{GOOD}\n[events]\nmax_age_secs = 3600\nmax_count = 10\n"),
+        )
+        .unwrap();
+        assert_eq!(c.events_backlog, crate::events::Backlog { max_age_secs: 3600, max_count: 10 });
+        let err = parse(Path::new("g.toml"), &format!("{GOOD}\n[events]\nmax_count = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`events.max_count` must be between 1 and 100000000"), "{err}");
     }
 
     #[test]

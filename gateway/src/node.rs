@@ -92,6 +92,8 @@ impl RunningNode {
             .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let api_addr =
             api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
+        let events =
+            Arc::new(crate::events::EventLog::open(&cfg.state_dir.join("events.db"), cfg.events_backlog)?);
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),
@@ -106,6 +108,7 @@ impl RunningNode {
             sources: Default::default(),
             admission: Arc::default(),
             inbound: Default::default(),
+            events,
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);

@@ -53,6 +53,9 @@ pub enum NodeError {
     /// The audit log could not be opened or written.
     #[error(transparent)]
     Audit(#[from] fedgate_audit::AuditError),
+    /// The event log could not be opened or written.
+    #[error(transparent)]
+    Events(#[from] crate::events::EventError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -203,6 +206,8 @@ pub struct Shared {
     pub admission: Arc<crate::admission::Admission>,
     // Admitted inbound connections per peer, oldest first: the ones a reconnecting peer replaces.
     pub(crate) inbound: std::sync::Mutex<HashMap<NodeId, VecDeque<quinn::Connection>>>,
+    /// Changes to this node's datasets, kept for subscribers (`state_dir/events.db`).
+    pub events: Arc<crate::events::EventLog>,
 }
 
 impl Shared {

@@ -303,3 +303,39 @@ async fn answered_at_once(conns: &mut [TcpStream], req: &[u8]) -> Vec<bool> {
     }
     out
 }
+
+/// `POST /v1/datasets/{id}/events` at the provider: records checked against the catalog, ids
+/// that grow, and the Error JSON naming the record and field at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_get_growing_ids_and_bad_records_name_their_field() {
+    let p = pair("", "").await;
+    let token = std::fs::read_to_string(&p.provider.config().api_token).unwrap().trim().to_owned();
+    let post = |path: &str, body: &str| {
+        let head = format!("POST {path} HTTP/1.1{}\r\nContent-Type: application/json", auth(&token));
+        let (addr, body) = (p.provider.api_addr(), body.to_owned());
+        async move { http(addr, &head, body.as_bytes()).await }
+    };
+    let rec = r#"{"case_id":"C900","region":"wuxi.liangxi","party_name":"张三"}"#;
+    let (status, _, body) =
+        post("/v1/datasets/cases/events", &format!(r#"{{"records":[{rec},{rec}]}}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["first"].as_u64(), v["last"].as_u64(), v["count"].as_u64()), (Some(1), Some(2), Some(2)));
+    let (status, _, body) =
+        post("/v1/datasets/cases/events", &format!(r#"{{"op":"update","records":[{rec}]}}"#)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""first":3"#), "{body}");
+    let (status, ctype, body) =
+        post("/v1/datasets/cases/events", r#"{"records":[{"case_id":"C1","region":"nowhere!"}]}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (error, code) = error_body(&ctype, &body);
+    assert_eq!(code, "bad-request");
+    assert!(error.starts_with("dataset `cases`: records[0]: `region` must be a region path"), "{error}");
+    let (status, ctype, body) =
+        post("/v1/datasets/nothing/events", &format!(r#"{{"records":[{rec}]}}"#)).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(error_body(&ctype, &body).1, "unknown-dataset");
+    // Without the token: refused like every other authenticated path.
+    let (status, _, _) = http(p.provider.api_addr(), "POST /v1/datasets/cases/events HTTP/1.1", b"{}").await;
+    assert_eq!(status, 401);
+}
