@@ -52,4 +52,5 @@ pub mod source;
 pub mod source_check;
 pub mod sources;
 pub mod state;
+pub mod subscriptions;
 pub mod wire;

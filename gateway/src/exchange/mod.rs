@@ -23,6 +23,9 @@ pub mod consumer;
 #[cfg(test)]
 pub(crate) mod pair;
 pub mod provider;
+pub mod subscription;
+#[cfg(test)]
+mod subscription_pair;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -91,7 +91,7 @@ pub struct SourceRead {
     pub kind: SourceKind,
     /// The read, scope and filters pushed down.
     pub query: SourceQuery,
-    plan: Arc<Plan>,
+    pub(super) plan: Arc<Plan>,
 }
 
 impl SourceRead {
@@ -212,38 +212,57 @@ impl Abort {
 }
 
 /// Records reserved from a grant's daily quota, refunded in part if fewer were sent.
-struct Reservation {
+pub(super) struct Reservation {
     ledger: Arc<QuotaLedger>,
     grant: String,
     day: i64,
-    reserved: u64,
+    pub(super) reserved: u64,
+}
+
+impl Reservation {
+    /// Gives back what was reserved for `peer` beyond the `sent` records.
+    pub(super) fn settle(self, peer: &NodeId, sent: u64) {
+        self.ledger.refund(&self.grant, peer, self.day, self.reserved.saturating_sub(sent));
+    }
 }
 
 /// Everything decided before the first record leaves.
 pub struct Allowed {
-    obligations: Vec<String>,
-    read: SourceRead,
-    reason: String,
-    quota: Option<Reservation>,
+    pub(super) obligations: Vec<String>,
+    pub(super) read: SourceRead,
+    pub(super) reason: String,
+    pub(super) quota: Option<Reservation>,
     /// The most records this answer may carry, and who set that bound.
-    cap: Option<(u64, Truncation)>,
+    pub(super) cap: Option<(u64, Truncation)>,
     /// For the audit entries: the grant, the clearance and the row scope decided.
-    grant: Option<String>,
-    clearance: u8,
-    rows: String,
+    pub(super) grant: Option<String>,
+    pub(super) clearance: u8,
+    pub(super) rows: String,
 }
 
 /// Decides `q` from `peer` at unix time `now`: the grant, the filters (only on fields the peer
 /// sees in clear), the source, the quota. Reserves quota, so an `Allowed` must be run by a
 /// session (which refunds what it does not send).
 pub fn decide(ctx: &ProviderContext<'_>, peer: &NodeId, q: &Query, now: i64) -> Result<Allowed, Refusal> {
+    decide_for(ctx, peer, q, Action::Read, now)
+}
+
+/// [`decide`] for `action`: a subscription's every batch is decided here too, as a
+/// subscription, so the grant must allow `subscribe` and the same plan desensitizes it.
+pub fn decide_for(
+    ctx: &ProviderContext<'_>,
+    peer: &NodeId,
+    q: &Query,
+    action: Action,
+    now: i64,
+) -> Result<Allowed, Refusal> {
     if q.exchange.as_deref().is_some_and(|x| !super::valid_exchange_id(x)) {
         return Err(Refusal(
             ErrorCode::BadRequest,
             "`exchange` must be 32 lowercase hex digits (a random 128-bit id)".into(),
         ));
     }
-    let req = Request { dataset: q.dataset.clone(), purpose: q.purpose.clone(), action: Action::Read };
+    let req = Request { dataset: q.dataset.clone(), purpose: q.purpose.clone(), action };
     let decision = ctx.policy.decide(ctx.catalog, peer, &req, now).map_err(|e| {
         tracing::error!(error = %e, "the policy engine failed; refusing the query as internal");
         Refusal(ErrorCode::from(&e), "the provider failed to decide; try again".into())

@@ -120,23 +120,15 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
             text("hello.node", node, MAX_NODE_ID)?;
             text("hello.software", software, MAX_SOFTWARE)
         }
+        Message::EventsRequest { exchange, dataset, purpose, filters, .. } => {
+            text("exchange", exchange, 32)?;
+            check_asked(dataset, purpose, filters)
+        }
         Message::Query { dataset, purpose, filters, limit, exchange } => {
             if let Some(x) = exchange {
                 text("exchange", x, 32)?;
             }
-            text("dataset", dataset, MAX_DATASET)?;
-            text("purpose", purpose, MAX_PURPOSE)?;
-            if filters.len() > MAX_FILTERS {
-                return Err(RequestError::TooMany {
-                    field: "filters",
-                    count: filters.len(),
-                    max: MAX_FILTERS,
-                });
-            }
-            for (i, (name, value)) in filters.iter().enumerate() {
-                text(format!("filters[{i}].field"), name, MAX_FILTER_FIELD)?;
-                text(format!("filters[{i}].value"), value, MAX_FILTER_VALUE)?;
-            }
+            check_asked(dataset, purpose, filters)?;
             match limit {
                 Some(l) if *l > MAX_LIMIT => Err(RequestError::Limit { limit: *l }),
                 _ => Ok(()),
@@ -144,6 +136,20 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The caps a query and a subscription's request share.
+fn check_asked(dataset: &str, purpose: &str, filters: &[(String, String)]) -> Result<(), RequestError> {
+    text("dataset", dataset, MAX_DATASET)?;
+    text("purpose", purpose, MAX_PURPOSE)?;
+    if filters.len() > MAX_FILTERS {
+        return Err(RequestError::TooMany { field: "filters", count: filters.len(), max: MAX_FILTERS });
+    }
+    for (i, (name, value)) in filters.iter().enumerate() {
+        text(format!("filters[{i}].field"), name, MAX_FILTER_FIELD)?;
+        text(format!("filters[{i}].value"), value, MAX_FILTER_VALUE)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

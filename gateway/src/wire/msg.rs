@@ -132,8 +132,20 @@ impl Truncation {
 
 impl Message {
     /// Every message kind, as it appears on the wire.
-    pub const KINDS: &'static [&'static str] =
-        &["hello", "welcome", "catalog-request", "catalog", "query", "header", "batch", "trailer", "error"];
+    pub const KINDS: &'static [&'static str] = &[
+        "hello",
+        "welcome",
+        "catalog-request",
+        "catalog",
+        "query",
+        "header",
+        "batch",
+        "trailer",
+        "error",
+        "events-request",
+        "events",
+        "events-trailer",
+    ];
 
     /// This message's kind, as it appears on the wire (one of [`Message::KINDS`]).
     pub fn kind(&self) -> &'static str {
@@ -147,6 +159,9 @@ impl Message {
             Message::Header { .. } => "header",
             Message::Batch { .. } => "batch",
             Message::Trailer { .. } => "trailer",
+            Message::EventsRequest { .. } => "events-request",
+            Message::Events { .. } => "events",
+            Message::EventsTrailer { .. } => "events-trailer",
         }
     }
 }
@@ -218,6 +233,53 @@ pub enum Message {
         /// Set when more records matched than were sent, and why; absent for a whole result.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         truncated: Option<Truncation>,
+    },
+    /// One delivery round of a subscription (docs/protocol.md, "Subscriptions"): the
+    /// subscriber asks for the events after `acked`, which also acknowledges every event up to
+    /// it (received, verified and stored durably). The provider answers with up to a few
+    /// `events` + `events-trailer` pairs, waiting up to `wait_ms` for the first, then finishes.
+    EventsRequest {
+        /// The subscription's exchange id (32 lowercase hex digits), fixed at its creation.
+        exchange: String,
+        /// The dataset id.
+        dataset: String,
+        /// The purpose of use.
+        purpose: String,
+        /// Equality filters, field name and value as text, as in a query.
+        filters: Vec<(String, String)>,
+        /// The last event id the subscriber has stored; 0 before the first.
+        acked: u64,
+        /// How long the provider may hold the round open waiting for a new event.
+        wait_ms: u64,
+    },
+    /// A batch of events covering ids `first..=last` (ids in that range that are absent were
+    /// outside the subscriber's rows or filters), desensitized as a query by the same subscriber
+    /// would be.
+    Events {
+        /// First id covered.
+        first: u64,
+        /// Last id covered.
+        last: u64,
+        /// Ids after the subscriber's cursor the provider no longer keeps (its backlog bound):
+        /// reported, never skipped silently.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gap: Option<(u64, u64)>,
+        /// The fields each event's record carries, in order (the subscriber's view: fields
+        /// its grant drops are absent).
+        fields: Vec<String>,
+        /// The events, ids increasing.
+        events: Vec<crate::events::Event>,
+    },
+    /// Closes an `events` frame: what it carried, vouched for by the provider.
+    EventsTrailer {
+        /// Events in the batch.
+        count: u64,
+        /// SHA-256 (hex) of the `events` frame's body.
+        digest: String,
+        /// The provider's signature (hex) over the batch summary.
+        signature: String,
+        /// Where the provider recorded the batch in its audit log.
+        audit_seq: Option<u64>,
     },
     /// A typed failure with a message a steward can act on.
     Error {
