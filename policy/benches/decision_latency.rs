@@ -40,6 +40,21 @@ fn main() {
             let _ = std::hint::black_box(policy.decide_uncached(&catalog, node, r, now));
             miss.push(t.elapsed().as_nanos() as u64);
         }
+        // Each request's own cost: the fastest of 5 tries, so a preemption or a neighbour's
+        // cache traffic during one try does not count as the decision's cost.
+        let mut intrinsic = Vec::with_capacity(reqs.len());
+        for (node, r) in &reqs {
+            let best = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = std::hint::black_box(policy.decide_uncached(&catalog, node, r, now));
+                    t.elapsed().as_nanos() as u64
+                })
+                .min()
+                .unwrap_or(0);
+            intrinsic.push(best);
+        }
+        let (i50, i99, i999) = percentiles(intrinsic);
         let (h50, h99, h999) = percentiles(hit);
         let (m50, m99, m999) = percentiles(miss);
         let us = |ns: u64| format!("{:.2}µs", ns as f64 / 1000.0);
@@ -52,6 +67,16 @@ fn main() {
             us(m99),
             us(m999),
             format!("{allowed}/{}", reqs.len())
+        );
+        println!(
+            "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   (miss, fastest of 5 tries per request)",
+            "",
+            "",
+            "",
+            "",
+            us(i50),
+            us(i99),
+            us(i999)
         );
     }
 }

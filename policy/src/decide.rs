@@ -3,9 +3,10 @@
 //! [`Policy`] is an immutable snapshot built from a [`GrantSet`]. casbin does the final matching
 //! of subject, dataset, action and purpose. Because its `enforce` scans every rule (about 1 µs
 //! each) and each enforcer costs hundreds of kilobytes, fedgate does not hand casbin all grants:
-//! the snapshot indexes grants by the subject key they name (exact node, or department × region
-//! × level) and by dataset, a request gathers the few candidates filed under its peer's keys, and
-//! a pooled enforcer matches just those, in priority order, so its first match is the best grant.
+//! the snapshot files grants by the subject key they name (exact node, or department × region
+//! × level), dataset, purpose and action ([`crate::index`]); a request gathers the candidates
+//! filed under its peer's keys, best first, and a pooled enforcer matches the best one (the next
+//! ones only if it refuses), so its first match is the best grant.
 //! Time windows, clearance and quotas are typed Rust. Decisions are cached per snapshot until the
 //! next moment a grant starts or ends. Reloading builds a new snapshot; requests in flight keep
 //! the one they started with.
@@ -21,6 +22,7 @@ use fedgate_catalog::{Catalog, Dataset, Grade, NodeId, Purpose, Region, Rule, Sh
 use serde::Serialize;
 
 use crate::grant::{Action, Grant, GrantSet, Rows, Subject};
+use crate::index::GrantIndex;
 
 pub(crate) const MODEL: &str = r#"
 [request_definition]
@@ -168,39 +170,10 @@ fn rows_text(r: &RowScope) -> String {
     }
 }
 
-/// The subject keys a grant is filed under; a node asks with all keys that could name it.
-fn grant_keys(s: &Subject) -> Vec<String> {
-    if let Some(n) = &s.node {
-        return vec![format!("n:{n}")];
-    }
-    let base = format!(
-        "d:{}|r:{}",
-        s.department.as_deref().unwrap_or("*"),
-        s.region.as_ref().map_or("*", Region::as_str)
-    );
-    match s.levels {
-        None => vec![format!("{base}|l:*")],
-        Some((lo, hi)) => (lo.get()..=hi.get()).map(|l| format!("{base}|l:{l}")).collect(),
-    }
-}
-
-fn node_keys(n: &NodeId) -> Vec<String> {
-    let mut regions = vec!["*".to_owned()];
-    let mut r = Some(n.region().clone());
-    while let Some(reg) = r {
-        regions.push(reg.to_string());
-        r = reg.parent();
-    }
-    let mut keys = vec![format!("n:{n}")];
-    for d in ["*", n.department()] {
-        for r in &regions {
-            for l in ["*".to_owned(), n.level().get().to_string()] {
-                keys.push(format!("d:{d}|r:{r}|l:{l}"));
-            }
-        }
-    }
-    keys
-}
+/// casbin first sees only the best candidate: the index files grants exactly where they apply,
+/// so it nearly always matches, and loading rules casbin never reaches would cost more than the
+/// match. Should it refuse, the rest follow this many at a time.
+const CASBIN_CHUNK: usize = 8;
 
 /// A cached decision and the moment it stops being valid.
 type Cached = (Arc<Decision>, Option<i64>);
@@ -209,8 +182,10 @@ type Cached = (Arc<Decision>, Option<i64>);
 pub struct Policy {
     set: GrantSet,
     digest: String,
-    /// subject key -> dataset id (or "*") -> grant indices.
-    index: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Where each grant applies.
+    index: GrantIndex,
+    /// Per grant, its place in priority order (0 = best): candidates sort by this integer.
+    rank: Vec<u32>,
     /// Every valid_from and valid_until, sorted: the moments a decision can change.
     changes: Vec<i64>,
     /// Per grant, its casbin subject pattern and index as text, made once.
@@ -223,7 +198,7 @@ pub struct Policy {
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Policy({} grants, {} subject keys)", self.set.grants.len(), self.index.len())
+        write!(f, "Policy({} grants, {} shelves)", self.set.grants.len(), self.index.len())
     }
 }
 
@@ -241,18 +216,8 @@ impl Policy {
 
     /// Builds a snapshot whose enforcers use `model` (tests give a model that fails).
     pub(crate) fn with_model(set: GrantSet, model: &'static str) -> Result<Policy, EngineError> {
-        let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
-        for (i, g) in set.grants.iter().enumerate() {
-            let objs: Vec<String> = match &g.datasets {
-                None => vec!["*".into()],
-                Some(ds) => ds.iter().map(|d| d.to_string()).collect(),
-            };
-            for key in grant_keys(&g.to) {
-                for obj in &objs {
-                    index.entry(key.clone()).or_default().entry(obj.clone()).or_default().push(i);
-                }
-            }
-        }
+        let rank = priority_ranks(&set.grants);
+        let index = GrantIndex::new(&set.grants, &rank);
         let mut changes: Vec<i64> =
             set.grants.iter().flat_map(|g| [g.valid_from, g.valid_until]).flatten().collect();
         changes.sort_unstable();
@@ -263,7 +228,7 @@ impl Policy {
         // One enforcer up front proves the model compiles; more are made as concurrency needs.
         let pool = Mutex::new(vec![new_enforcer(model)?]);
         let cache = Mutex::new(HashMap::new());
-        Ok(Policy { set, digest, index, changes, rule_heads, model, pool, cache })
+        Ok(Policy { set, digest, index, rank, changes, rule_heads, model, pool, cache })
     }
 
     /// The grants behind this snapshot.
@@ -348,36 +313,60 @@ impl Policy {
         })
     }
 
-    /// Grants in force filed under the peer's keys for this dataset, best first.
-    /// The shard a request falls into: grants filed under the peer's subject keys, for this
-    /// dataset, naming this action and purpose, in force now — usually a handful however many
-    /// grants there are. casbin then matches over just these.
-    fn candidates(&self, peer: &NodeId, req: &Request, now: i64) -> Vec<usize> {
-        let names = |g: &Grant| {
-            g.actions.contains(&req.action) && g.purposes.iter().any(|p| p.as_str() == req.purpose)
-        };
-        let mut ids: Vec<usize> = node_keys(peer)
-            .iter()
-            .filter_map(|k| self.index.get(k))
-            .flat_map(|by_ds| [by_ds.get(req.dataset.as_str()), by_ds.get("*")].into_iter().flatten())
-            .flatten()
-            .copied()
-            .filter(|&i| names(&self.set.grants[i]) && self.set.grants[i].in_force(now))
-            .collect();
-        ids.sort_unstable_by(|&a, &b| priority(&self.set.grants[a]).cmp(&priority(&self.set.grants[b])));
+    /// The shard a request falls into: grants filed under the peer's subject keys for this
+    /// dataset (or all datasets), this purpose and this action, in force now, best first —
+    /// usually a handful however many grants there are. With `top`, only the best `top` of them
+    /// (each list is already best first, so its first `top` in force are enough); the flag says
+    /// whether more were left out.
+    fn candidates(&self, peer: &NodeId, req: &Request, now: i64, top: Option<usize>) -> (Vec<usize>, bool) {
+        let per_list = top.unwrap_or(usize::MAX);
+        let mut ids: Vec<usize> = Vec::new();
+        let mut cut = false;
+        self.index.for_each_list(peer, &req.dataset, &req.purpose, req.action, |list| {
+            let before = ids.len();
+            ids.extend(list.iter().copied().filter(|&i| self.set.grants[i].in_force(now)).take(per_list));
+            cut |= ids.len() - before == per_list;
+        });
+        ids.sort_unstable_by_key(|&i| self.rank[i]);
         ids.dedup();
-        ids
+        if let Some(top) = top {
+            cut |= ids.len() > top;
+            ids.truncate(top);
+        }
+        (ids, cut)
     }
 
     /// The most permissive grant in force for this request, matched by casbin. `Ok(None)` only
     /// when casbin ran and matched nothing; any failure of the engine is an error.
     fn best_grant(&self, peer: &NodeId, req: &Request, now: i64) -> Result<Option<&Grant>, EngineError> {
-        let ids = self.candidates(peer, req, now);
-        if ids.is_empty() {
+        let (best, more) = self.candidates(peer, req, now, Some(1));
+        if best.is_empty() {
             return Ok(None);
         }
+        if let Some(i) = self.casbin_first_match(peer, req, &best)? {
+            return Ok(self.set.grants.get(i));
+        }
+        if more {
+            let (all, _) = self.candidates(peer, req, now, None);
+            for chunk in all[best.len()..].chunks(CASBIN_CHUNK) {
+                if let Some(i) = self.casbin_first_match(peer, req, chunk)? {
+                    return Ok(self.set.grants.get(i));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first of `ids` (best first) that casbin matches; `Ok(None)` only when casbin ran and
+    /// matched none of them.
+    fn casbin_first_match(
+        &self,
+        peer: &NodeId,
+        req: &Request,
+        ids: &[usize],
+    ) -> Result<Option<usize>, EngineError> {
         let mut rules = Vec::with_capacity(ids.len());
-        for &i in &ids {
+        for &i in ids {
             let g = &self.set.grants[i];
             let obj = if g.datasets.is_none() { "*".to_owned() } else { req.dataset.clone() };
             let (pattern, gid) = &self.rule_heads[i];
@@ -403,7 +392,7 @@ impl Policy {
         let gid = explain.first().and_then(|rule| rule.get(4));
         let grant = gid.and_then(|g| g.parse::<usize>().ok()).filter(|i| ids.contains(i));
         match grant {
-            Some(i) => Ok(self.set.grants.get(i)),
+            Some(i) => Ok(Some(i)),
             None => {
                 Err(EngineError(format!("casbin allowed by a rule that is not a candidate: {explain:?}")))
             }
@@ -422,6 +411,17 @@ impl Policy {
             .filter(|g| g.in_force(now))
             .min_by_key(|g| priority(g))
     }
+}
+
+/// Each grant's place in priority order.
+fn priority_ranks(grants: &[Grant]) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..grants.len()).collect();
+    order.sort_by(|&a, &b| priority(&grants[a]).cmp(&priority(&grants[b])));
+    let mut rank = vec![0u32; grants.len()];
+    for (place, i) in order.into_iter().enumerate() {
+        rank[i] = u32::try_from(place).unwrap_or(u32::MAX);
+    }
+    rank
 }
 
 /// Lower sorts first: higher clearance, then wider rows, then grant id.

@@ -12,6 +12,7 @@
 pub mod decide;
 pub mod explain;
 pub mod grant;
+mod index;
 pub mod mask;
 pub mod pii;
 pub mod plan;

@@ -359,3 +359,91 @@ fn a_failing_engine_is_an_error_not_a_no_grant_denial() {
     let d = broken.decide(&c, &node("court@wuxi.xinwu"), &r, now()).unwrap();
     assert!(matches!(&*d, Decision::Deny { reason: DenyReason::NoGrant, .. }));
 }
+
+/// Many grants naming the same peer through different subject keys (node, department, region
+/// subtree, levels, everyone), with clearances, row scopes and windows that tie and differ: the
+/// decision must be the reference scan's best grant at every moment, however the candidates are
+/// cut before casbin sees them.
+fn overlapping_grants() -> String {
+    let subjects = [
+        r#""police@wuxi.liangxi""#,
+        r#"{ department = "police" }"#,
+        r#"{ department = "police", region = "wuxi.liangxi" }"#,
+        r#"{ region = "wuxi" }"#,
+        r#"{ region = "wuxi.liangxi", levels = [2, 2] }"#,
+        r#""*""#,
+    ];
+    let mut text = String::new();
+    for i in 0..60 {
+        let subject = subjects[i % subjects.len()];
+        let clearance = 1 + (i * 7) % 4;
+        let rows = ["\"all\"", "\"own\"", "\"wuxi.liangxi\""][i % 3];
+        let datasets = if i % 5 == 0 { r#"["*"]"# } else { r#"["family-disputes"]"# };
+        let until = 2026 + (i % 3);
+        text.push_str(&format!(
+            "[[grant]]\nid = \"g{i:02}\"\nto = {subject}\ndatasets = {datasets}\npurposes = [\"dispute-mediation\"]\n\
+             clearance = {clearance}\nrows = {rows}\nvalid_until = {until}-06-01\n\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn the_best_of_many_overlapping_grants_is_the_reference_scan_s() {
+    let c = fedgate_catalog::parse_files(&[("family.catalog.toml", FAMILY), ("stats.catalog.toml", STATS)])
+        .unwrap();
+    let ids: Vec<&str> = c.datasets().iter().map(|d| d.id.as_str()).collect();
+    let p = Policy::new(parse_grants(&[("g.toml", &overlapping_grants())], Some(&ids)).unwrap()).unwrap();
+    let peer = node("police@wuxi.liangxi");
+    for year in [2025, 2026, 2027, 2028] {
+        let t = days_from_civil(year, 7, 1) * 86_400;
+        for ds in ["family-disputes", "open-stats"] {
+            let r = req(ds, "dispute-mediation");
+            let want = p.scan(&peer, &r, t).map(|g| g.id.clone());
+            let got = match &*p.decide(&c, &peer, &r, t).unwrap() {
+                Decision::Allow(a) => a.grant.clone(),
+                Decision::Deny { .. } => None,
+            };
+            assert_eq!(got, want, "{ds} in {year}");
+        }
+    }
+}
+
+#[test]
+fn casbin_refusing_the_best_candidates_falls_back_to_the_next_ones() {
+    let c = fedgate_catalog::parse_files(&[("family.catalog.toml", FAMILY), ("stats.catalog.toml", STATS)])
+        .unwrap();
+    let ids: Vec<&str> = c.datasets().iter().map(|d| d.id.as_str()).collect();
+    let set = parse_grants(&[("g.toml", &overlapping_grants())], Some(&ids)).unwrap();
+    let peer = node("police@wuxi.liangxi");
+    let r = req("family-disputes", "dispute-mediation");
+    let t = days_from_civil(2025, 7, 1) * 86_400;
+    let real = Policy::new(set.clone()).unwrap();
+    // A model whose matcher also refuses the ten best grants (by index, as casbin sees them),
+    // so the answer lies beyond the first handful of candidates.
+    let mut ranked: Vec<&crate::grant::Grant> = set.grants.iter().filter(|g| g.to.matches(&peer)).collect();
+    ranked.sort_by_key(|g| (std::cmp::Reverse(g.clearance), g.id.clone()));
+    let best = real.scan(&peer, &r, t).unwrap().id.clone();
+    let mut refused: Vec<String> = Vec::new();
+    let mut model = crate::decide::MODEL.to_owned();
+    let mut excluded = real.grants().clone();
+    for _ in 0..10 {
+        let Some(g) = Policy::new(excluded.clone()).unwrap().scan(&peer, &r, t).map(|g| g.id.clone()) else {
+            break;
+        };
+        let index = set.grants.iter().position(|x| x.id == g).unwrap();
+        model = model.replacen("r.pur == p.pur", &format!("r.pur == p.pur && p.gid != \"{index}\""), 1);
+        excluded.grants.retain(|x| x.id != g);
+        refused.push(g);
+    }
+    assert_eq!(refused.len(), 10, "the fixture has more than ten grants for the peer");
+    assert_eq!(refused[0], best);
+    let picky = Policy::with_model(set.clone(), Box::leak(model.into_boxed_str())).unwrap();
+    let want = Policy::new(excluded).unwrap().scan(&peer, &r, t).map(|g| g.id.clone());
+    assert!(want.is_some(), "a grant is left after the ten refused");
+    let got = match &*picky.decide(&c, &peer, &r, t).unwrap() {
+        Decision::Allow(a) => a.grant.clone(),
+        Decision::Deny { .. } => None,
+    };
+    assert_eq!(got, want);
+}
