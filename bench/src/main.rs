@@ -10,7 +10,8 @@
 //!
 //! Usage: `fedgate-bench [--quick] [--runs N] [--records N] [--small N] [--keep DIR]`. Figures go to stdout;
 //! see BENCHMARKS.md for what they mean. The servers run as child processes so each side's
-//! peak RSS can be read from /proc.
+//! peak RSS and CPU time can be read from /proc: CPU time per record and per query does not
+//! depend on how many processes share the cores, where throughput on a 2-core machine does.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -258,6 +259,88 @@ impl Proc {
         };
         (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
     }
+
+    fn cpu_secs(&self) -> f64 {
+        cpu_secs(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+/// User + system CPU seconds of every thread of a process, from its `/proc/PID/stat`.
+fn cpu_secs(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after its closing
+    // parenthesis): utime and stime are the 12th and 13th, in ticks of 1/100 s (USER_HZ).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// CPU seconds used per process while a phase ran: the harness (the client of every phase)
+/// and each server.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    harness: f64,
+    provider: f64,
+    consumer: f64,
+    raw_server: f64,
+    baseline_server: f64,
+}
+
+impl Cpu {
+    fn sub(self, before: Cpu) -> Cpu {
+        Cpu {
+            harness: self.harness - before.harness,
+            provider: self.provider - before.provider,
+            consumer: self.consumer - before.consumer,
+            raw_server: self.raw_server - before.raw_server,
+            baseline_server: self.baseline_server - before.baseline_server,
+        }
+    }
+
+    fn add(self, more: Cpu) -> Cpu {
+        Cpu {
+            harness: self.harness + more.harness,
+            provider: self.provider + more.provider,
+            consumer: self.consumer + more.consumer,
+            raw_server: self.raw_server + more.raw_server,
+            baseline_server: self.baseline_server + more.baseline_server,
+        }
+    }
+}
+
+/// The processes whose CPU time is measured.
+struct Procs<'a> {
+    provider: &'a Proc,
+    consumer: &'a Proc,
+    raw_server: &'a Proc,
+    baseline_server: &'a Proc,
+}
+
+impl Procs<'_> {
+    fn cpu(&self) -> Cpu {
+        Cpu {
+            harness: cpu_secs("/proc/self/stat"),
+            provider: self.provider.cpu_secs(),
+            consumer: self.consumer.cpu_secs(),
+            raw_server: self.raw_server.cpu_secs(),
+            baseline_server: self.baseline_server.cpu_secs(),
+        }
+    }
+
+    /// Runs `phase`, returning its result and the CPU each process used meanwhile.
+    async fn measure<T>(&self, phase: impl std::future::Future<Output = Result<T>>) -> Result<(T, Cpu)> {
+        let before = self.cpu();
+        let out = phase.await?;
+        Ok((out, self.cpu().sub(before)))
+    }
+}
+
+/// CPU per unit of work (record or query), in µs, per side: (client, servers…).
+fn cpu_line(name: &str, units: f64, parts: &[(&str, f64)]) -> String {
+    let per = |s: f64| s * 1e6 / units.max(1.0);
+    let total: f64 = parts.iter().map(|(_, s)| per(*s)).sum();
+    let each: Vec<String> = parts.iter().map(|(who, s)| format!("{who} {:.1}", per(*s))).collect();
+    format!("  {name:<9} {total:>8.1} µs  ({})", each.join(", "))
 }
 
 async fn wait_tcp(addr: SocketAddr) -> Result<()> {
@@ -335,22 +418,33 @@ async fn run(o: Opts) -> Result<()> {
     let raw_client = raw::Client::new(&cc, pc.listen)?;
     let base_client = baseline::Client::new(&pc, baseline_addr)?;
 
+    let procs = Procs {
+        provider: &provider,
+        consumer: &consumer,
+        raw_server: &raw_server,
+        baseline_server: &baseline_server,
+    };
     let mut raw_bulk = Vec::new();
     let mut fed_bulk = Vec::new();
     let mut base_bulk = Vec::new();
+    let (mut raw_bulk_cpu, mut fed_bulk_cpu, mut base_bulk_cpu) =
+        (Cpu::default(), Cpu::default(), Cpu::default());
     for run in 0..o.runs {
         eprintln!("run {}/{}: bulk pulls of {} records", run + 1, o.runs, o.records);
-        let f = fedgate_bulk(cc.api, &token, o.records).await?;
-        let r = raw_client.bulk(f.bytes, o.records).await?;
-        let b = base_client.bulk(o.records).await?;
+        let (f, cpu) = procs.measure(fedgate_bulk(cc.api, &token, o.records)).await?;
+        fed_bulk_cpu = fed_bulk_cpu.add(cpu);
+        let (r, cpu) = procs.measure(raw_client.bulk(f.bytes, o.records)).await?;
+        raw_bulk_cpu = raw_bulk_cpu.add(cpu);
+        let (b, cpu) = procs.measure(base_client.bulk(o.records)).await?;
+        base_bulk_cpu = base_bulk_cpu.add(cpu);
         fed_bulk.push(f);
         raw_bulk.push(r);
         base_bulk.push(b);
     }
     eprintln!("small queries: {} of 1 record each, {} in flight", o.small, IN_FLIGHT);
-    let raw_small = raw_client.small(o.small).await?;
-    let fed_small = fedgate_small(cc.api, &token, o.small, o.records).await?;
-    let base_small = base_client.small(o.small, o.records).await?;
+    let (raw_small, raw_small_cpu) = procs.measure(raw_client.small(o.small)).await?;
+    let (fed_small, fed_small_cpu) = procs.measure(fedgate_small(cc.api, &token, o.small, o.records)).await?;
+    let (base_small, base_small_cpu) = procs.measure(base_client.small(o.small, o.records)).await?;
 
     let rec_s = |v: &[Bulk]| median(v.iter().map(|b| b.records as f64 / b.secs).collect());
     let mb_s = |v: &[Bulk]| median(v.iter().map(|b| b.bytes as f64 / b.secs / 1e6).collect());
@@ -380,6 +474,28 @@ async fn run(o: Opts) -> Result<()> {
         fed_small.per_sec / raw_small.per_sec,
         fed_small.per_sec / base_small.per_sec
     );
+    let bulk_records = o.records as f64 * o.runs as f64;
+    let small_queries = o.small as f64;
+    println!("CPU per record (bulk) and per query (small), all processes of each side, from /proc:");
+    for (phase, units, raw, fed, base) in [
+        ("bulk", bulk_records, raw_bulk_cpu, fed_bulk_cpu, base_bulk_cpu),
+        ("small", small_queries, raw_small_cpu, fed_small_cpu, base_small_cpu),
+    ] {
+        println!(" {phase}:");
+        println!("{}", cpu_line("raw", units, &[("client", raw.harness), ("server", raw.raw_server)]));
+        println!(
+            "{}",
+            cpu_line(
+                "fedgate",
+                units,
+                &[("app", fed.harness), ("consumer gw", fed.consumer), ("provider gw", fed.provider)]
+            )
+        );
+        println!(
+            "{}",
+            cpu_line("baseline", units, &[("client", base.harness), ("server", base.baseline_server)])
+        );
+    }
     println!("peak RSS (MiB): idle gateway {:.1} (provider) / {:.1} (consumer)", idle.0, idle.1);
     for p in [&provider, &consumer, &raw_server, &baseline_server] {
         let (now, peak) = p.rss();
@@ -864,5 +980,28 @@ mod tests {
         assert!(percentile(&mut [], 0.99).is_nan());
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(percentile(&mut [1.0, 2.0, 3.0, 4.0], 1.0), 4.0);
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_a_command_name_with_spaces_and_parentheses() {
+        let dir = std::env::temp_dir().join(format!("fedgate-bench-stat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stat = dir.join("stat");
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+        std::fs::write(&stat, "42 (a (b) c) S 1 42 42 0 -1 4194560 10 0 0 0 250 50 0 0 20 0 3 0\n").unwrap();
+        assert_eq!(cpu_secs(stat.to_str().unwrap()), 3.0);
+        assert_eq!(cpu_secs("/proc/no-such-process/stat"), 0.0);
+        let _ = std::fs::remove_dir_all(&dir);
+        // This process's own figure moves with work done (spinning until it does, however busy
+        // the machine; a reader that always says 0 spins out the 20 s and fails).
+        let before = cpu_secs("/proc/self/stat");
+        let start = Instant::now();
+        let mut x = 0u64;
+        while cpu_secs("/proc/self/stat") - before < 0.05 && start.elapsed() < Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        assert!(cpu_secs("/proc/self/stat") - before >= 0.05, "{x}");
     }
 }
