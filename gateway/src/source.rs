@@ -182,6 +182,71 @@ pub fn spawn(
     rx
 }
 
+/// Idle read-only connections per SQLite file, reused across reads: opening the file and
+/// preparing the statement cost more than reading one record, and a small query is one record.
+mod pool {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    use super::{open_sqlite, SourceError};
+
+    /// Idle connections kept per file (more concurrent reads open more, then close them).
+    const IDLE_PER_FILE: usize = 8;
+
+    /// A connection and the file it was opened on.
+    pub(super) struct Pooled {
+        pub(super) conn: rusqlite::Connection,
+        file: Option<(u64, u64)>,
+    }
+
+    type Idle = Mutex<HashMap<PathBuf, Vec<Pooled>>>;
+
+    fn idle() -> &'static Idle {
+        static IDLE: OnceLock<Idle> = OnceLock::new();
+        IDLE.get_or_init(Idle::default)
+    }
+
+    /// Device and inode of the file now at `path`: a file replaced by another (a new export
+    /// renamed into place) must not be read through a connection to the old one.
+    fn file_id(path: &Path) -> Option<(u64, u64)> {
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// An idle connection to the file now at `path`, or a new one.
+    pub(super) fn checkout(path: &Path) -> Result<Pooled, SourceError> {
+        let now = file_id(path);
+        let reused = {
+            let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.get_mut(path);
+            // Connections to a file since replaced are closed here (quick: read-only, idle).
+            list.and_then(|l| {
+                l.retain(|c| c.file.is_some() && c.file == now);
+                l.pop()
+            })
+        };
+        match reused {
+            Some(c) => Ok(c),
+            None => Ok(Pooled { conn: open_sqlite(path)?, file: now }),
+        }
+    }
+
+    /// Returns a connection after a clean read.
+    pub(super) fn checkin(path: &Path, conn: Pooled) {
+        let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(path.to_owned()).or_default();
+        if list.len() < IDLE_PER_FILE {
+            list.push(conn);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn idle_count(path: &Path) -> usize {
+        idle().lock().unwrap_or_else(|p| p.into_inner()).get(path).map_or(0, Vec::len)
+    }
+}
+
 fn quote(ident: &str) -> String {
     // Identifiers are validated names; quoting keeps reserved words and case intact.
     ident.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
@@ -248,10 +313,24 @@ pub(crate) fn read_sqlite_with(
     transform: &Transform,
     sink: &mut dyn FnMut(Vec<Record>) -> bool,
 ) -> Result<(), SourceError> {
+    let conn = pool::checkout(path)?;
+    read_sqlite_on(&conn.conn, path, q, transform, sink)?;
+    // Only a connection that finished its read cleanly is reused.
+    pool::checkin(path, conn);
+    Ok(())
+}
+
+fn read_sqlite_on(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    q: &SourceQuery,
+    transform: &Transform,
+    sink: &mut dyn FnMut(Vec<Record>) -> bool,
+) -> Result<(), SourceError> {
     use rusqlite::types::ValueRef;
-    let conn = open_sqlite(path)?;
     let (sql, params) = sqlite_sql(q);
-    let mut stmt = conn.prepare(&sql).map_err(|e| SourceError::Query(format!("{}: {e}", path.display())))?;
+    let mut stmt =
+        conn.prepare_cached(&sql).map_err(|e| SourceError::Query(format!("{}: {e}", path.display())))?;
     let params: Vec<rusqlite::types::Value> = params
         .into_iter()
         .map(|v| match v {
@@ -319,10 +398,7 @@ async fn read_postgres(
 ) -> Result<(), SourceError> {
     use futures::StreamExt;
     use tokio_postgres::types::ToSql;
-    let (client, connection) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| SourceError::Unavailable(format!("PostgreSQL: {e}")))?;
-    let driver = tokio::spawn(connection);
+    let mut pooled = pg_pool::checkout(conn_str).await?;
     let types: std::collections::HashMap<&str, FieldType> =
         q.columns.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     let cols: Vec<String> = q.columns.iter().map(|(n, t)| pg_col(n, *t)).collect();
@@ -350,7 +426,8 @@ async fn read_postgres(
         })
         .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
-    let stream = client.query_raw(&sql, refs).await.map_err(|e| SourceError::Query(e.to_string()))?;
+    let stmt = pooled.prepare(&sql).await?;
+    let stream = pooled.client.query_raw(&stmt, refs).await.map_err(|e| SourceError::Query(e.to_string()))?;
     futures::pin_mut!(stream);
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(row) = stream.next().await {
@@ -373,14 +450,94 @@ async fn read_postgres(
             batch.push(out);
         }
         if batch.len() >= BATCH && tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
-            break;
+            // The reader went away mid-result: this connection is dropped, not reused.
+            return Ok(());
         }
     }
     if !batch.is_empty() {
         let _ = tx.send(Ok(batch)).await;
     }
-    driver.abort();
+    pg_pool::checkin(conn_str, pooled);
     Ok(())
+}
+
+/// Idle PostgreSQL connections per connection string, each with its prepared statements: a
+/// connection costs a TCP handshake and a login, a statement a round trip, and a small query
+/// one row.
+mod pg_pool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::SourceError;
+
+    const IDLE_PER_SOURCE: usize = 8;
+    /// Prepared statements kept per connection (a source sees a few query shapes).
+    const STATEMENTS: usize = 32;
+
+    /// A client, the task driving its connection, and its prepared statements by SQL text.
+    pub(super) struct PgPooled {
+        pub(super) client: tokio_postgres::Client,
+        driver: tokio::task::JoinHandle<()>,
+        statements: HashMap<String, tokio_postgres::Statement>,
+    }
+
+    impl Drop for PgPooled {
+        fn drop(&mut self) {
+            self.driver.abort();
+        }
+    }
+
+    impl PgPooled {
+        pub(super) async fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement, SourceError> {
+            if let Some(s) = self.statements.get(sql) {
+                return Ok(s.clone());
+            }
+            let stmt = self.client.prepare(sql).await.map_err(|e| SourceError::Query(e.to_string()))?;
+            if self.statements.len() >= STATEMENTS {
+                self.statements.clear();
+            }
+            self.statements.insert(sql.to_owned(), stmt.clone());
+            Ok(stmt)
+        }
+    }
+
+    type Idle = Mutex<HashMap<String, Vec<PgPooled>>>;
+
+    fn idle() -> &'static Idle {
+        static IDLE: OnceLock<Idle> = OnceLock::new();
+        IDLE.get_or_init(Idle::default)
+    }
+
+    /// An idle, still open connection, or a new one.
+    pub(super) async fn checkout(conn_str: &str) -> Result<PgPooled, SourceError> {
+        let reused = {
+            let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+            idle.get_mut(conn_str).and_then(|l| {
+                // A server restarted since closes them: those are dropped, never handed out.
+                l.retain(|c| !c.client.is_closed());
+                l.pop()
+            })
+        };
+        if let Some(c) = reused {
+            return Ok(c);
+        }
+        let (client, connection) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("PostgreSQL: {e}")))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(PgPooled { client, driver, statements: HashMap::new() })
+    }
+
+    /// Returns a connection after a complete read.
+    pub(super) fn checkin(conn_str: &str, conn: PgPooled) {
+        let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(conn_str.to_owned()).or_default();
+        if list.len() < IDLE_PER_SOURCE && !conn.client.is_closed() {
+            list.push(conn);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -440,5 +597,61 @@ mod tests {
             rows += batch.unwrap().len();
         }
         assert_eq!(rows, 2);
+    }
+
+    fn read_all(path: &std::path::Path) -> Vec<Record> {
+        let mut q = query(RowScope::All, vec![]);
+        q.table = "tickets".into();
+        let mut out = Vec::new();
+        read_sqlite_with(path, &q, &(Arc::new(Some) as Transform), &mut |b| {
+            out.extend(b);
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    fn write_db(path: &std::path::Path, rows: &str) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE tickets (id TEXT NOT NULL, region TEXT NOT NULL, n INTEGER); INSERT INTO tickets VALUES {rows};"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn reads_reuse_a_connection_and_see_every_change_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        write_db(&path, "('a', 'wuxi', 1)");
+        assert_eq!(read_all(&path).len(), 1);
+        assert_eq!(pool::idle_count(&path), 1, "the connection went back to the pool");
+        assert_eq!(read_all(&path).len(), 1);
+        assert_eq!(pool::idle_count(&path), 1, "the second read reused it");
+        // A row added in place is seen through the pooled connection.
+        let writer = rusqlite::Connection::open(&path).unwrap();
+        writer.execute("INSERT INTO tickets VALUES ('b', 'wuxi', 2)", []).unwrap();
+        drop(writer);
+        assert_eq!(read_all(&path).len(), 2);
+        // A new file renamed over the old one is read, not the old one through a stale connection.
+        let fresh = dir.path().join("fresh.db");
+        write_db(&fresh, "('x', 'wuxi', 7), ('y', 'wuxi', 8), ('z', 'wuxi', 9)");
+        std::fs::rename(&fresh, &path).unwrap();
+        let rows = read_all(&path);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0][0], Value::Text("x".into()));
+    }
+
+    #[test]
+    fn a_failed_read_does_not_return_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        write_db(&path, "('a', 'wuxi', NULL)");
+        let mut q = query(RowScope::All, vec![]);
+        q.table = "tickets".into();
+        q.nullable = vec![false, false, false];
+        let err = read_sqlite_with(&path, &q, &(Arc::new(Some) as Transform), &mut |_| true).unwrap_err();
+        assert!(err.to_string().contains("holds NULL"), "{err}");
+        assert_eq!(pool::idle_count(&path), 0);
     }
 }
