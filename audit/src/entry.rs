@@ -152,6 +152,10 @@ pub struct Entry {
     /// At the consumer: the provider's trailer signature (hex), verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// At the consumer: the provider's signed checkpoint covering its entry for this exchange
+    /// and that entry's inclusion proof, both verified against the provider's audit key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<crate::witness::Witness>,
 }
 
 /// An entry too large to append even after [`Entry::bounded`] replaced its oversized fields.
@@ -212,6 +216,15 @@ impl Entry {
             &mut self.signature,
         ] {
             bound_opt(s);
+        }
+        // A witness is checked before it is kept, which bounds it; one that is not is dropped
+        // rather than let a peer's bytes fill the log.
+        if self.witness.as_ref().is_some_and(|w| {
+            w.checkpoint.len() > crate::witness::MAX_NOTE
+                || w.path.len() > crate::witness::MAX_PATH
+                || std::iter::once(&w.leaf).chain(&w.path).any(|h| h.len() != 64)
+        }) {
+            self.witness = None;
         }
         if self.filters.len() > MAX_ITEMS {
             let all = cbor(&self.filters);

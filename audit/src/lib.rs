@@ -6,7 +6,8 @@
 //! the crash-safe writer ([`log`]), whole-log verification ([`verify`](mod@verify)), inclusion and
 //! consistency proofs ([`proof`]), the audit key's binding to the node's certificate
 //! ([`keybind`]), per-segment data keys wrapped for the node and its auditors ([`keys`]) and the
-//! auditor's export bundle ([`export`](mod@export)).
+//! auditor's export bundle ([`export`](mod@export)) and the checkpoints peers witness
+//! ([`witness`]).
 //! Layering: it depends on `fedgate-catalog` for the shared vocabulary and on nothing that speaks
 //! QUIC, HTTP or an async runtime, so an auditor's tooling builds it alone; the gateway depends
 //! on it, never the reverse. Everything but [`log`] and the folder readers is pure.
@@ -22,6 +23,7 @@ pub mod merkle;
 pub mod proof;
 pub mod reconcile;
 pub mod verify;
+pub mod witness;
 
 use std::path::Path;
 
@@ -31,6 +33,7 @@ pub use keys::Reader;
 pub use log::{AuditError, AuditKeys, AuditLog, LogOptions, Recovery};
 pub use proof::{check_consistency, check_proof, prove, prove_consistency, ConsistencyProof, InclusionProof};
 pub use verify::{entries, entries_all, verify, Opened, Verified};
+pub use witness::Witness;
 
 /// The checkpoint origin of a node's log.
 pub fn origin(node: &fedgate_catalog::NodeId) -> String {

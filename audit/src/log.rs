@@ -24,7 +24,8 @@ use thiserror::Error;
 use crate::checkpoint::{self, Checkpoint};
 use crate::entry::{self, Entry, Kind, Read, Sealer};
 use crate::keys::{self, Reader};
-use crate::merkle::{CompactRange, Hash};
+use crate::merkle::{CompactRange, GroupProver, Hash};
+use crate::witness::Witness;
 
 /// Entries between signed checkpoints.
 pub const CHECKPOINT_ENTRIES: u64 = 1000;
@@ -324,8 +325,22 @@ pub fn read_checkpoints(dir: &Path) -> Result<(Vec<String>, Option<u64>), AuditE
     Ok((notes, None))
 }
 
-/// Where an appender waits for its entry's sequence number (or the write error).
-type Ack = oneshot::Sender<Result<u64, String>>;
+/// Where an appender waits for its entry's sequence number (or the write error), and with it,
+/// if asked for, the signed tree head that covers the entry and its inclusion proof.
+enum Ack {
+    Seq(oneshot::Sender<Result<u64, String>>),
+    Witnessed(oneshot::Sender<Result<(u64, Witness), String>>),
+}
+
+impl Ack {
+    fn fail(self, why: String) {
+        // An appender that stopped waiting needs no answer.
+        match self {
+            Ack::Seq(a) => drop(a.send(Err(why))),
+            Ack::Witnessed(a) => drop(a.send(Err(why))),
+        }
+    }
+}
 
 enum Cmd {
     Append(Box<Entry>, Option<Ack>),
@@ -500,7 +515,22 @@ impl AuditLog {
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         let entry = admit(entry)?;
         let (ack, done) = oneshot::channel();
-        self.tx.send(Cmd::Append(entry, Some(ack))).map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        self.tx
+            .send(Cmd::Append(entry, Some(Ack::Seq(ack))))
+            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        done.await.map_err(|_| AuditError::Stopped("writer gone".into()))?.map_err(AuditError::Stopped)
+    }
+
+    /// Like [`AuditLog::append`], and also returns a checkpoint signed over the tree right
+    /// after the entry's group (so it covers the entry) with the entry's inclusion proof: what a
+    /// provider hands the consumer for it to witness. One signature serves every entry of a
+    /// group; the head is not written to the `checkpoints` file, since the entries reproduce it.
+    pub async fn append_witnessed(&self, entry: Entry) -> Result<(u64, Witness), AuditError> {
+        let entry = admit(entry)?;
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append(entry, Some(Ack::Witnessed(ack))))
+            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
         done.await.map_err(|_| AuditError::Stopped("writer gone".into()))?.map_err(AuditError::Stopped)
     }
 
@@ -508,7 +538,9 @@ impl AuditLog {
     pub fn append_blocking(&self, entry: Entry) -> Result<u64, AuditError> {
         let entry = admit(entry)?;
         let (ack, done) = oneshot::channel();
-        self.tx.send(Cmd::Append(entry, Some(ack))).map_err(|_| AuditError::Stopped("writer gone".into()))?;
+        self.tx
+            .send(Cmd::Append(entry, Some(Ack::Seq(ack))))
+            .map_err(|_| AuditError::Stopped("writer gone".into()))?;
         futures::executor::block_on(done)
             .map_err(|_| AuditError::Stopped("writer gone".into()))?
             .map_err(AuditError::Stopped)
@@ -572,29 +604,25 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            let outcome = if group.is_empty() { Ok(self.next_seq) } else { self.write_group(&mut group) };
+            let before = self.tree.clone();
+            let outcome =
+                if group.is_empty() { Ok((self.next_seq, Vec::new())) } else { self.write_group(&mut group) };
             match &outcome {
-                Ok(first_seq) => {
-                    for (i, (_, ack)) in group.drain(..).enumerate() {
-                        if let Some(ack) = ack {
-                            let _ = ack.send(Ok(first_seq + i as u64));
-                        }
-                    }
+                Ok((first_seq, hashes)) => {
+                    self.acknowledge(&mut group, *first_seq, &before, hashes);
                     self.maybe_checkpoint(false);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "audit log write failed; refusing further appends");
                     for (_, ack) in group.drain(..) {
                         if let Some(ack) = ack {
-                            let _ = ack.send(Err(e.to_string()));
+                            ack.fail(e.to_string());
                         }
                     }
                     // Fail every later append too rather than acknowledge what cannot be kept.
                     while let Ok(c) = rx.recv() {
                         match c {
-                            Cmd::Append(_, Some(ack)) => {
-                                let _ = ack.send(Err(e.to_string()));
-                            }
+                            Cmd::Append(_, Some(ack)) => ack.fail(e.to_string()),
                             Cmd::Append(_, None) => {}
                             Cmd::Close(ack) => {
                                 let _ = ack.send(Err(e.to_string()));
@@ -613,8 +641,45 @@ impl Writer {
         }
     }
 
-    /// Encrypts, frames, writes and syncs a group; returns the first seq.
-    fn write_group(&mut self, group: &mut [(Box<Entry>, Option<Ack>)]) -> Result<u64, AuditError> {
+    /// Tells each appender of a durable group its seq; those who asked also get the tree head
+    /// after the group, signed once for all of them, with their entry's inclusion proof.
+    fn acknowledge(
+        &self,
+        group: &mut Vec<(Box<Entry>, Option<Ack>)>,
+        first: u64,
+        before: &CompactRange,
+        hashes: &[Hash],
+    ) {
+        let witnessed = group.iter().any(|(_, a)| matches!(a, Some(Ack::Witnessed(_))));
+        let note = witnessed.then(|| {
+            Checkpoint { origin: self.origin.clone(), size: self.tree.size(), root: self.tree.root() }
+                .sign(&self.keys.signer)
+        });
+        let mut prover = GroupProver::new(before, hashes);
+        for (i, (_, ack)) in group.drain(..).enumerate() {
+            let seq = first + i as u64;
+            match (ack, &note) {
+                (Some(Ack::Seq(a)), _) => {
+                    let _ = a.send(Ok(seq));
+                }
+                (Some(Ack::Witnessed(a)), Some(note)) => {
+                    let w = prover
+                        .prove(seq)
+                        .map(|path| Witness::new(note.clone(), seq, &hashes[i], &path))
+                        .map_err(|e| format!("entry {seq} is durable, but proving it failed: {e}"));
+                    let _ = a.send(w.map(|w| (seq, w)));
+                }
+                (Some(Ack::Witnessed(a)), None) => {
+                    let _ = a.send(Err("no tree head was signed".into()));
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// Encrypts, frames, writes and syncs a group; returns the first seq and the group's leaf
+    /// hashes.
+    fn write_group(&mut self, group: &mut [(Box<Entry>, Option<Ack>)]) -> Result<(u64, Vec<Hash>), AuditError> {
         let first = self.next_seq;
         let ms = now_ms();
         if self.seg_sealer.is_none() || cst_day(ms) != cst_day(self.seg_opened_ms) {
@@ -629,11 +694,11 @@ impl Writer {
         self.file.write_all(&buf).map_err(io(&self.file_path))?;
         self.file.sync_data().map_err(io(&self.file_path))?;
         self.file_len += buf.len() as u64;
-        for h in hashes {
-            self.tree.push(h);
+        for h in &hashes {
+            self.tree.push(*h);
         }
         self.next_seq += group.len() as u64;
-        Ok(first)
+        Ok((first, hashes))
     }
 
     fn seal_group(
@@ -710,7 +775,7 @@ impl Writer {
             ..Entry::default()
         };
         let mut group = vec![(Box::new(e), None)];
-        let seq = self.write_group(&mut group)?;
+        let (seq, _) = self.write_group(&mut group)?;
         k.wraps.clear();
         k.shredded = Some(keys::Shredded { time_ms: now, entry: seq });
         keys::write(&self.dir, &k)?;

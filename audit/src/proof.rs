@@ -188,3 +188,21 @@ fn parse_hashes(hexes: &[String]) -> Result<Vec<Hash>, String> {
         })
         .collect()
 }
+
+/// The log's length and its root at each of `sizes` it reaches (for checking witnessed
+/// checkpoints, [`crate::reconcile::reconcile_witnessed`]): one pass over the entries.
+pub fn heads_at(
+    dir: &Path,
+    sizes: &std::collections::BTreeSet<u64>,
+) -> Result<(u64, std::collections::BTreeMap<u64, Hash>), AuditError> {
+    let mut tree = merkle::CompactRange::default();
+    let mut roots = std::collections::BTreeMap::new();
+    let scan = log::scan(dir, |_, _, h| {
+        tree.push(*h);
+        if sizes.contains(&tree.size()) {
+            roots.insert(tree.size(), tree.root());
+        }
+        Ok(())
+    })?;
+    Ok((scan.entries, roots))
+}

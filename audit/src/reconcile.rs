@@ -1,11 +1,13 @@
 //! Reconciling several nodes' logs: every exchange matched across sides by its id, with what
-//! disagrees. Pure: entries in, a report out.
+//! disagrees, and every checkpoint a consumer witnessed checked against the provider's log.
+//! Pure: entries and tree heads in, a report out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::entry::{Entry, Kind};
+use crate::merkle::Hash;
 
 /// One exchange as both sides recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,13 +32,66 @@ pub struct Exchange {
     pub one_sided: bool,
 }
 
+/// One checkpoint a consumer witnessed, checked against the provider's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Witnessed {
+    /// The provider whose checkpoint it is.
+    pub provider: String,
+    /// The consumer that witnessed it.
+    pub consumer: String,
+    /// The consumer's entry that holds it.
+    pub consumer_entry: u64,
+    /// The exchange it came with.
+    pub exchange: Option<String>,
+    /// The provider's entry it proves.
+    pub provider_entry: u64,
+    /// The checkpoint's size.
+    pub size: u64,
+    /// `Some(true)`: the provider's log reproduces it; `Some(false)`: it does not (see
+    /// `problem`); `None`: the provider's log was not among the inputs.
+    pub consistent: Option<bool>,
+    /// What is wrong, naming the provider and the witnessing entry.
+    pub problem: Option<String>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// Every exchange, by id.
     pub exchanges: Vec<Exchange>,
-    /// True if and only if no exchange between two of the given nodes disagrees.
+    /// Every checkpoint a consumer witnessed, in the consumers' order.
+    pub witnessed: Vec<Witnessed>,
+    /// True if and only if no exchange between two of the given nodes disagrees and every
+    /// witnessed checkpoint of a given provider is consistent with its log.
     pub reconciled: bool,
+}
+
+/// A provider's log as the witness check needs it: its length, its roots at the sizes
+/// consumers witnessed ([`witnessed_sizes`]) and its trusted note verifier.
+#[derive(Debug, Clone, Default)]
+pub struct Heads {
+    /// Entries in the log.
+    pub entries: u64,
+    /// The root at each witnessed size the log reaches.
+    pub roots: BTreeMap<u64, Hash>,
+    /// The verifier its checkpoints are checked with; `None` checks sizes and roots only.
+    pub verifier: Option<(String, Vec<u8>)>,
+}
+
+/// The tree sizes at which each provider's log must be reproduced: the sizes of the checkpoints
+/// its consumers witnessed.
+pub fn witnessed_sizes(logs: &[(String, Vec<Entry>)]) -> BTreeMap<String, BTreeSet<u64>> {
+    let mut out: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for (_, entries) in logs {
+        for e in entries {
+            if let (Some(w), Some(p)) = (&e.witness, &e.counterpart) {
+                if let Some((size, _)) = w.claimed_head() {
+                    out.entry(p.clone()).or_default().insert(size);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -49,8 +104,17 @@ fn is_provider_kind(k: Option<Kind>) -> bool {
     matches!(k, Some(Kind::RequestIn | Kind::Deny | Kind::TransferEnd))
 }
 
-/// Matches the entries of the given logs (`(node, entries)`) by exchange id.
+/// Matches the entries of the given logs (`(node, entries)`) by exchange id; witnessed
+/// checkpoints are listed but not checked (see [`reconcile_witnessed`]).
 pub fn reconcile(logs: &[(String, Vec<Entry>)]) -> Report {
+    reconcile_witnessed(logs, &BTreeMap::new())
+}
+
+/// [`reconcile`], and every checkpoint a consumer witnessed is checked against the provider's
+/// `heads`: its signature (with the provider's verifier), the provider's log reaching its size
+/// with the same root there, and the proved entry being that exchange's. A truncated, rolled
+/// back, forked or rewritten log fails, named together with the witnessing consumer's entry.
+pub fn reconcile_witnessed(logs: &[(String, Vec<Entry>)], heads: &BTreeMap<String, Heads>) -> Report {
     let nodes: Vec<&str> = logs.iter().map(|(n, _)| n.as_str()).collect();
     let mut by_id: BTreeMap<String, Sides> = BTreeMap::new();
     for (_, entries) in logs {
@@ -65,8 +129,82 @@ pub fn reconcile(logs: &[(String, Vec<Entry>)]) -> Report {
         }
     }
     let exchanges: Vec<Exchange> = by_id.into_iter().map(|(id, s)| judge(id, &s, &nodes)).collect();
-    let reconciled = exchanges.iter().all(|x| x.disagreements.is_empty());
-    Report { exchanges, reconciled }
+    let by_node: BTreeMap<&str, &[Entry]> = logs.iter().map(|(n, e)| (n.as_str(), e.as_slice())).collect();
+    let witnessed: Vec<Witnessed> = logs
+        .iter()
+        .flat_map(|(node, entries)| entries.iter().map(move |e| (node, e)))
+        .filter_map(|(node, e)| check_witness(node, e, heads, &by_node))
+        .collect();
+    let reconciled = exchanges.iter().all(|x| x.disagreements.is_empty())
+        && witnessed.iter().all(|w| w.consistent != Some(false));
+    Report { exchanges, witnessed, reconciled }
+}
+
+fn check_witness(
+    consumer: &str,
+    e: &Entry,
+    heads: &BTreeMap<String, Heads>,
+    by_node: &BTreeMap<&str, &[Entry]>,
+) -> Option<Witnessed> {
+    let w = e.witness.as_ref()?;
+    let provider = e.counterpart.clone().unwrap_or_default();
+    let mut out = Witnessed {
+        provider: provider.clone(),
+        consumer: consumer.to_owned(),
+        consumer_entry: e.seq,
+        exchange: e.exchange.clone(),
+        provider_entry: w.entry,
+        size: w.claimed_head().map_or(0, |(s, _)| s),
+        consistent: None,
+        problem: None,
+    };
+    let Some(h) = heads.get(&provider) else { return Some(out) };
+    let x = e.exchange.as_deref().unwrap_or("-");
+    let who = format!("{provider}'s log does not hold the checkpoint {consumer} witnessed in its entry {} (exchange {x})", e.seq);
+    let problem = witness_problem(w, h, by_node.get(provider.as_str()).copied(), e.exchange.as_deref());
+    out.consistent = Some(problem.is_none());
+    out.problem = problem.map(|p| format!("{who}: {p}"));
+    Some(out)
+}
+
+/// What is wrong with the provider's log against one witness, if anything.
+fn witness_problem(
+    w: &crate::witness::Witness,
+    h: &Heads,
+    provider_entries: Option<&[Entry]>,
+    exchange: Option<&str>,
+) -> Option<String> {
+    let (size, root) = match &h.verifier {
+        Some(v) => match w.check(v, None) {
+            Ok(cp) => (cp.size, cp.root),
+            Err(e) => return Some(e.to_string()),
+        },
+        None => match w.claimed_head() {
+            Some(head) => head,
+            None => return Some("the witnessed checkpoint does not parse".into()),
+        },
+    };
+    if size > h.entries {
+        return Some(format!(
+            "it covers {size} entries, the log has only {} (truncated or rolled back)",
+            h.entries
+        ));
+    }
+    match h.roots.get(&size) {
+        Some(r) if *r == root => {}
+        Some(_) => {
+            return Some(format!("the log's root at size {size} differs from the signed one (forked or rewritten)"))
+        }
+        None => return Some(format!("the root at size {size} was not computed")),
+    }
+    // The proof ties the checkpoint to entry `w.entry`; that entry must be this exchange's.
+    let proved = provider_entries.and_then(|es| es.iter().find(|p| p.seq == w.entry));
+    match (proved.and_then(|p| p.exchange.as_deref()), exchange) {
+        (Some(a), Some(b)) if a != b => {
+            Some(format!("the proved entry {} belongs to exchange {a}, not this one", w.entry))
+        }
+        _ => None,
+    }
 }
 
 fn judge(exchange: String, s: &Sides, nodes: &[&str]) -> Exchange {
@@ -232,4 +370,56 @@ mod tests {
         let r = run(p, c);
         assert!(r.exchanges[0].disagreements[0].contains("consumer says \"incomplete\""), "{r:?}");
     }
+    /// The provider's heads over `leaves`, at every size, with its verifier.
+    fn heads_of(leaves: &[Hash], key: &ring::signature::Ed25519KeyPair) -> BTreeMap<String, Heads> {
+        use ring::signature::KeyPair;
+        let roots = (1..=leaves.len()).map(|n| (n as u64, crate::merkle::root(&leaves[..n]))).collect();
+        let verifier = Some((crate::origin(&P.parse().unwrap()), key.public_key().as_ref().to_vec()));
+        BTreeMap::from([(P.to_owned(), Heads { entries: leaves.len() as u64, roots, verifier })])
+    }
+
+    #[test]
+    fn witnessed_checkpoints_are_checked_against_the_providers_log() {
+        use crate::checkpoint::Checkpoint;
+        use crate::merkle::{inclusion_proof, leaf_hash, root};
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let leaves: Vec<Hash> = (0..8u8).map(|b| leaf_hash(&[b])).collect();
+        // The consumer witnessed entry 5 ("x1"'s outcome) at size 7.
+        let cp = Checkpoint { origin: crate::origin(&P.parse().unwrap()), size: 7, root: root(&leaves[..7]) };
+        let w = crate::witness::Witness::new(cp.sign(&key), 5, &leaves[5], &inclusion_proof(&leaves[..7], 5).unwrap());
+        let (mut p, mut c) = transfer("x1", 5, 5, true);
+        p[1].seq = 5;
+        c[0].provider_entry = Some(5);
+        c[0].seq = 3;
+        c[0].witness = Some(w);
+        let logs = [(P.to_owned(), p.clone()), (C.to_owned(), c.clone())];
+        let r = reconcile_witnessed(&logs, &heads_of(&leaves, &key));
+        assert!(r.reconciled, "{r:?}");
+        assert_eq!(r.witnessed[0].consistent, Some(true));
+        assert_eq!(witnessed_sizes(&logs)[P], BTreeSet::from([7]));
+        // Without the provider's heads it is listed, not judged.
+        assert_eq!(reconcile(&logs).witnessed[0].consistent, None);
+        // Rolled back: the log has 6 entries.
+        let r = reconcile_witnessed(&logs, &heads_of(&leaves[..6], &key));
+        let problem = r.witnessed[0].problem.clone().unwrap();
+        assert!(!r.reconciled && problem.contains("rolled back"), "{problem}");
+        assert!(problem.contains(&format!("{C} witnessed in its entry 3 (exchange x1)")), "{problem}");
+        // Forked: entry 2 is another one, and the log went on.
+        let mut forked = leaves.clone();
+        forked[2] = leaf_hash(b"other");
+        let r = reconcile_witnessed(&logs, &heads_of(&forked, &key));
+        assert!(!r.reconciled && r.witnessed[0].problem.as_ref().unwrap().contains("forked"), "{r:?}");
+        // Another key signs the provider's heads now.
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let other = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        assert!(!reconcile_witnessed(&logs, &heads_of(&leaves, &other)).reconciled);
+        // The proved entry is another exchange's.
+        let mut p2 = p;
+        p2[1].exchange = Some("x9".into());
+        p2[0].exchange = Some("x9".into());
+        let r = reconcile_witnessed(&[(P.to_owned(), p2), (C.to_owned(), c)], &heads_of(&leaves, &key));
+        assert!(r.witnessed[0].problem.as_ref().is_some_and(|p| p.contains("belongs to exchange x9")), "{r:?}");
+    }
 }
+

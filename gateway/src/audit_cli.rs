@@ -145,8 +145,10 @@ pub enum Command {
         auditor_key: Vec<PathBuf>,
     },
     /// Match every exchange across the exports of two or more nodes by its id and name what
-    /// disagrees (count, digest, purpose, decision, a side that is missing). Each export is
-    /// verified first. Exit 0 only if everything between the given nodes reconciles.
+    /// disagrees (count, digest, purpose, decision, a side that is missing), and check every
+    /// checkpoint a consumer witnessed against the provider's log (a truncated, rolled-back or
+    /// forked log is named with the witnessing entry). Each export is verified first. Exit 0
+    /// only if everything between the given nodes reconciles.
     Reconcile {
         /// Export folders (`audit export`), one per node.
         #[arg(value_name = "EXPORT", num_args = 1.., required = true)]
@@ -380,6 +382,7 @@ fn reconcile(
     let reader = auditor_reader(key)?;
     let store = trust.map(crate::audit_trust::read_root).transpose().map_err(other)?;
     let mut logs = Vec::new();
+    let mut verified = Vec::new();
     for dir in exports {
         let verifier = match &store {
             Some(s) => crate::audit_trust::trusted_verifier(dir, s).map_err(other)?.0,
@@ -392,9 +395,18 @@ fn reconcile(
             entries.push(e);
             Ok(())
         })?;
+        verified.push((node.clone(), dir, verifier));
         logs.push((node, entries));
     }
-    let report = audit::reconcile::reconcile(&logs);
+    // Each provider's log is reproduced at every size its consumers witnessed.
+    let sizes = audit::reconcile::witnessed_sizes(&logs);
+    let mut heads = std::collections::BTreeMap::new();
+    for (node, dir, verifier) in verified {
+        let want = sizes.get(&node).cloned().unwrap_or_default();
+        let (entries, roots) = audit::proof::heads_at(dir, &want)?;
+        heads.insert(node, audit::reconcile::Heads { entries, roots, verifier: Some(verifier) });
+    }
+    let report = audit::reconcile::reconcile_witnessed(&logs, &heads);
     match format {
         ReconcileFormat::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(other)?),
         ReconcileFormat::Table => {
@@ -432,13 +444,48 @@ fn reconcile(
             print!("{}", crate::render::table(&header, &rows));
             let bad = report.exchanges.iter().filter(|x| !x.disagreements.is_empty()).count();
             println!("{} exchange(s); {bad} disagree", report.exchanges.len());
+            print_witnessed(&report.witnessed);
         }
     }
     if report.reconciled {
         Ok(())
     } else {
-        Err(other("the logs do not reconcile (see the disagreements above)"))
+        Err(other("the logs do not reconcile (see the disagreements and inconsistent checkpoints above)"))
     }
+}
+
+/// The witnessed checkpoints: a count, and a row for each one the provider's log contradicts.
+fn print_witnessed(all: &[audit::reconcile::Witnessed]) {
+    let checked = all.iter().filter(|w| w.consistent.is_some()).count();
+    let bad: Vec<_> = all.iter().filter(|w| w.consistent == Some(false)).collect();
+    println!(
+        "{checked} witnessed checkpoint(s) checked against the provider's log; {} inconsistent{}",
+        bad.len(),
+        match all.len() - checked {
+            0 => String::new(),
+            n => format!(" ({n} of providers whose log was not given)"),
+        }
+    );
+    if bad.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = bad
+        .iter()
+        .map(|w| {
+            vec![
+                w.provider.clone(),
+                w.consumer.clone(),
+                w.consumer_entry.to_string(),
+                w.exchange.clone().unwrap_or_default(),
+                w.provider_entry.to_string(),
+                w.size.to_string(),
+                w.problem.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header =
+        ["PROVIDER", "WITNESSED BY", "ENTRY", "EXCHANGE", "PROVIDER ENTRY", "SIZE", "INCONSISTENT"];
+    print!("{}", crate::render::table(&header, &rows));
 }
 
 fn keygen(out: &std::path::Path, name: &str) -> Result<(), CliError> {

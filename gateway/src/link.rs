@@ -137,6 +137,10 @@ pub struct PeerConnection {
     /// Which generation of this node's own certificate the connection was made with (0 until
     /// the first rotation; see [`Link::set_identity`]).
     pub identity: u64,
+    /// The peer's audit note verifier as its certificate vouched for it in the welcome (only
+    /// on connections this node dialled, to providers that send one): the checkpoints the
+    /// peer's answers carry are checked against it.
+    pub audit_key: Option<Arc<(String, Vec<u8>)>>,
 }
 
 /// The TLS configurations for this node's current certificate and key.
@@ -390,7 +394,7 @@ impl Link {
             _ => ("handshake-failed", e),
         })?;
         self.track(&conn);
-        Ok(PeerConnection { conn, peer, identity })
+        Ok(PeerConnection { conn, peer, identity, audit_key: None })
     }
 
     /// Re-derives the proof of identity from the connection's certificates.
@@ -482,14 +486,19 @@ impl Link {
             },
         })?;
         let verified = self.identify(&conn, Role::Server, Some(peer), &peer.to_string())?;
-        let pc = PeerConnection { conn, peer: verified, identity };
+        let mut pc = PeerConnection { conn, peer: verified, identity, audit_key: None };
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
             node: self.local.to_string(),
             software: concat!("fedgate ", env!("CARGO_PKG_VERSION")).into(),
         };
         match request_one(&pc, &hello).await? {
-            Message::Welcome { node } if node == peer.to_string() => {
+            Message::Welcome { node, audit_key } if node == peer.to_string() => {
+                if let Some(k) = audit_key {
+                    let key = crate::exchange::witness::audit_verifier(&pc.peer, &k)
+                        .map_err(|why| LinkError::Protocol { peer: peer.to_string(), why })?;
+                    pc.audit_key = Some(Arc::new(key));
+                }
                 self.track(&pc.conn);
                 Ok(pc)
             }
@@ -636,7 +645,7 @@ pub async fn request_one(pc: &PeerConnection, req: &Message) -> Result<Message, 
     let (mut send, mut recv) = pc.conn.open_bi().await.map_err(|e| lost(&who, e))?;
     send_request(&mut send, &mut recv, req, &who).await?;
     match read_frame(&mut recv, &who).await? {
-        Some(Message::Error { code, message }) => Err(LinkError::Remote { peer: who, code, message }),
+        Some(Message::Error { code, message, .. }) => Err(LinkError::Remote { peer: who, code, message }),
         Some(m) => Ok(m),
         None => Err(LinkError::Protocol { peer: who, why: "stream ended without an answer".into() }),
     }
@@ -665,7 +674,7 @@ pub async fn send_encoded_request(
     let _ = send.finish();
     let Err(e) = written else { return Ok(()) };
     match tokio::time::timeout(REFUSAL_WAIT, read_frame(recv, peer)).await {
-        Ok(Ok(Some(Message::Error { code, message }))) => {
+        Ok(Ok(Some(Message::Error { code, message, .. }))) => {
             Err(LinkError::Remote { peer: peer.into(), code, message })
         }
         _ => Err(e),
@@ -677,7 +686,7 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes a typed error and finishes the stream.
 pub async fn reply_error(send: &mut quinn::SendStream, code: ErrorCode, message: String, peer: &str) {
-    let _ = write_frame(send, &Message::Error { code, message }, peer).await;
+    let _ = write_frame(send, &Message::error(code, message), peer).await;
     let _ = send.finish();
     let _ = send.flush().await;
 }

@@ -46,7 +46,7 @@ fn frame_samples() -> Vec<(&'static str, Message)> {
                 software: "fedgate 0.1.0".into(),
             },
         ),
-        ("welcome", Message::Welcome { node: "hotline12345@wuxi".into() }),
+        ("welcome", Message::Welcome { node: "hotline12345@wuxi".into(), audit_key: None }),
         ("catalog-request", Message::CatalogRequest),
         (
             "catalog",
@@ -84,9 +84,10 @@ fn frame_samples() -> Vec<(&'static str, Message)> {
                 signature: "cd".repeat(64),
                 audit_seq: Some(7),
                 truncated: Some(Truncation::Limit),
+                witness: None,
             },
         ),
-        ("error", Message::Error { code: ErrorCode::Denied, message: "no grant allows it".into() }),
+        ("error", Message::error(ErrorCode::Denied, "no grant allows it")),
     ]
 }
 

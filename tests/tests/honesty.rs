@@ -274,7 +274,7 @@ fn silent_provider(fed: &Federation, how: Silence) -> std::net::SocketAddr {
                 let answer = match (how, link::read_frame(&mut recv, &who).await) {
                     (Silence::FromTheStart, _) => None,
                     (_, Ok(Some(Message::Hello { .. }))) => {
-                        Some(vec![Message::Welcome { node: PROVIDER.into() }])
+                        Some(vec![Message::Welcome { node: PROVIDER.into(), audit_key: None }])
                     }
                     (Silence::MidStream, Ok(Some(Message::Query { .. }))) => Some(vec![
                         Message::Header { fields: vec!["case_id".into()], reason: "test".into() },
@@ -289,6 +289,7 @@ fn silent_provider(fed: &Federation, how: Silence) -> std::net::SocketAddr {
                             signature: "0".repeat(128),
                             audit_seq: Some(1),
                             truncated: None,
+                            witness: None,
                         },
                     ]),
                     _ => None,

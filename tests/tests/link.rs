@@ -288,7 +288,7 @@ async fn malformed_frames_get_an_error_and_the_gateway_keeps_serving() {
     let hello = Message::Hello { version: 1, node: "police@wuxi.liangxi".into(), software: "t".into() };
     assert_eq!(
         link::request_one(&pc, &hello).await.unwrap(),
-        Message::Welcome { node: "petition@wuxi".into() }
+        Message::Welcome { node: "petition@wuxi".into(), audit_key: None }
     );
     server.shutdown().await;
 }

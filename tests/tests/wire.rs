@@ -229,7 +229,7 @@ async fn r11_8_unsupported_versus_malformed_at_the_wire() {
     };
     let answer = raw(&pc, &fedgate_gateway::wire::encode(&many)).await;
     assert!(
-        matches!(&answer, Message::Error { code: ErrorCode::BadRequest, message } if message == "filters has 100 items; the limit is 32"),
+        matches!(&answer, Message::Error { code: ErrorCode::BadRequest, message, .. } if message == "filters has 100 items; the limit is 32"),
         "{answer:?}"
     );
     police.shutdown().await;
@@ -296,7 +296,7 @@ async fn r11_2_stalled_maximal_requests_stay_within_the_request_budget() {
     }
     let answer = answer.unwrap_or_else(|| unreachable!());
     assert!(
-        matches!(&answer, Message::Error { code: ErrorCode::RequestTimeout, message } if message.contains("no whole request within 5s")),
+        matches!(&answer, Message::Error { code: ErrorCode::RequestTimeout, message, .. } if message.contains("no whole request within 5s")),
         "{answer:?}"
     );
     assert!(started.elapsed() < REQUEST_TIMEOUT + Duration::from_secs(3), "{:?}", started.elapsed());

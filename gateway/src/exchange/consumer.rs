@@ -10,6 +10,7 @@
 //! [`ConsumerSession::receipt`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedgate_catalog::{NodeId, Record};
@@ -20,7 +21,7 @@ use super::{seconds, trailer_message, ExchangeError, Query, Wait};
 use crate::api_code::ApiCode;
 use crate::link::LinkError;
 use crate::wire::{self, Message, Truncation};
-use fedgate_audit::{Entry, Kind};
+use fedgate_audit::{Entry, Kind, Witness};
 
 /// What a completed transfer proved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -95,6 +96,11 @@ pub struct ConsumerSession {
     events: VecDeque<ConsumerEvent>,
     /// Why it failed, as a code an auditor counts by: the provider's wire code, or what broke.
     code: Option<String>,
+    /// The provider's audit note verifier, as its certificate vouched for it on this
+    /// connection; with it every trailer must carry a witness that checks.
+    audit_key: Option<Arc<(String, Vec<u8>)>>,
+    /// The provider's checkpoint and inclusion proof for its entry, verified.
+    witness: Option<Witness>,
 }
 
 /// The code an auditor reads for a failed transfer: the provider's wire code, or what broke.
@@ -126,7 +132,23 @@ impl ConsumerSession {
             waiting_since: now,
             events: VecDeque::new(),
             code: None,
+            audit_key: None,
+            witness: None,
         }
+    }
+
+    /// The same session checking the provider's witnessed checkpoints against `key` (its
+    /// audit note verifier, vouched for by its certificate when the connection was made): a
+    /// trailer must then carry a witness for the entry it cites, and a refusal's witness must
+    /// check too. Without a key (a provider that predates witnessing) witnesses are ignored.
+    pub fn with_audit_key(mut self, key: Option<Arc<(String, Vec<u8>)>>) -> Self {
+        self.audit_key = key;
+        self
+    }
+
+    /// The provider's checkpoint and proof for its entry, once verified.
+    pub fn witness(&self) -> Option<&Witness> {
+        self.witness.as_ref()
     }
 
     /// The same session with `d` as the longest silence between frames after the header.
@@ -305,7 +327,12 @@ impl ConsumerSession {
                 self.state = State::Receiving;
                 self.events.push_back(ConsumerEvent::Header);
             }
-            Message::Error { code, message } => self.fail(ExchangeError::Remote { peer: who, code, message }),
+            Message::Error { code, message, witness } => {
+                if let Err(why) = self.take_witness(witness, None) {
+                    return self.bad_trailer(format!("the refusal's {why}"));
+                }
+                self.fail(ExchangeError::Remote { peer: who, code, message })
+            }
             other => self.fail(ExchangeError::Link(LinkError::Protocol {
                 peer: who,
                 why: format!("expected a header, got {}", other.kind()),
@@ -324,10 +351,14 @@ impl ConsumerSession {
                 self.count += records.len() as u64;
                 self.events.push_back(ConsumerEvent::Records(records));
             }
-            Message::Trailer { count, digest, signature, audit_seq, truncated } => {
-                self.check_trailer(TransferSummary { count, digest, signature, audit_seq, truncated })
-            }
-            Message::Error { code, message } => {
+            Message::Trailer { count, digest, signature, audit_seq, truncated, witness } => self.check_trailer(
+                TransferSummary { count, digest, signature, audit_seq, truncated },
+                witness,
+            ),
+            Message::Error { code, message, witness } => {
+                if let Err(why) = self.take_witness(witness, None) {
+                    return self.bad_trailer(format!("the error frame's {why}"));
+                }
                 self.code = Some(code.as_str().to_owned());
                 self.incomplete(format!("{code:?}: {message}"))
             }
@@ -335,7 +366,22 @@ impl ConsumerSession {
         }
     }
 
-    fn check_trailer(&mut self, t: TransferSummary) {
+    /// Checks a witness against the provider's audit key and keeps it. Without a key there is
+    /// nothing to check it against: it is not kept. `cited` is the entry the frame cites.
+    fn take_witness(&mut self, w: Option<Box<Witness>>, cited: Option<u64>) -> Result<(), String> {
+        let Some(key) = self.audit_key.clone() else { return Ok(()) };
+        let Some(w) = w else {
+            return match cited {
+                Some(seq) => Err(format!("witness is missing: the provider announced its audit key, but does not prove its entry {seq}")),
+                None => Ok(()),
+            };
+        };
+        w.check(&key, cited).map_err(|e| format!("witness does not verify: {e}"))?;
+        self.witness = Some(*w);
+        Ok(())
+    }
+
+    fn check_trailer(&mut self, t: TransferSummary, witness: Option<Box<Witness>>) {
         let ours = fedgate_catalog::hex(self.digest.clone().finish().as_ref());
         if t.count != self.count {
             return self.bad_trailer(format!("trailer says {} records, received {}", t.count, self.count));
@@ -359,6 +405,13 @@ impl ConsumerSession {
         if !valid {
             return self.bad_trailer("the provider's signature does not verify");
         }
+        // A witnessing provider cites the entry that records the transfer and proves it.
+        if self.audit_key.is_some() && t.audit_seq.is_none() {
+            return self.bad_trailer("the trailer cites no provider audit entry to witness");
+        }
+        if let Err(why) = self.take_witness(witness, t.audit_seq) {
+            return self.bad_trailer(format!("the trailer's {why}"));
+        }
         self.state = State::Done(t.clone());
         self.events.push_back(ConsumerEvent::Done(t));
     }
@@ -376,8 +429,14 @@ impl ConsumerSession {
         e.records = Some(self.count);
         e.exchange = self.query.exchange.clone();
         e.code = self.code.clone();
+        e.witness = self.witness.clone();
         if !self.started() {
-            e.decision = Some("refused".into());
+            e.provider_entry = self.witness.as_ref().map(|w| w.entry);
+            e.decision = Some(match &self.state {
+                // A refusal whose witness did not verify is evidence of tampering, not a refusal.
+                State::Failed(_, d @ "unverified") => (*d).into(),
+                _ => "refused".into(),
+            });
             if let State::Failed(why, _) = &self.state {
                 e.reason = Some(why.clone());
             }

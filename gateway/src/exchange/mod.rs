@@ -9,8 +9,11 @@
 //! - [`provider`]: decide once, compile the obligations into a plan, stream batches under the
 //!   cap (limit or quota), record the outcome, then a signed trailer citing that record.
 //! - [`consumer`]: count and hash every batch as received, check the trailer against both and
-//!   the provider's certificate key; a stream that ends any other way is an incomplete
-//!   transfer, never a short success.
+//!   the provider's certificate key, and the provider's witnessed checkpoint and proof against
+//!   its audit key; a stream that ends any other way is an incomplete transfer, never a short
+//!   success.
+//! - [`witness`]: how the consumer learns the provider's audit key (a statement in the welcome,
+//!   signed by the connection's certificate key).
 //!
 //! The longer-lived exchange kinds (subscriptions, referrals, sharing requests) are meant to be
 //! further state machines beside these two, sharing the decision ([`provider::decide`]), the
@@ -26,6 +29,7 @@ pub mod provider;
 pub mod subscription;
 #[cfg(test)]
 mod subscription_pair;
+pub mod witness;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -141,6 +141,12 @@ pub(crate) struct Pair {
     /// Unix time the provider decides at.
     pub(crate) unix_now: i64,
     provider_log: Vec<Entry>,
+    /// The provider's audit checkpoint key and its tree (leaves: each entry's JSON, as a
+    /// stand-in for the sealed entry), for the witnesses its answers carry.
+    audit_signer: ring::signature::Ed25519KeyPair,
+    tree: fedgate_audit::merkle::CompactRange,
+    /// The provider's audit key as the consumer learnt it from the welcome.
+    pub(crate) audit_key: Option<Arc<(String, Vec<u8>)>>,
 }
 
 impl Pair {
@@ -168,6 +174,8 @@ impl Pair {
         let trust = TrustStore::new(root.root().clone(), &[]).unwrap();
         let provider_peer =
             trust.verify(&issued.chain[0], &issued.chain[1..], Role::Server, UnixTime::now()).unwrap();
+        let audit_signer = audit_key_pair();
+        let audit_key = Some(Arc::new((fedgate_audit::origin(&provider), audit_public(&audit_signer))));
         Pair {
             _dir: dir,
             db,
@@ -184,7 +192,28 @@ impl Pair {
             faults: Faults::default(),
             unix_now: now.unix_timestamp(),
             provider_log: Vec::new(),
+            audit_signer,
+            tree: Default::default(),
+            audit_key,
         }
+    }
+
+    /// Appends to the provider's log (or fails as the faults say); with `witnessed`, also the
+    /// signed head right after it and its inclusion proof, as the audit log makes them.
+    fn append(&mut self, mut e: Entry, n: usize) -> Result<(u64, fedgate_audit::Witness), String> {
+        use fedgate_audit::checkpoint::Checkpoint;
+        if self.faults.append_fails == Some(n) {
+            return Err("disk full".into());
+        }
+        let seq = self.provider_log.len() as u64;
+        e.seq = seq;
+        let leaf = fedgate_audit::merkle::leaf_hash(&serde_json::to_vec(&e).unwrap());
+        let before = self.tree.clone();
+        self.tree.push(leaf);
+        self.provider_log.push(e);
+        let path = fedgate_audit::merkle::GroupProver::new(&before, &[leaf]).prove(seq).unwrap();
+        let head = Checkpoint { origin: fedgate_audit::origin(&self.provider), size: self.tree.size(), root: self.tree.root() };
+        Ok((seq, fedgate_audit::Witness::new(head.sign(&self.audit_signer), seq, &leaf, &path)))
     }
 
     /// Asks for `dataset` for `purpose`, no filters, no limit.
@@ -241,7 +270,8 @@ impl Pair {
             query,
             self.deadlines,
             now,
-        );
+        )
+        .with_audit_key(self.audit_key.clone());
         let mut wire_frames: VecDeque<Vec<u8>> = VecDeque::new();
         let mut source: VecDeque<Result<Vec<Record>, SourceError>> = VecDeque::new();
         let (mut trace, mut records, mut appends, mut sent) = (Vec::new(), Vec::new(), 0, 0);
@@ -261,17 +291,15 @@ impl Pair {
                         trace.push("stop-read".to_owned());
                         source.clear();
                     }
-                    ProviderAction::Append(mut e) => {
+                    ProviderAction::Append(e) => {
                         trace.push(format!("append:{}", e.kind.map_or("?", Kind::as_str)));
-                        let n = appends;
                         appends += 1;
-                        if self.faults.append_fails == Some(n) {
-                            p.handle_appended(Err("disk full".into()));
-                        } else {
-                            e.seq = self.provider_log.len() as u64;
-                            self.provider_log.push(*e);
-                            p.handle_appended(Ok(self.provider_log.len() as u64 - 1));
-                        }
+                        p.handle_appended(self.append(*e, appends - 1).map(|(seq, _)| seq));
+                    }
+                    ProviderAction::AppendWitnessed(e) => {
+                        trace.push(format!("append:{}", e.kind.map_or("?", Kind::as_str)));
+                        appends += 1;
+                        p.handle_witnessed(self.append(*e, appends - 1));
                     }
                     ProviderAction::Send(frame) => {
                         let kind = wire::decode(&frame).map(|m| m.kind()).unwrap_or("?");
@@ -333,6 +361,8 @@ impl Pair {
             }
             assert!(p.is_done(), "the provider waits for nothing yet is not done: {trace:?}");
             if let Some(result) = result.take() {
+                // Each run starts a fresh provider log, its tree included.
+                self.tree = Default::default();
                 return Run {
                     result,
                     records,
@@ -361,6 +391,15 @@ impl Pair {
         let m = wire::decode(&frame).unwrap();
         wire::encode(&tamper(m))
     }
+}
+
+pub(crate) fn audit_key_pair() -> ring::signature::Ed25519KeyPair {
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+pub(crate) fn audit_public(k: &ring::signature::Ed25519KeyPair) -> Vec<u8> {
+    ring::signature::KeyPair::public_key(k).as_ref().to_vec()
 }
 
 fn query_message(q: &Query) -> Message {
@@ -819,4 +858,88 @@ mod tests {
         assert_eq!(r.result.as_ref().unwrap().count, 3000);
         assert!(r.elapsed > Duration::from_millis(5));
     }
+    /// The witness a frame carries, to tamper with.
+    fn witness_of(m: &mut Message) -> Option<&mut fedgate_audit::Witness> {
+        match m {
+            Message::Trailer { witness, .. } | Message::Error { witness, .. } => witness.as_deref_mut(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn transfers_and_refusals_carry_a_witness_the_consumer_checks_and_records() {
+        let mut pair = Pair::new(CENTRE, 30);
+        let key = pair.audit_key.clone().unwrap();
+        let r = pair.run(family());
+        let ended = r.provider_log.last().unwrap();
+        let w = r.receipt.witness.as_ref().expect("the receipt keeps the witness");
+        // The head covers the outcome entry (and the decision before it) and proves the outcome.
+        let cp = w.check(&key, Some(ended.seq)).unwrap();
+        assert_eq!((w.entry, cp.size), (ended.seq, ended.seq + 1));
+        // A refusal proves its deny entry, and the consumer's receipt cites it.
+        let r = pair.run(Pair::query("family-disputes", "statistics"));
+        assert_eq!(remote_code(&r), ErrorCode::Denied);
+        let deny = &r.provider_log[0];
+        assert_eq!(deny.kind, Some(Kind::Deny));
+        let w = r.receipt.witness.as_ref().expect("a refusal's witness is kept");
+        assert_eq!(w.check(&key, Some(deny.seq)).unwrap().size, deny.seq + 1);
+        assert_eq!(r.receipt.provider_entry, Some(deny.seq));
+        assert_eq!(r.receipt.decision.as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn a_witness_that_does_not_verify_fails_the_transfer() {
+        type Tamper = fn(&mut fedgate_audit::Witness);
+        let cases: [(Tamper, &str); 4] = [
+            // A root the log never had: the path no longer leads to the signed root.
+            (|w| w.path[0] = "11".repeat(32), "does not lead to the checkpoint's root"),
+            // The proof of another entry (the decision), passed off as the outcome's.
+            (|w| w.entry -= 1, "the proof is for provider entry"),
+            (|w| w.leaf = "22".repeat(32), "does not lead to the checkpoint's root"),
+            (|w| w.checkpoint = w.checkpoint.replacen('\n', "\n9", 1), "does not verify with"),
+        ];
+        for (tamper, want) in cases {
+            let mut pair = Pair::new(CENTRE, 30);
+            pair.faults.tamper = Some(Box::new(move |mut m| {
+                witness_of(&mut m).map(tamper);
+                m
+            }));
+            let r = pair.run(family());
+            assert!(bad_trailer(&r).contains(want), "{want}: {:?}", r.result);
+            assert_eq!(r.receipt.decision.as_deref(), Some("unverified"));
+            assert!(r.receipt.witness.is_none(), "a witness that failed is not kept as one");
+        }
+        // Checked against a key that is not the provider's audit key.
+        let mut pair = Pair::new(CENTRE, 30);
+        pair.audit_key = Some(Arc::new((fedgate_audit::origin(&pair.provider), audit_public(&audit_key_pair()))));
+        assert!(bad_trailer(&pair.run(family())).contains("does not verify with"));
+        // A provider that announced its key but leaves the witness out.
+        let mut pair = Pair::new(CENTRE, 30);
+        pair.faults.tamper = Some(Box::new(|m| match m {
+            Message::Trailer { count, digest, signature, audit_seq, truncated, .. } => {
+                Message::Trailer { count, digest, signature, audit_seq, truncated, witness: None }
+            }
+            other => other,
+        }));
+        assert!(bad_trailer(&pair.run(family())).contains("witness is missing"));
+        // A refusal whose witness fails is unverified, not a refusal.
+        let mut pair = Pair::new(CENTRE, 30);
+        pair.faults.tamper = Some(Box::new(|mut m| {
+            witness_of(&mut m).map(|w| w.entry += 1);
+            m
+        }));
+        let r = pair.run(Pair::query("family-disputes", "statistics"));
+        assert!(bad_trailer(&r).contains("the refusal's witness does not verify"), "{:?}", r.result);
+        assert_eq!(r.receipt.decision.as_deref(), Some("unverified"));
+    }
+
+    #[test]
+    fn a_provider_that_predates_witnessing_still_verifies() {
+        let mut pair = Pair::new(CENTRE, 30);
+        pair.audit_key = None;
+        let r = pair.run(family());
+        assert!(r.result.is_ok(), "{:?}", r.result);
+        assert!(r.receipt.witness.is_none());
+    }
 }
+

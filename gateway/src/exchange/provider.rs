@@ -3,14 +3,17 @@
 //! [`ProviderSession::new`] decides at once (grant, filters, source, quota) and queues the first
 //! actions. The driver then loops: take every [`ProviderAction`] from
 //! [`ProviderSession::poll_action`] and execute it in order, answering an `Append` with
-//! [`ProviderSession::handle_appended`] and a `Sign` with [`ProviderSession::handle_signed`]
+//! [`ProviderSession::handle_appended`], an `AppendWitnessed` with
+//! [`ProviderSession::handle_witnessed`] and a `Sign` with [`ProviderSession::handle_signed`]
 //! before polling on; when no action is left and the session is not done, it feeds the next
 //! source item to [`ProviderSession::handle_source`]. A failed write is reported with
 //! [`ProviderSession::handle_send_failed`].
 //!
 //! The order of actions carries the guarantees: the source read starts while the decision entry
 //! is made durable, but no frame leaves before that entry is acknowledged; the outcome entry is
-//! acknowledged before the trailer (which cites it) is signed and sent; a source that fails
+//! acknowledged before the trailer (which cites it) is signed and sent, and that entry (or a
+//! refusal's) comes back with the log's signed checkpoint covering it and its inclusion proof,
+//! which the trailer (or error frame) carries for the consumer to witness; a source that fails
 //! before its first batch gets no header, so the consumer sees the refusal's own code.
 
 use std::collections::VecDeque;
@@ -112,6 +115,11 @@ pub enum ProviderAction {
     StopRead,
     /// Append this entry durably, then answer with [`ProviderSession::handle_appended`].
     Append(Box<Entry>),
+    /// Append this entry durably and get a signed checkpoint covering it with its inclusion
+    /// proof ([`fedgate_audit::AuditLog::append_witnessed`]), then answer with
+    /// [`ProviderSession::handle_witnessed`]. The entry is the one the answer cites (the
+    /// outcome, or the refusal), and the consumer keeps the witness.
+    AppendWitnessed(Box<Entry>),
     /// Write this encoded frame to the stream; on failure, say so with
     /// [`ProviderSession::handle_send_failed`] before polling on.
     Send(Vec<u8>),
@@ -416,6 +424,8 @@ pub struct ProviderSession {
     failed: Option<Abort>,
     /// The grant that allowed the transfer (for its outcome entry).
     grant: Option<String>,
+    /// The signed checkpoint and inclusion proof of the entry the answer cites, once durable.
+    witness: Option<Box<fedgate_audit::Witness>>,
 }
 
 impl ProviderSession {
@@ -444,6 +454,7 @@ impl ProviderSession {
             truncated: None,
             failed: None,
             grant: None,
+            witness: None,
         };
         match decided {
             Ok(allowed) => s.allow(allowed),
@@ -515,7 +526,7 @@ impl ProviderSession {
             e.detail = gate.unchecked(&self.query.dataset);
         }
         self.outcome = Some(Outcome::Refused { code: *code, message: message.clone() });
-        self.actions.push_back(ProviderAction::Append(Box::new(e)));
+        self.actions.push_back(ProviderAction::AppendWitnessed(Box::new(e)));
         self.state = State::RecordingRefusal(r);
     }
 
@@ -540,12 +551,24 @@ impl ProviderSession {
         self.state = State::RecordingDecision;
     }
 
+    /// The outcome of the last `AppendWitnessed`: its position in the log with the signed
+    /// checkpoint covering it and its inclusion proof, or why it failed. The witness goes out
+    /// with the frame that cites the entry.
+    pub fn handle_witnessed(&mut self, result: Result<(u64, fedgate_audit::Witness), String>) {
+        let result = result.map(|(seq, w)| {
+            self.witness = Some(Box::new(w));
+            seq
+        });
+        self.handle_appended(result);
+    }
+
     /// The outcome of the last `Append`: its position in the log, or why it failed.
     pub fn handle_appended(&mut self, result: Result<u64, String>) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::RecordingRefusal(Refusal(code, message)) => {
                 // Nothing leaves unaudited, but a refusal that cannot be recorded is still one.
-                self.send(&Message::Error { code, message });
+                let witness = self.witness.take();
+                self.send(&Message::Error { code, message, witness });
                 self.actions.push_back(ProviderAction::Finish);
             }
             State::RecordingDecision => match result {
@@ -624,6 +647,7 @@ impl ProviderSession {
                     signature: fedgate_catalog::hex(&sig),
                     audit_seq: Some(audit_seq),
                     truncated: self.truncated,
+                    witness: self.witness.take(),
                 };
                 self.outcome = Some(Outcome::Served { count: self.count, truncated: self.truncated });
                 self.send(&trailer);
@@ -656,9 +680,11 @@ impl ProviderSession {
         }
     }
 
-    /// Queues a typed error and the end of the stream.
+    /// Queues a typed error (with the witness of the entry it cites, if any) and the end of
+    /// the stream.
     fn fail(&mut self, code: ErrorCode, message: String) {
-        self.send(&Message::Error { code, message });
+        let witness = self.witness.take();
+        self.send(&Message::Error { code, message, witness });
         self.actions.push_back(ProviderAction::Finish);
         self.state = State::Done;
     }
@@ -699,7 +725,7 @@ impl ProviderSession {
             None => None,
         };
         e.grant = self.grant.clone();
-        self.actions.push_back(ProviderAction::Append(Box::new(e)));
+        self.actions.push_back(ProviderAction::AppendWitnessed(Box::new(e)));
         self.state = State::RecordingEnd;
     }
 

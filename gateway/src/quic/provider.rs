@@ -60,6 +60,13 @@ pub async fn serve_query(shared: Arc<Shared>, peer: VerifiedPeer, mut send: quin
                     });
                     s.handle_appended(appended);
                 }
+                ProviderAction::AppendWitnessed(e) => {
+                    let appended = shared.audit.append_witnessed(*e).await.map_err(|e| {
+                        tracing::error!(error = %e, "audit append failed");
+                        e.to_string()
+                    });
+                    s.handle_witnessed(appended);
+                }
                 ProviderAction::Send(frame) => {
                     if let Err(e) = link::write_encoded(&mut send, &frame, &who).await {
                         s.handle_send_failed(e.to_string());

@@ -23,25 +23,20 @@ pub fn answer_request(local: &NodeId, catalog: &Catalog, peer: &VerifiedPeer, re
         }
         Message::Hello { version, node, .. } => {
             if *version != PROTOCOL_VERSION {
-                Message::Error {
-                    code: ErrorCode::Unsupported,
-                    message: format!(
-                        "protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"
-                    ),
-                }
+                Message::error(
+                    ErrorCode::Unsupported,
+                    format!("protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"),
+                )
             } else if node != &peer.node().to_string() {
-                Message::Error {
-                    code: ErrorCode::WrongIdentity,
-                    message: format!("you said you are {node}, but your certificate says {}", peer.node()),
-                }
+                Message::error(
+                    ErrorCode::WrongIdentity,
+                    format!("you said you are {node}, but your certificate says {}", peer.node()),
+                )
             } else {
-                Message::Welcome { node: local.to_string() }
+                Message::Welcome { node: local.to_string(), audit_key: None }
             }
         }
-        other => Message::Error {
-            code: ErrorCode::Unsupported,
-            message: format!("unexpected request {}", other.kind()),
-        },
+        other => Message::error(ErrorCode::Unsupported, format!("unexpected request {}", other.kind())),
     }
 }
 
@@ -197,9 +192,26 @@ async fn serve_stream(
         crate::quic::provider::serve_query(shared, peer, send, query).await;
         return;
     }
-    let answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
+    let mut answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
+    if let Message::Welcome { audit_key, .. } = &mut answer {
+        *audit_key = welcome_audit_key(&shared);
+    }
     let _ = link::write_frame(&mut send, &answer, &who).await;
     let _ = send.finish();
+}
+
+/// This node's audit key, vouched for by the key of the certificate of the connection being
+/// served (the task's identity generation), for the welcome. `None`, logged, if it cannot be
+/// made: the peer then cannot witness this node's checkpoints, but can still ask.
+fn welcome_audit_key(shared: &Shared) -> Option<crate::wire::AuditKey> {
+    let path = shared.cfg.audit_dir.join("signing.pub");
+    let made = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display())).and_then(|key| {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        crate::exchange::witness::audit_key(shared.link.local(), &key, now, |m| {
+            shared.signer.sign(m).map_err(|e| e.to_string())
+        })
+    });
+    made.map_err(|why| tracing::warn!(error = %why, "cannot vouch for the audit key in a welcome")).ok()
 }
 
 /// Answers a request that broke the wire rules, stops the peer's sending, and audits it (with

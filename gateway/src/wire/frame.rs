@@ -229,9 +229,66 @@ mod tests {
                 node: "police@wuxi.liangxi".into(),
                 software: "fedgate test".into(),
             },
-            Message::Welcome { node: "court@wuxi.xinwu".into() },
-            Message::Error { code: ErrorCode::Denied, message: "no grant".into() },
+            Message::Welcome { node: "court@wuxi.xinwu".into(), audit_key: None },
+            Message::error(ErrorCode::Denied, "no grant"),
         ]
+    }
+
+    fn witness() -> Box<fedgate_audit::Witness> {
+        let note = "fedgate.audit/court@wuxi.xinwu\n8\nAAAA\n\n\u{2014} fedgate.audit/court@wuxi.xinwu AAAA\n";
+        Box::new(fedgate_audit::Witness::new(note.into(), 6, &[1; 32], &[[2; 32], [3; 32], [4; 32]]))
+    }
+
+    /// The frames that carry what witnessing added: the welcome's audit key, the trailer's and
+    /// the error's witness.
+    fn witnessing() -> Vec<Message> {
+        let audit_key = crate::wire::AuditKey { statement: "fedgate audit key statement v1\n".into(), signature: "00".into() };
+        vec![
+            Message::Welcome { node: "court@wuxi.xinwu".into(), audit_key: Some(audit_key) },
+            Message::Trailer {
+                count: 3,
+                digest: "ab".into(),
+                signature: "cd".into(),
+                audit_seq: Some(6),
+                truncated: None,
+                witness: Some(witness()),
+            },
+            Message::Error { code: ErrorCode::Denied, message: "no grant".into(), witness: Some(witness()) },
+        ]
+    }
+
+    #[test]
+    fn witnessing_fields_round_trip_and_older_peers_ignore_them() {
+        // What a build before witnessing decodes these frames into: the same message without
+        // the new fields (serde skips unknown fields), so old consumers keep working.
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(rename_all = "kebab-case")]
+        enum Old {
+            Welcome { node: String },
+            Trailer { count: u64, digest: String, signature: String, audit_seq: Option<u64> },
+            Error { code: ErrorCode, message: String },
+        }
+        #[derive(Deserialize)]
+        struct OldEnvelope {
+            m: Old,
+        }
+        let old: Vec<Old> = witnessing()
+            .iter()
+            .map(|m| {
+                assert_eq!(decode(&encode(m)).unwrap(), *m);
+                ciborium::de::from_reader::<OldEnvelope, _>(&encode(m)[4..]).unwrap().m
+            })
+            .collect();
+        assert_eq!(old[0], Old::Welcome { node: "court@wuxi.xinwu".into() });
+        assert!(matches!(&old[1], Old::Trailer { count: 3, audit_seq: Some(6), .. }));
+        assert!(matches!(&old[2], Old::Error { code: ErrorCode::Denied, .. }));
+        // And frames from a provider before witnessing decode here without them.
+        let mut plain = witnessing();
+        if let Message::Trailer { witness, .. } = &mut plain[1] {
+            *witness = None;
+        }
+        assert!(!encode(&plain[1]).windows(7).any(|w| w == b"witness"));
+        assert_eq!(decode(&encode(&plain[1])).unwrap(), plain[1]);
     }
 
     #[test]
@@ -333,9 +390,10 @@ mod tests {
                 signature: String::new(),
                 audit_seq: None,
                 truncated: None,
+                witness: None,
             },
         ];
-        for m in samples().into_iter().chain(all) {
+        for m in samples().into_iter().chain(all).chain(witnessing()) {
             let v: ciborium::Value = ciborium::de::from_reader(&encode(&m)[4..]).unwrap();
             let inner = v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("m")).unwrap().1.clone();
             let kind = match &inner {

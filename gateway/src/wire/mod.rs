@@ -10,4 +10,4 @@ pub mod msg;
 pub mod request;
 
 pub use frame::{decode, encode, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};
-pub use msg::{ErrorCode, Message, Truncation};
+pub use msg::{AuditKey, ErrorCode, Message, Truncation};

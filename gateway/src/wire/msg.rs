@@ -1,5 +1,6 @@
 //! The messages gateways exchange.
 
+use fedgate_audit::Witness;
 use fedgate_catalog::{Catalog, Record};
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +185,11 @@ pub enum Message {
     Welcome {
         /// The provider's node id.
         node: String,
+        /// The provider's audit key, vouched for by the key of the certificate this connection
+        /// was made with: the consumer checks the checkpoints it witnesses against it. Absent
+        /// from providers that predate witnessing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit_key: Option<AuditKey>,
     },
     /// Asks for the provider's catalog metadata.
     CatalogRequest,
@@ -233,6 +239,10 @@ pub enum Message {
         /// Set when more records matched than were sent, and why; absent for a whole result.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         truncated: Option<Truncation>,
+        /// The provider's signed checkpoint covering entry `audit_seq` and that entry's
+        /// inclusion proof, for the consumer to check and keep. Absent from older providers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        witness: Option<Box<Witness>>,
     },
     /// One delivery round of a subscription (docs/protocol.md, "Subscriptions"): the
     /// subscriber asks for the events after `acked`, which also acknowledges every event up to
@@ -287,7 +297,28 @@ pub enum Message {
         code: ErrorCode,
         /// Human-readable reason; never reveals other peers' grants.
         message: String,
+        /// For a refusal or failure the provider recorded (a `deny`, a source that failed): its
+        /// signed checkpoint covering that entry and the entry's inclusion proof.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        witness: Option<Box<Witness>>,
     },
+}
+
+impl Message {
+    /// A typed failure that cites no audit entry.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+        Message::Error { code, message: message.into(), witness: None }
+    }
+}
+
+/// A provider's audit key as its node certificate vouches for it on one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditKey {
+    /// The statement ([`fedgate_audit::keybind::Statement`]'s text) naming the node and its
+    /// audit note verifier key.
+    pub statement: String,
+    /// ECDSA P-256 signature (hex) of the statement by the key of the connection's certificate.
+    pub signature: String,
 }
 
 /// A denial keeps its class on the wire: an unknown (or never shared) dataset is
