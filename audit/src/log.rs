@@ -679,7 +679,10 @@ impl Writer {
 
     /// Encrypts, frames, writes and syncs a group; returns the first seq and the group's leaf
     /// hashes.
-    fn write_group(&mut self, group: &mut [(Box<Entry>, Option<Ack>)]) -> Result<(u64, Vec<Hash>), AuditError> {
+    fn write_group(
+        &mut self,
+        group: &mut [(Box<Entry>, Option<Ack>)],
+    ) -> Result<(u64, Vec<Hash>), AuditError> {
         let first = self.next_seq;
         let ms = now_ms();
         if self.seg_sealer.is_none() || cst_day(ms) != cst_day(self.seg_opened_ms) {

@@ -424,7 +424,11 @@ mod tests {
                 leaves[..g].iter().for_each(|h| before.push(*h));
                 for i in g..n {
                     let fast = GroupProver::new(&before, &leaves[g..n]).prove(i as u64).unwrap();
-                    assert_eq!(fast, inclusion_proof(&leaves[..n], i).unwrap(), "leaf {i} of {n}, {g} before");
+                    assert_eq!(
+                        fast,
+                        inclusion_proof(&leaves[..n], i).unwrap(),
+                        "leaf {i} of {n}, {g} before"
+                    );
                 }
                 // One prover for every leaf of the group gives the same proofs.
                 let mut prover = GroupProver::new(&before, &leaves[g..n]);

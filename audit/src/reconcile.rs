@@ -160,7 +160,10 @@ fn check_witness(
     };
     let Some(h) = heads.get(&provider) else { return Some(out) };
     let x = e.exchange.as_deref().unwrap_or("-");
-    let who = format!("{provider}'s log does not hold the checkpoint {consumer} witnessed in its entry {} (exchange {x})", e.seq);
+    let who = format!(
+        "{provider}'s log does not hold the checkpoint {consumer} witnessed in its entry {} (exchange {x})",
+        e.seq
+    );
     let problem = witness_problem(w, h, by_node.get(provider.as_str()).copied(), e.exchange.as_deref());
     out.consistent = Some(problem.is_none());
     out.problem = problem.map(|p| format!("{who}: {p}"));
@@ -193,7 +196,9 @@ fn witness_problem(
     match h.roots.get(&size) {
         Some(r) if *r == root => {}
         Some(_) => {
-            return Some(format!("the log's root at size {size} differs from the signed one (forked or rewritten)"))
+            return Some(format!(
+                "the log's root at size {size} differs from the signed one (forked or rewritten)"
+            ))
         }
         None => return Some(format!("the root at size {size} was not computed")),
     }
@@ -382,12 +387,18 @@ mod tests {
     fn witnessed_checkpoints_are_checked_against_the_providers_log() {
         use crate::checkpoint::Checkpoint;
         use crate::merkle::{inclusion_proof, leaf_hash, root};
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
         let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let leaves: Vec<Hash> = (0..8u8).map(|b| leaf_hash(&[b])).collect();
         // The consumer witnessed entry 5 ("x1"'s outcome) at size 7.
         let cp = Checkpoint { origin: crate::origin(&P.parse().unwrap()), size: 7, root: root(&leaves[..7]) };
-        let w = crate::witness::Witness::new(cp.sign(&key), 5, &leaves[5], &inclusion_proof(&leaves[..7], 5).unwrap());
+        let w = crate::witness::Witness::new(
+            cp.sign(&key),
+            5,
+            &leaves[5],
+            &inclusion_proof(&leaves[..7], 5).unwrap(),
+        );
         let (mut p, mut c) = transfer("x1", 5, 5, true);
         p[1].seq = 5;
         c[0].provider_entry = Some(5);
@@ -411,7 +422,8 @@ mod tests {
         let r = reconcile_witnessed(&logs, &heads_of(&forked, &key));
         assert!(!r.reconciled && r.witnessed[0].problem.as_ref().unwrap().contains("forked"), "{r:?}");
         // Another key signs the provider's heads now.
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
         let other = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         assert!(!reconcile_witnessed(&logs, &heads_of(&leaves, &other)).reconciled);
         // The proved entry is another exchange's.
@@ -419,7 +431,9 @@ mod tests {
         p2[1].exchange = Some("x9".into());
         p2[0].exchange = Some("x9".into());
         let r = reconcile_witnessed(&[(P.to_owned(), p2), (C.to_owned(), c)], &heads_of(&leaves, &key));
-        assert!(r.witnessed[0].problem.as_ref().is_some_and(|p| p.contains("belongs to exchange x9")), "{r:?}");
+        assert!(
+            r.witnessed[0].problem.as_ref().is_some_and(|p| p.contains("belongs to exchange x9")),
+            "{r:?}"
+        );
     }
 }
-

@@ -51,7 +51,9 @@ pub enum WitnessError {
         want: u64,
     },
     /// The proof does not lead from the entry to the checkpoint's root.
-    #[error("the inclusion proof of entry {entry} does not lead to the checkpoint's root (size {size}): {error}")]
+    #[error(
+        "the inclusion proof of entry {entry} does not lead to the checkpoint's root (size {size}): {error}"
+    )]
     Proof {
         /// The entry.
         entry: u64,
@@ -76,7 +78,11 @@ impl Witness {
     /// Checks the witness against the provider's note verifier `(name, public key)`: the
     /// checkpoint's signature, then that the proof leads from the leaf to its root. With
     /// `cited`, the proof must be for that entry. Returns the checkpoint.
-    pub fn check(&self, verifier: &(String, Vec<u8>), cited: Option<u64>) -> Result<Checkpoint, WitnessError> {
+    pub fn check(
+        &self,
+        verifier: &(String, Vec<u8>),
+        cited: Option<u64>,
+    ) -> Result<Checkpoint, WitnessError> {
         if self.checkpoint.len() > MAX_NOTE {
             return Err(WitnessError::Malformed(format!(
                 "checkpoint of {} bytes, at most {MAX_NOTE}",
@@ -84,18 +90,24 @@ impl Witness {
             )));
         }
         if self.path.len() > MAX_PATH {
-            return Err(WitnessError::Malformed(format!("{} proof hashes, at most {MAX_PATH}", self.path.len())));
+            return Err(WitnessError::Malformed(format!(
+                "{} proof hashes, at most {MAX_PATH}",
+                self.path.len()
+            )));
         }
         if let Some(want) = cited.filter(|w| *w != self.entry) {
             return Err(WitnessError::OtherEntry { got: self.entry, want });
         }
         let cp = Checkpoint::verify(&self.checkpoint, &verifier.0, &verifier.1)
             .map_err(|error| WitnessError::Checkpoint { origin: verifier.0.clone(), error })?;
-        let leaf = hash(&self.leaf).ok_or_else(|| WitnessError::Malformed("leaf is not 32 hex bytes".into()))?;
+        let leaf =
+            hash(&self.leaf).ok_or_else(|| WitnessError::Malformed("leaf is not 32 hex bytes".into()))?;
         let path = self
             .path
             .iter()
-            .map(|h| hash(h).ok_or_else(|| WitnessError::Malformed(format!("path hash {h:?} is not 32 hex bytes"))))
+            .map(|h| {
+                hash(h).ok_or_else(|| WitnessError::Malformed(format!("path hash {h:?} is not 32 hex bytes")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         merkle::verify_inclusion(&leaf, self.entry, cp.size, &path, &cp.root)
             .map_err(|error| WitnessError::Proof { entry: self.entry, size: cp.size, error })?;
@@ -174,7 +186,11 @@ mod tests {
         let mut forked = leaves.clone();
         forked[3] = leaf_hash(b"rewritten");
         w.checkpoint = Checkpoint { origin: ORIGIN.into(), size: 9, root: root(&forked[..9]) }.sign(&k);
-        assert!(matches!(w.check(&v, Some(6)), Err(WitnessError::Proof { entry: 6, size: 9, .. })), "{:?}", w.check(&v, Some(6)));
+        assert!(
+            matches!(w.check(&v, Some(6)), Err(WitnessError::Proof { entry: 6, size: 9, .. })),
+            "{:?}",
+            w.check(&v, Some(6))
+        );
     }
 
     #[test]

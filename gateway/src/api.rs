@@ -70,7 +70,7 @@ impl From<crate::exchange::ExchangeError> for ApiError {
         use crate::exchange::ExchangeError as E;
         match e {
             E::Link(l) => NodeError::Link(l).into(),
-            E::Remote { code, message, peer } => ApiError::new(code.into(), format!("{peer}: {message}")),
+            E::Remote { code, message, peer, .. } => ApiError::new(code.into(), format!("{peer}: {message}")),
             e => ApiError::new(ApiCode::from(&e), e.to_string()),
         }
     }
@@ -325,8 +325,11 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
             entry.dataset = Some(dataset);
             entry.purpose = Some(purpose);
             entry.filters = filters;
-            entry.decision = Some("refused".into());
+            entry.decision = Some(e.refusal_decision().into());
             entry.reason = Some(e.to_string());
+            // The provider's proof that it recorded the refusal, for auditors to reconcile.
+            entry.witness = e.witness().cloned();
+            entry.provider_entry = entry.witness.as_ref().map(|w| w.entry);
             entry.code = Some(failure_code(&e).to_owned());
             entry.exchange = exchange;
             entry.records = Some(0);
@@ -448,7 +451,7 @@ mod tests {
         let peer: NodeId = "court@wuxi.xinwu".parse().unwrap();
         let code = crate::wire::ErrorCode::QuotaExceeded;
         let cases = [
-            (E::Remote { peer: who(), code, message: String::new() }, "quota-exceeded"),
+            (E::Remote { peer: who(), code, message: String::new(), witness: None }, "quota-exceeded"),
             (E::Link(LinkError::Remote { peer: who(), code, message: String::new() }), "quota-exceeded"),
             (
                 E::TimedOut { peer: who(), waiting: Wait::Connect, after: Duration::from_secs(1) },

@@ -381,32 +381,7 @@ fn reconcile(
 ) -> Result<(), CliError> {
     let reader = auditor_reader(key)?;
     let store = trust.map(crate::audit_trust::read_root).transpose().map_err(other)?;
-    let mut logs = Vec::new();
-    let mut verified = Vec::new();
-    for dir in exports {
-        let verifier = match &store {
-            Some(s) => crate::audit_trust::trusted_verifier(dir, s).map_err(other)?.0,
-            None => audit::read_verifier(&dir.join("signing.pub"))?,
-        };
-        audit::verify(dir, &verifier, Some(&reader), |_| {})?;
-        let node = crate::audit_trust::origin_node(&verifier.0).map_err(other)?.to_owned();
-        let mut entries = Vec::new();
-        audit::entries(dir, &reader, |e| {
-            entries.push(e);
-            Ok(())
-        })?;
-        verified.push((node.clone(), dir, verifier));
-        logs.push((node, entries));
-    }
-    // Each provider's log is reproduced at every size its consumers witnessed.
-    let sizes = audit::reconcile::witnessed_sizes(&logs);
-    let mut heads = std::collections::BTreeMap::new();
-    for (node, dir, verifier) in verified {
-        let want = sizes.get(&node).cloned().unwrap_or_default();
-        let (entries, roots) = audit::proof::heads_at(dir, &want)?;
-        heads.insert(node, audit::reconcile::Heads { entries, roots, verifier: Some(verifier) });
-    }
-    let report = audit::reconcile::reconcile_witnessed(&logs, &heads);
+    let report = reconcile_exports(exports, &reader, store.as_ref())?;
     match format {
         ReconcileFormat::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(other)?),
         ReconcileFormat::Table => {
@@ -454,6 +429,43 @@ fn reconcile(
     }
 }
 
+/// Reconciles exports (`audit export` folders) as `audit reconcile` does: verifies each (its
+/// audit key trusted through `trust` if given, else its `signing.pub`), reads it with
+/// `reader`, matches every exchange across sides and checks every checkpoint a consumer
+/// witnessed against the provider's log, reproduced at that size.
+pub fn reconcile_exports(
+    exports: &[PathBuf],
+    reader: &audit::Reader,
+    trust: Option<&fedgate_certs::verify::TrustStore>,
+) -> Result<audit::reconcile::Report, CliError> {
+    let mut logs = Vec::new();
+    let mut verified = Vec::new();
+    for dir in exports {
+        let verifier = match trust {
+            Some(s) => crate::audit_trust::trusted_verifier(dir, s).map_err(other)?.0,
+            None => audit::read_verifier(&dir.join("signing.pub"))?,
+        };
+        audit::verify(dir, &verifier, Some(reader), |_| {})?;
+        let node = crate::audit_trust::origin_node(&verifier.0).map_err(other)?.to_owned();
+        let mut entries = Vec::new();
+        audit::entries(dir, reader, |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        verified.push((node.clone(), dir, verifier));
+        logs.push((node, entries));
+    }
+    // Each provider's log is reproduced at every size its consumers witnessed.
+    let sizes = audit::reconcile::witnessed_sizes(&logs);
+    let mut heads = std::collections::BTreeMap::new();
+    for (node, dir, verifier) in verified {
+        let want = sizes.get(&node).cloned().unwrap_or_default();
+        let (entries, roots) = audit::proof::heads_at(dir, &want)?;
+        heads.insert(node, audit::reconcile::Heads { entries, roots, verifier: Some(verifier) });
+    }
+    Ok(audit::reconcile::reconcile_witnessed(&logs, &heads))
+}
+
 /// The witnessed checkpoints: a count, and a row for each one the provider's log contradicts.
 fn print_witnessed(all: &[audit::reconcile::Witnessed]) {
     let checked = all.iter().filter(|w| w.consistent.is_some()).count();
@@ -483,8 +495,7 @@ fn print_witnessed(all: &[audit::reconcile::Witnessed]) {
             ]
         })
         .collect();
-    let header =
-        ["PROVIDER", "WITNESSED BY", "ENTRY", "EXCHANGE", "PROVIDER ENTRY", "SIZE", "INCONSISTENT"];
+    let header = ["PROVIDER", "WITNESSED BY", "ENTRY", "EXCHANGE", "PROVIDER ENTRY", "SIZE", "INCONSISTENT"];
     print!("{}", crate::render::table(&header, &rows));
 }
 

@@ -138,7 +138,12 @@ mod tests {
         let who = || "court@wuxi.xinwu".to_owned();
         let cases = [
             (
-                ExchangeError::Remote { peer: who(), code: ErrorCode::QuotaExceeded, message: "q".into() },
+                ExchangeError::Remote {
+                    peer: who(),
+                    code: ErrorCode::QuotaExceeded,
+                    message: "q".into(),
+                    witness: None,
+                },
                 "quota-exceeded",
                 429,
             ),

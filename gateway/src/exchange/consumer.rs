@@ -284,7 +284,9 @@ impl ConsumerSession {
     pub fn handle_read_failed(&mut self, e: LinkError) {
         match self.state {
             State::AwaitingHeader => self.fail(match e {
-                LinkError::Remote { peer, code, message } => ExchangeError::Remote { peer, code, message },
+                LinkError::Remote { peer, code, message } => {
+                    ExchangeError::Remote { peer, code, message, witness: None }
+                }
                 other => ExchangeError::Link(other),
             }),
             State::Receiving => self.incomplete(e.to_string()),
@@ -331,7 +333,8 @@ impl ConsumerSession {
                 if let Err(why) = self.take_witness(witness, None) {
                     return self.bad_trailer(format!("the refusal's {why}"));
                 }
-                self.fail(ExchangeError::Remote { peer: who, code, message })
+                let witness = self.witness.clone().map(Box::new);
+                self.fail(ExchangeError::Remote { peer: who, code, message, witness })
             }
             other => self.fail(ExchangeError::Link(LinkError::Protocol {
                 peer: who,
@@ -351,10 +354,8 @@ impl ConsumerSession {
                 self.count += records.len() as u64;
                 self.events.push_back(ConsumerEvent::Records(records));
             }
-            Message::Trailer { count, digest, signature, audit_seq, truncated, witness } => self.check_trailer(
-                TransferSummary { count, digest, signature, audit_seq, truncated },
-                witness,
-            ),
+            Message::Trailer { count, digest, signature, audit_seq, truncated, witness } => self
+                .check_trailer(TransferSummary { count, digest, signature, audit_seq, truncated }, witness),
             Message::Error { code, message, witness } => {
                 if let Err(why) = self.take_witness(witness, None) {
                     return self.bad_trailer(format!("the error frame's {why}"));

@@ -59,6 +59,9 @@ pub enum ExchangeError {
         code: ErrorCode,
         /// Its reason.
         message: String,
+        /// The provider's checkpoint and proof of the entry recording the refusal, verified
+        /// against its audit key (for the consumer's receipt).
+        witness: Option<Box<fedgate_audit::Witness>>,
     },
     /// The stream ended without a valid trailer.
     #[error("incomplete transfer from {peer} after {count} records: {why}")]
@@ -98,6 +101,23 @@ impl ExchangeError {
         match self {
             ExchangeError::BadTrailer { .. } => "unverified",
             _ => "incomplete",
+        }
+    }
+
+    /// The decision of the consumer's receipt for a query that failed before any record:
+    /// `unverified` when what the provider sent did not verify, else `refused`.
+    pub fn refusal_decision(&self) -> &'static str {
+        match self {
+            ExchangeError::BadTrailer { .. } => "unverified",
+            _ => "refused",
+        }
+    }
+
+    /// The provider's verified checkpoint and proof of the entry that recorded a refusal.
+    pub fn witness(&self) -> Option<&fedgate_audit::Witness> {
+        match self {
+            ExchangeError::Remote { witness, .. } => witness.as_deref(),
+            _ => None,
         }
     }
 }

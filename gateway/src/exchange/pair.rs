@@ -212,7 +212,11 @@ impl Pair {
         self.tree.push(leaf);
         self.provider_log.push(e);
         let path = fedgate_audit::merkle::GroupProver::new(&before, &[leaf]).prove(seq).unwrap();
-        let head = Checkpoint { origin: fedgate_audit::origin(&self.provider), size: self.tree.size(), root: self.tree.root() };
+        let head = Checkpoint {
+            origin: fedgate_audit::origin(&self.provider),
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
         Ok((seq, fedgate_audit::Witness::new(head.sign(&self.audit_signer), seq, &leaf, &path)))
     }
 
@@ -911,7 +915,8 @@ mod tests {
         }
         // Checked against a key that is not the provider's audit key.
         let mut pair = Pair::new(CENTRE, 30);
-        pair.audit_key = Some(Arc::new((fedgate_audit::origin(&pair.provider), audit_public(&audit_key_pair()))));
+        pair.audit_key =
+            Some(Arc::new((fedgate_audit::origin(&pair.provider), audit_public(&audit_key_pair()))));
         assert!(bad_trailer(&pair.run(family())).contains("does not verify with"));
         // A provider that announced its key but leaves the witness out.
         let mut pair = Pair::new(CENTRE, 30);
@@ -942,4 +947,3 @@ mod tests {
         assert!(r.receipt.witness.is_none());
     }
 }
-

@@ -19,8 +19,13 @@ pub fn audit_key(
     now: i64,
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
 ) -> Result<AuditKey, String> {
-    let text = Statement { node: node.to_string(), verifier_key: verifier_key.trim().to_owned(), log_size: 0, time: now }
-        .text();
+    let text = Statement {
+        node: node.to_string(),
+        verifier_key: verifier_key.trim().to_owned(),
+        log_size: 0,
+        time: now,
+    }
+    .text();
     let signature = sign(text.as_bytes())?;
     Ok(AuditKey { statement: text, signature: fedgate_catalog::hex(&signature) })
 }
@@ -29,13 +34,21 @@ pub fn audit_key(
 /// against the peer's verified certificate: the statement names this peer, its certificate key
 /// signed it, and the key is this peer's audit log's (`fedgate.audit/NODE`).
 pub fn audit_verifier(peer: &VerifiedPeer, key: &AuditKey) -> Result<(String, Vec<u8>), String> {
-    let st = Statement::parse(&key.statement).map_err(|e| format!("the welcome's audit key statement: {e}"))?;
+    let st =
+        Statement::parse(&key.statement).map_err(|e| format!("the welcome's audit key statement: {e}"))?;
     if st.node != peer.node().to_string() {
-        return Err(format!("the welcome's audit key statement names {}, the certificate {}", st.node, peer.node()));
+        return Err(format!(
+            "the welcome's audit key statement names {}, the certificate {}",
+            st.node,
+            peer.node()
+        ));
     }
     let sig = fedgate_catalog::unhex(&key.signature).ok_or("the welcome's audit key signature is not hex")?;
     if !peer.verify_signature(key.statement.as_bytes(), &sig) {
-        return Err(format!("the welcome's audit key statement is not signed by {}'s certificate key", peer.node()));
+        return Err(format!(
+            "the welcome's audit key statement is not signed by {}'s certificate key",
+            peer.node()
+        ));
     }
     let verifier = fedgate_audit::checkpoint::parse_verifier_key(&st.verifier_key)
         .map_err(|e| format!("the welcome's audit key: {e}"))?;

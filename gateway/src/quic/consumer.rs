@@ -70,8 +70,9 @@ impl Transfer {
         query: Query,
         deadlines: Deadlines,
     ) -> Result<Transfer, ExchangeError> {
-        let mut session = ConsumerSession::new(pc.peer.clone(), local.clone(), query, deadlines, Instant::now())
-            .with_audit_key(pc.audit_key.clone());
+        let mut session =
+            ConsumerSession::new(pc.peer.clone(), local.clone(), query, deadlines, Instant::now())
+                .with_audit_key(pc.audit_key.clone());
         let who = pc.peer.node().to_string();
         let request = session.request();
         let open = async {

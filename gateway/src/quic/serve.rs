@@ -25,7 +25,9 @@ pub fn answer_request(local: &NodeId, catalog: &Catalog, peer: &VerifiedPeer, re
             if *version != PROTOCOL_VERSION {
                 Message::error(
                     ErrorCode::Unsupported,
-                    format!("protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"),
+                    format!(
+                        "protocol version {version} not supported; this gateway speaks {PROTOCOL_VERSION}"
+                    ),
                 )
             } else if node != &peer.node().to_string() {
                 Message::error(
@@ -205,12 +207,13 @@ async fn serve_stream(
 /// made: the peer then cannot witness this node's checkpoints, but can still ask.
 fn welcome_audit_key(shared: &Shared) -> Option<crate::wire::AuditKey> {
     let path = shared.cfg.audit_dir.join("signing.pub");
-    let made = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display())).and_then(|key| {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        crate::exchange::witness::audit_key(shared.link.local(), &key, now, |m| {
-            shared.signer.sign(m).map_err(|e| e.to_string())
-        })
-    });
+    let made =
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display())).and_then(|key| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            crate::exchange::witness::audit_key(shared.link.local(), &key, now, |m| {
+                shared.signer.sign(m).map_err(|e| e.to_string())
+            })
+        });
     made.map_err(|why| tracing::warn!(error = %why, "cannot vouch for the audit key in a welcome")).ok()
 }
 

@@ -235,14 +235,18 @@ mod tests {
     }
 
     fn witness() -> Box<fedgate_audit::Witness> {
-        let note = "fedgate.audit/court@wuxi.xinwu\n8\nAAAA\n\n\u{2014} fedgate.audit/court@wuxi.xinwu AAAA\n";
+        let note =
+            "fedgate.audit/court@wuxi.xinwu\n8\nAAAA\n\n\u{2014} fedgate.audit/court@wuxi.xinwu AAAA\n";
         Box::new(fedgate_audit::Witness::new(note.into(), 6, &[1; 32], &[[2; 32], [3; 32], [4; 32]]))
     }
 
     /// The frames that carry what witnessing added: the welcome's audit key, the trailer's and
     /// the error's witness.
     fn witnessing() -> Vec<Message> {
-        let audit_key = crate::wire::AuditKey { statement: "fedgate audit key statement v1\n".into(), signature: "00".into() };
+        let audit_key = crate::wire::AuditKey {
+            statement: "fedgate audit key statement v1\n".into(),
+            signature: "00".into(),
+        };
         vec![
             Message::Welcome { node: "court@wuxi.xinwu".into(), audit_key: Some(audit_key) },
             Message::Trailer {
