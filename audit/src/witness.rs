@@ -212,16 +212,14 @@ mod tests {
     fn malformed_witnesses_are_refused_not_panicked_on() {
         let k = key();
         let (w, v, _) = witness(&k, 6, 9);
-        let cases: Vec<Box<dyn Fn(&mut Witness)>> = vec![
-            Box::new(|w| w.leaf = "zz".into()),
-            Box::new(|w| w.path[0].pop().map_or((), |_| ())),
-            Box::new(|w| w.path = vec![w.path[0].clone(); MAX_PATH + 1]),
-            Box::new(|w| w.checkpoint = "x".repeat(MAX_NOTE + 1)),
-            Box::new(|w| w.checkpoint.truncate(20)),
-            Box::new(|w| {
-                w.path.pop();
-            }),
-            Box::new(|w| w.entry = 9),
+        let cases: [fn(&mut Witness); 7] = [
+            |w| w.leaf = "zz".into(),
+            |w| w.path[0].truncate(63),
+            |w| w.path = vec![w.path[0].clone(); MAX_PATH + 1],
+            |w| w.checkpoint = "x".repeat(MAX_NOTE + 1),
+            |w| w.checkpoint.truncate(20),
+            |w| drop(w.path.pop()),
+            |w| w.entry = 9,
         ];
         for (i, f) in cases.iter().enumerate() {
             let mut bad = w.clone();

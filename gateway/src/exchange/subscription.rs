@@ -317,7 +317,7 @@ impl PublisherSession {
     pub fn handle_appended(&mut self, result: Result<u64, String>) {
         match std::mem::replace(&mut self.state, PubState::Done) {
             PubState::RecordingRefusal(Refusal(code, message)) => {
-                self.send(&Message::Error { code, message });
+                self.send(&Message::error(code, message));
                 self.actions.push_back(PublisherAction::Finish);
             }
             PubState::RecordingBatch(p) => match result {
@@ -368,7 +368,7 @@ impl PublisherSession {
     }
 
     fn fail(&mut self, message: &str) {
-        self.send(&Message::Error { code: ErrorCode::Internal, message: message.into() });
+        self.send(&Message::error(ErrorCode::Internal, message));
         self.finish();
     }
 
@@ -520,7 +520,7 @@ impl SubscriberSession {
             ) => {
                 self.check_batch(span, fields, events, (count, &digest, &d, &signature, audit_seq));
             }
-            (SubState::Idle, Message::Error { code, message }) => {
+            (SubState::Idle, Message::Error { code, message, .. }) => {
                 let stop = stops(code);
                 self.events.push_back(SubscriberEvent::Refused { code, message, stop });
                 self.state = SubState::Over;
