@@ -684,6 +684,10 @@ fn reconcile_matches_both_sides_of_every_exchange_of_the_demo_federation() {
         judged.iter().any(|x| x["provider_says"] == "deny" && x["consumer_says"] == "refused"),
         "refusals pair too: {v}"
     );
+    // Every answer the demo's consumers received was witnessed, and every witness holds.
+    let witnessed = v["witnessed"].as_array().unwrap();
+    assert!(witnessed.len() >= judged.len(), "{v}");
+    assert!(witnessed.iter().all(|w| w["consistent"] == true), "{v}");
     // Without the provider's export, its exchanges are listed, not judged.
     let centre = exports.iter().find(|p| p.ends_with("mediation-center@wuxi")).unwrap();
     let o = fedgate(&["audit", "reconcile", "--auditor-key", s(&key), s(centre)]);

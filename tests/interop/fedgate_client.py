@@ -4,12 +4,16 @@
 It dials a provider with a node's certificate, then runs hello, catalog and a verified query:
 every batch is counted and hashed as received, and the trailer's count, digest and ECDSA P-256
 signature (raw r||s in hex, over the transfer summary) are checked against the provider's
-certificate. It also checks the conformance answers the document promises (unsupported,
-malformed, bad-request). Exit 0 only if everything matches; one line per check on stdout.
+certificate. When the welcome names the provider's audit key (vouched for by its certificate),
+the trailer's witness is checked too: the Ed25519 signed checkpoint and the RFC 6962 inclusion
+proof of the entry the trailer cites. It also checks the conformance answers the document
+promises (unsupported, malformed, bad-request). Exit 0 only if everything matches; one line per
+check on stdout.
 """
 
 import argparse
 import asyncio
+import base64
 import datetime
 import hashlib
 import ssl
@@ -24,6 +28,7 @@ from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, Stream
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 PROTOCOL_VERSION = 1
@@ -139,6 +144,63 @@ def verify_signature(public_key, signature_hex, message):
     public_key.verify(der, message, ec.ECDSA(hashes.SHA256()))
 
 
+def audit_key_of(welcome, provider_key, node_id):
+    """The provider's audit checkpoint key from the welcome's statement, or None if it sent none."""
+    audit_key = welcome.get("audit_key")
+    if audit_key is None:
+        return None
+    statement = audit_key["statement"]
+    verify_signature(provider_key, audit_key["signature"], statement.encode())
+    lines = statement.split("\n")
+    if lines[0] != "fedgate audit key statement v1" or lines[1] != f"node {node_id}":
+        raise ProtocolError(f"welcome: the audit key statement is not {node_id}'s: {statement!r}")
+    # name+hexkeyhash+base64(0x01 || Ed25519 public key)
+    name, _, key = lines[2].removeprefix("key ").split("+", 2)
+    raw = base64.b64decode(key)
+    if name != f"fedgate.audit/{node_id}" or raw[0] != 1:
+        raise ProtocolError(f"welcome: not {node_id}'s Ed25519 audit key: {lines[2]!r}")
+    return name, Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def verify_witness(witness, audit_key, cited):
+    """Checks a witness (docs/protocol.md, Witnessing); returns the checkpoint's size."""
+    name, key = audit_key
+    body, signatures = witness["checkpoint"].split("\n\n", 1)
+    body += "\n"
+    signed = False
+    for line in signatures.splitlines():
+        who, blob = line.removeprefix("\u2014 ").split(" ", 1)
+        if who == name:
+            key.verify(base64.b64decode(blob)[4:], body.encode())
+            signed = True
+    if not signed:
+        raise ProtocolError(f"witness: the checkpoint is not signed by {name}")
+    origin, size, root = body.split("\n")[:3]
+    size, root = int(size), base64.b64decode(root)
+    index = witness["entry"]
+    if index != cited or index >= size:
+        raise ProtocolError(f"witness: proves entry {index} of {size}, the trailer cites {cited}")
+    # RFC 9162 section 2.1.3.2
+    fn, sn, r = index, size - 1, bytes.fromhex(witness["leaf"])
+    for p in (bytes.fromhex(h) for h in witness["path"]):
+        if sn == 0:
+            raise ProtocolError("witness: proof too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0 or r != root:
+        raise ProtocolError("witness: the inclusion proof does not lead to the checkpoint's root")
+    return size
+
+
 CHECKS = {"passed": 0}
 
 
@@ -174,7 +236,8 @@ async def run(args):
         kind, fields = kind_of(frames[0][0])
         if kind != "welcome" or fields["node"] != args.peer:
             raise ProtocolError(f"hello: expected welcome from {args.peer}, got {frames[0][0]!r}")
-        ok(f"hello: welcome from {fields['node']}")
+        audit_key = audit_key_of(fields, provider_key, args.peer)
+        ok(f"hello: welcome from {fields['node']}, audit key {'vouched for by its certificate' if audit_key else 'not sent'}")
 
         # catalog
         frames = split_frames(await conn.request(frame("catalog-request")))
@@ -219,11 +282,18 @@ async def run(args):
             args.peer, args.node, args.dataset, args.purpose, count, trailer["digest"], trailer.get("truncated")
         )
         verify_signature(provider_key, trailer["signature"], summary)
+        witnessed = ""
+        if audit_key is not None:
+            if "witness" not in trailer:
+                raise ProtocolError("query: the provider named its audit key but the trailer has no witness")
+            size = verify_witness(trailer["witness"], audit_key, trailer.get("audit_seq"))
+            witnessed = f", witnessed checkpoint of {size} entries verified"
         if count < args.min_records:
             raise ProtocolError(f"query: {count} records, expected at least {args.min_records}")
         ok(
             f"query: {count} records of {len(header['fields'])} fields, sha256 {trailer['digest'][:16]}..., "
             f"signature verified, truncated={trailer.get('truncated')}, provider audit entry {trailer.get('audit_seq')}"
+            f"{witnessed}"
         )
 
         # filters travel as [field, value] pairs: ask again for the first record by its key

@@ -286,10 +286,15 @@ async fn malformed_frames_get_an_error_and_the_gateway_keeps_serving() {
     assert!(matches!(err, LinkError::Remote { code: ErrorCode::WrongIdentity, .. }), "{err}");
     // The connection still serves a proper hello.
     let hello = Message::Hello { version: 1, node: "police@wuxi.liangxi".into(), software: "t".into() };
-    assert_eq!(
-        link::request_one(&pc, &hello).await.unwrap(),
-        Message::Welcome { node: "petition@wuxi".into(), audit_key: None }
-    );
+    match link::request_one(&pc, &hello).await.unwrap() {
+        Message::Welcome { node, audit_key: Some(k) } => {
+            assert_eq!(node, "petition@wuxi");
+            // Its audit key, vouched for by the certificate this connection was made with.
+            let (name, _) = fedgate_gateway::exchange::witness::audit_verifier(&pc.peer, &k).unwrap();
+            assert_eq!(name, "fedgate.audit/petition@wuxi");
+        }
+        other => panic!("expected a welcome naming the audit key, got {other:?}"),
+    }
     server.shutdown().await;
 }
 
