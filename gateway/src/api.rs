@@ -325,11 +325,7 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
             entry.dataset = Some(dataset);
             entry.purpose = Some(purpose);
             entry.filters = filters;
-            entry.decision = Some(e.refusal_decision().into());
-            entry.reason = Some(e.to_string());
-            // The provider's proof that it recorded the refusal, for auditors to reconcile.
-            entry.witness = e.witness().cloned();
-            entry.provider_entry = entry.witness.as_ref().map(|w| w.entry);
+            e.refusal_receipt(&mut entry);
             entry.code = Some(failure_code(&e).to_owned());
             entry.exchange = exchange;
             entry.records = Some(0);

@@ -360,8 +360,7 @@ async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
                 entry.counterpart = Some(case.provider.into());
                 entry.dataset = Some(case.dataset.into());
                 entry.purpose = Some(case.purpose.into());
-                entry.decision = Some("refused".into());
-                entry.reason = Some(e.to_string());
+                e.refusal_receipt(&mut entry);
                 entry.exchange = exchange;
                 consumer.shared().audit.append(entry).await?;
                 continue;

@@ -120,6 +120,15 @@ impl ExchangeError {
             _ => None,
         }
     }
+
+    /// Fills in the consumer's receipt for a query that failed before any record: the
+    /// decision, why, and the provider's witness of its entry for it (which it cites).
+    pub fn refusal_receipt(&self, entry: &mut fedgate_audit::Entry) {
+        entry.decision = Some(self.refusal_decision().into());
+        entry.reason = Some(self.to_string());
+        entry.witness = self.witness().cloned();
+        entry.provider_entry = entry.witness.as_ref().map(|w| w.entry);
+    }
 }
 
 /// What a consumer was waiting for when its time ran out.
