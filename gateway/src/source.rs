@@ -192,8 +192,11 @@ mod pool {
 
     use super::{open_sqlite, SourceError};
 
-    /// Idle connections kept per file (more concurrent reads open more, then close them).
-    const IDLE_PER_FILE: usize = 8;
+    /// Idle connections kept per file; more concurrent reads open more, then close them. Sized
+    /// for 64 queries in flight without opening and closing a connection per query (profiled:
+    /// with 8, opening and closing was ~4 % of the provider's CPU at 64 in flight), while a
+    /// read-only connection's page cache stays small for one-record reads.
+    const IDLE_PER_FILE: usize = 64;
 
     /// A connection and the file it was opened on.
     pub(super) struct Pooled {
@@ -470,7 +473,7 @@ mod pg_pool {
 
     use super::SourceError;
 
-    const IDLE_PER_SOURCE: usize = 8;
+    const IDLE_PER_SOURCE: usize = 16;
     /// Prepared statements kept per connection (a source sees a few query shapes).
     const STATEMENTS: usize = 32;
 
