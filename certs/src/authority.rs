@@ -220,6 +220,19 @@ impl Authority {
         self.key.serialize_pem()
     }
 
+    /// A fixed-length ECDSA P-256 signature of `message` with this CA's key (what signs a
+    /// federation directory; certificates and CRLs are signed through rcgen).
+    pub fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, IssueError> {
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(alg, &self.key.serialize_der(), &rng)
+            .map_err(|e| IssueError::NotACa(format!("{}: key cannot sign: {e}", self.info.subject)))?;
+        let sig = key
+            .sign(&rng, message)
+            .map_err(|e| IssueError::NotACa(format!("{}: signing failed: {e}", self.info.subject)))?;
+        Ok(sig.as_ref().to_vec())
+    }
+
     /// This CA followed by its parents, root excluded: what goes after a leaf it signs.
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
         if self.is_root() {

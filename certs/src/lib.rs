@@ -9,9 +9,11 @@
 //! the PEM files of a CA or node folder, [`verify`] turns a presented chain into a
 //! [`VerifiedPeer`] — a token nothing else can make — and [`tls`] wires that into rustls (ring
 //! provider only, TLS 1.3 only) with revocation lists that reload without a restart.
+//! [`directory`] is the federation directory those CAs sign: nodes, addresses, responsibility.
 #![warn(missing_docs)]
 
 pub mod authority;
+pub mod directory;
 pub mod inspect;
 pub mod names;
 pub mod sign;

@@ -1,0 +1,148 @@
+//! The combined view of a gateway's verified directories: merging newer ones in, looking nodes
+//! up, and resolving "department D for region R".
+
+use std::collections::BTreeMap;
+
+use fedgate_catalog::{NodeId, Region};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use super::{verify, Bundle, DirectoryError, Entry, Verified};
+
+/// Verified directories, at most one per scope.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct View {
+    docs: BTreeMap<Region, Verified>,
+}
+
+/// What merging an offered view into the current one did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Merge {
+    /// The view after the merge (the current one if nothing was accepted).
+    pub view: View,
+    /// The directories taken in, as `scope vN`.
+    pub accepted: Vec<String>,
+    /// The directories refused (older, or same version with other contents), each with why.
+    pub refused: Vec<DirectoryError>,
+}
+
+impl View {
+    /// Verifies every directory of `bundle` against `root` at `now`; any failure refuses the
+    /// whole bundle (a file or an offer is used whole or not at all).
+    pub fn verify(
+        bundle: &Bundle,
+        root: &CertificateDer<'_>,
+        now: OffsetDateTime,
+    ) -> Result<View, DirectoryError> {
+        let mut docs = BTreeMap::new();
+        for signed in &bundle.docs {
+            let v = verify(signed, root, now)?;
+            let scope = v.directory().scope.clone();
+            if docs.insert(scope.clone(), v).is_some() {
+                return Err(DirectoryError::DuplicateScope(scope.to_string()));
+            }
+        }
+        Ok(View { docs })
+    }
+
+    /// True if and only if no directory is held.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// The directories held, broadest scope first.
+    pub fn directories(&self) -> impl Iterator<Item = &Verified> {
+        let mut v: Vec<&Verified> = self.docs.values().collect();
+        v.sort_by_key(|d| (d.directory().scope.level(), d.directory().scope.clone()));
+        v.into_iter()
+    }
+
+    /// The bundle to persist or send.
+    pub fn bundle(&self) -> Bundle {
+        Bundle { docs: self.directories().map(|v| v.signed().clone()).collect() }
+    }
+
+    /// `(scope, version)` of every directory held: what a gateway tells a peer it has.
+    pub fn summary(&self) -> Vec<(String, u64)> {
+        self.directories().map(|v| (v.directory().scope.to_string(), v.directory().version)).collect()
+    }
+
+    /// True if and only if this view holds a directory newer than `have` says the peer holds
+    /// (or of a scope the peer lacks).
+    pub fn newer_than(&self, have: &[(String, u64)]) -> bool {
+        self.docs.iter().any(|(scope, v)| {
+            let theirs = have.iter().filter(|(s, _)| s == scope.as_str()).map(|(_, n)| *n).max();
+            theirs.map_or(true, |n| n < v.directory().version)
+        })
+    }
+
+    /// Takes each directory of `offered` whose scope is new or whose version is higher than the
+    /// one held; an older one, or the same version with other contents, is refused and the one
+    /// held kept. Never goes back.
+    pub fn merge(&self, offered: &View) -> Merge {
+        let mut view = self.clone();
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for (scope, incoming) in &offered.docs {
+            let dir = incoming.directory();
+            match self.docs.get(scope) {
+                Some(held) if held.directory().version > dir.version => refused.push(DirectoryError::Older {
+                    dir: dir.label(),
+                    scope: scope.to_string(),
+                    have: held.directory().version,
+                }),
+                Some(held) if held.directory().version == dir.version => {
+                    if held.signed().body() != incoming.signed().body() {
+                        refused.push(DirectoryError::Conflict { dir: dir.label(), scope: scope.to_string() });
+                    }
+                }
+                _ => {
+                    accepted.push(dir.label());
+                    view.docs.insert(scope.clone(), incoming.clone());
+                }
+            }
+        }
+        Merge { view, accepted, refused }
+    }
+
+    /// Every node, each from the narrowest scope that lists it (a region's own directory speaks
+    /// for its subtree over the root's), sorted by id.
+    pub fn entries(&self) -> Vec<&Entry> {
+        let mut by_node: BTreeMap<String, &Entry> = BTreeMap::new();
+        for v in self.directories() {
+            for e in v.directory().nodes() {
+                by_node.insert(e.node.to_string(), e);
+            }
+        }
+        by_node.into_values().collect()
+    }
+
+    /// The entry for `node`, if listed.
+    pub fn entry(&self, node: &NodeId) -> Option<&Entry> {
+        self.entries().into_iter().find(|e| &e.node == node)
+    }
+
+    /// The node of `department` responsible for `region` (see [`resolve`]).
+    pub fn resolve(&self, department: &str, region: &Region) -> Option<&Entry> {
+        resolve(self.entries(), department, region)
+    }
+}
+
+/// The node of `department` responsible for `region`: the nearest one whose region covers it,
+/// found by walking from `region` up towards the top (the street's office before the
+/// district's before the city's). `None` if the department has no node on that path.
+pub fn resolve<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    department: &str,
+    region: &Region,
+) -> Option<&'a Entry> {
+    let mine: Vec<&Entry> = entries.into_iter().filter(|e| e.node.department() == department).collect();
+    let mut at = Some(region.clone());
+    while let Some(r) = at {
+        if let Some(e) = mine.iter().find(|e| e.node.region() == &r) {
+            return Some(e);
+        }
+        at = r.parent();
+    }
+    None
+}
