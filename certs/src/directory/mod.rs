@@ -213,7 +213,7 @@ impl Directory {
                 federation: federation.to_string(),
             });
         }
-        nodes.sort_by(|a, b| a.node.to_string().cmp(&b.node.to_string()));
+        nodes.sort_by_cached_key(|e| e.node.to_string());
         for pair in nodes.windows(2) {
             if pair[0].node == pair[1].node {
                 return Err(DirectoryError::DuplicateNode { dir: name, node: pair[0].node.to_string() });

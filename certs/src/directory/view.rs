@@ -73,7 +73,7 @@ impl View {
     pub fn newer_than(&self, have: &[(String, u64)]) -> bool {
         self.docs.iter().any(|(scope, v)| {
             let theirs = have.iter().filter(|(s, _)| s == scope.as_str()).map(|(_, n)| *n).max();
-            theirs.map_or(true, |n| n < v.directory().version)
+            !matches!(theirs, Some(n) if n >= v.directory().version)
         })
     }
 
