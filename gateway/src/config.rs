@@ -134,6 +134,12 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How much of the past the event log keeps for subscribers (`[events]`).
     pub events_backlog: crate::events::Backlog,
+    /// The signed federation directory the operator installs (`directory`), re-read when it
+    /// changes; peers and addresses not under `[[peers]]` are found there.
+    pub directory: Option<PathBuf>,
+    /// Where the node keeps the newest directory it has verified, from the file or from peers:
+    /// `directory.cbor` in the state folder.
+    pub directory_state: PathBuf,
 }
 
 /// How much the local API lets its clients hold, so no client can starve the node of sockets.
@@ -169,7 +175,7 @@ impl Config {
         }
     }
 
-    /// The peer with node id `node`, if configured.
+    /// The peer with node id `node`, if listed under `[[peers]]` (which overrides the directory).
     pub fn peer(&self, node: &NodeId) -> Option<&PeerConfig> {
         self.peers.iter().find(|p| &p.node == node)
     }
@@ -194,6 +200,7 @@ const TOP_KEYS: &[&str] = &[
     "api_limits",
     "state_dir",
     "events",
+    "directory",
 ];
 const EVENTS_KEYS: &[&str] = &["max_age_secs", "max_count"];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
@@ -254,8 +261,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let audit_key = path_or(&mut src, "audit_key", "audit.key");
     let audit_signing_key = path_or(&mut src, "audit_signing_key", "audit-signing.key");
     let api_limits = api_limits(&root, &mut src);
+    let directory = root.opt_str(&mut src, "directory").map(|(s, _)| dir.join(s));
     let (audit_retention_days, auditor_keys) = audit_table(&root, &mut src, &dir);
     let state_dir = path_or(&mut src, "state_dir", "state");
+    let directory_state = state_dir.join("directory.cbor");
     let events_backlog = events_table(&root, &mut src);
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
@@ -281,6 +290,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             api_limits,
             state_dir,
             events_backlog,
+            directory,
+            directory_state,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }
@@ -547,6 +558,19 @@ address = "127.0.0.1:7402"
         let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
         assert!(err.contains("`api_limits.max_connections` must be between 1 and 1000000"), "{err}");
         assert!(err.contains("g.toml:18:1: unknown key `api_limits.idle`"), "{err}");
+    }
+
+    #[test]
+    fn the_directory_is_optional_and_resolved_against_the_folder() {
+        let c = parse(Path::new("/srv/police/gateway.toml"), GOOD).unwrap();
+        assert_eq!(c.directory, None);
+        assert_eq!(c.directory_state, PathBuf::from("/srv/police/state/directory.cbor"));
+        let text = GOOD.replace("[tls]", "directory = \"../directory.cbor\"\n\n[tls]");
+        let c = parse(Path::new("/srv/police/gateway.toml"), &text).unwrap();
+        assert_eq!(c.directory, Some(PathBuf::from("/srv/police/../directory.cbor")));
+        let bad = GOOD.replace("[tls]", "directory = 3\n\n[tls]");
+        let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("g.toml:5:13: `directory` must be a string"), "{err}");
     }
 
     #[test]

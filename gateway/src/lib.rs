@@ -9,6 +9,8 @@
 //!   take `now`, frames and source batches and return frames, audit entries and source reads.
 //!   Every decision, cap, quota, deadline and trailer check is here; tests drive the two
 //!   against each other in memory.
+//! - [`directory`]: the federation directory a node holds (verified by `fedgate-certs`),
+//!   persisted in its state folder; where peers' addresses come from beside `[[peers]]`.
 //! - [`state`]: what a running node's tasks share (rules in force, link, audit log, quotas)
 //!   and how it is loaded from the node's files.
 //! - [`quic`]: the QUIC drivers: the accept loop and one task per stream, running the
@@ -35,6 +37,8 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod directory;
+pub mod directory_cli;
 pub mod error;
 pub mod events;
 pub mod exchange;

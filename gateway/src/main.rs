@@ -78,6 +78,13 @@ enum Command {
     /// The audit log: verify it, read it, prove an entry, export it for an auditor.
     #[command(subcommand)]
     Audit(fedgate_gateway::audit_cli::Command),
+    /// The signed federation directory: build, sign, show, check, resolve.
+    ///
+    /// A directory lists the federation's nodes (id, department, region, QUIC address), signed
+    /// by the root or by a region CA for its own subtree. Gateways that name it in gateway.toml
+    /// (`directory = "FILE"`) find peers there and hand newer ones to each other.
+    #[command(subcommand)]
+    Directory(fedgate_gateway::directory_cli::Command),
     /// Ask a peer for records, through this node's running gateway.
     ///
     /// The peer decides by its grants what you get: rows of your jurisdiction (unless a grant
@@ -413,6 +420,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy(cmd),
         Command::Query(a) => query(a),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
+        Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "fedgate", &mut std::io::stdout());

@@ -47,6 +47,13 @@ impl RunningNode {
         let audit_key = fedgate_audit::checkpoint::verifier_key(&origin, &keys.public_key());
         let (audit, recovery) =
             AuditLog::open_with(&cfg.audit_dir, &origin, keys, crate::audit_trust::log_options(&cfg))?;
+        let (directory, directory_queue) = crate::directory::NodeDirectory::load(
+            cfg.directory.as_deref(),
+            &cfg.directory_state,
+            id.trust.root().clone(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|(path, why)| file_err(&path, why))?;
         let verifier = FederationVerifier::new(id.trust);
         let me = cfg.node.clone();
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -107,6 +114,7 @@ impl RunningNode {
             audit,
             sources: Default::default(),
             admission: Arc::default(),
+            directory,
             inbound: Default::default(),
             events,
         });
@@ -130,7 +138,10 @@ impl RunningNode {
             tokio::spawn(rejection_summaries(shared.clone())),
             tokio::spawn(reload_loop(shared.clone())),
             tokio::spawn(crate::api::serve(api_listener, shared.clone(), token)),
+            tokio::spawn(crate::quic::directory::sync_loop(shared.clone(), directory_queue)),
         ];
+        // Peers that took in a newer directory while this node was down hand it over now.
+        crate::quic::directory::announce(&shared);
         tracing::info!(
             node = %shared.cfg.node,
             quic = %link.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -213,10 +224,17 @@ async fn reload_loop(shared: Arc<Shared>) {
     let mut seen_rules = mtimes(&rules);
     let own = [shared.cfg.tls.cert.clone(), shared.cfg.tls.key.clone()];
     let mut seen_own = mtimes(&own);
+    let directory: Vec<PathBuf> = shared.cfg.directory.iter().cloned().collect();
+    let mut seen_directory = mtimes(&directory);
     let mut tick = tokio::time::interval(shared.cfg.reload_interval);
     loop {
         tick.tick().await;
         shared.recheck_sources().await;
+        let now_directory = mtimes(&directory);
+        if now_directory != seen_directory {
+            seen_directory = now_directory;
+            reload_directory(&shared).await;
+        }
         let now_rules = mtimes(&rules);
         if now_rules != seen_rules {
             seen_rules = now_rules;
@@ -242,6 +260,18 @@ async fn reload_loop(shared: Arc<Shared>) {
                     tracing::warn!(error = %e, "revocation list reload failed; keeping the previous lists")
                 }
             }
+        }
+    }
+}
+
+/// Takes in the operator's directory file if it holds something newer; a file that does not
+/// verify is reported and the directory in force kept.
+async fn reload_directory(shared: &Arc<Shared>) {
+    let Some(file) = &shared.cfg.directory else { return };
+    match crate::directory::read_bundle(file) {
+        Ok(bundle) => crate::quic::directory::install(shared, &bundle, &file.display().to_string()).await,
+        Err(why) => {
+            tracing::error!(file = %file.display(), error = %why, "directory file changed but does not load; the current directory stays in force")
         }
     }
 }

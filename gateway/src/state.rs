@@ -37,9 +37,19 @@ pub enum NodeError {
     /// The link failed.
     #[error(transparent)]
     Link(#[from] LinkError),
-    /// The peer is not in the config.
-    #[error("{0} is not a configured peer (add it under [[peers]] in the config)")]
+    /// The peer is neither in the config nor in the federation directory.
+    #[error("{0} is neither under [[peers]] in the config nor in the federation directory")]
     UnknownPeer(NodeId),
+    /// The peer's certificate is not the one the directory pins for it.
+    #[error("{node}: its certificate (sha256 {got}) is not the one the federation directory pins ({want})")]
+    NotPinned {
+        /// The peer.
+        node: NodeId,
+        /// The fingerprint it presented.
+        got: String,
+        /// The fingerprint the directory lists.
+        want: String,
+    },
     /// The catalog files are unreadable, invalid or not this node's.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -204,6 +214,8 @@ pub struct Shared {
     pub sources: crate::sources::SourceGate,
     /// Live peer connections and buffered request bytes, against their caps.
     pub admission: Arc<crate::admission::Admission>,
+    /// The federation directory in force.
+    pub directory: crate::directory::NodeDirectory,
     // Admitted inbound connections per peer, oldest first: the ones a reconnecting peer replaces.
     pub(crate) inbound: std::sync::Mutex<HashMap<NodeId, VecDeque<quinn::Connection>>>,
     /// Changes to this node's datasets, kept for subscribers (`state_dir/events.db`).
@@ -312,10 +324,32 @@ impl Shared {
         &self.masking_secret
     }
 
-    /// Connects to a configured peer (or reuses the connection).
+    /// Where `node` listens: its `[[peers]]` entry, which overrides the directory, else the
+    /// directory's.
+    pub fn address_of(&self, node: &NodeId) -> Result<std::net::SocketAddr, NodeError> {
+        self.cfg
+            .peer(node)
+            .map(|p| p.address)
+            .or_else(|| self.directory.address(node))
+            .ok_or_else(|| NodeError::UnknownPeer(node.clone()))
+    }
+
+    /// Connects to a peer found under `[[peers]]` or in the directory (or reuses the
+    /// connection). A certificate other than the one the directory pins is refused; on a new
+    /// connection, the two sides exchange what directories they hold.
     pub async fn peer(&self, node: &NodeId) -> Result<PeerConnection, NodeError> {
-        let p = self.cfg.peer(node).ok_or_else(|| NodeError::UnknownPeer(node.clone()))?;
-        Ok(self.link.connection(&p.node, p.address).await?)
+        let pc = self.link.connection(node, self.address_of(node)?).await?;
+        if let Some(want) = self.directory.pinned(node) {
+            if pc.peer.fingerprint() != &want {
+                return Err(NodeError::NotPinned {
+                    node: node.clone(),
+                    got: fedgate_catalog::hex(pc.peer.fingerprint()),
+                    want: fedgate_catalog::hex(&want),
+                });
+            }
+        }
+        self.directory.connected(node, pc.conn.stable_id());
+        Ok(pc)
     }
 
     /// A peer's catalog metadata, asked over QUIC.

@@ -201,6 +201,21 @@ impl Signed {
     }
 }
 
+/// On the wire a bundle is one CBOR byte string holding its own encoding, decoded (and size
+/// capped) with the message that carries it; verification is still the receiver's to do.
+impl Serialize for Bundle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Bundle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bundle, D::Error> {
+        let Bytes(bytes) = Bytes::deserialize(d)?;
+        Bundle::decode(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The signed directories a gateway holds or sends: at most one per scope.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bundle {

@@ -42,7 +42,7 @@ pub fn parse_source(
             None
         }
         None if version.is_none() => {
-            src.error(root.span(), "missing required key `version` (or pass --version)");
+            src.error(root.span(), "missing required key `version` (or pass --directory-version)");
             None
         }
         None => None,

@@ -160,6 +160,8 @@ fn an_older_version_is_refused_and_the_current_kept() {
     let m = v5.merge(&both);
     assert_eq!(m.accepted, vec!["wuxi v6".to_owned(), "wuxi.liangxi v1".to_owned()]);
     assert!(v5.newer_than(&[]) && !v5.newer_than(&[("wuxi".into(), 5)]) && both.newer_than(&v5.summary()));
+    assert!(v5.behind(&both.summary()) && !both.behind(&v5.summary()) && !v5.behind(&[("wuxi".into(), 5)]));
+    assert!(v5.behind(&[("wuxi.xinwu".into(), 1)]));
 }
 
 #[test]

@@ -77,6 +77,16 @@ impl View {
         })
     }
 
+    /// True if and only if `have` (a peer's summary) lists a scope this view lacks or a version
+    /// higher than the one held: the peer has something to fetch.
+    pub fn behind(&self, have: &[(String, u64)]) -> bool {
+        have.iter().any(|(scope, n)| {
+            let held =
+                self.docs.iter().find(|(s, _)| s.as_str() == scope).map(|(_, v)| v.directory().version);
+            !matches!(held, Some(h) if h >= *n)
+        })
+    }
+
     /// Takes each directory of `offered` whose scope is new or whose version is higher than the
     /// one held; an older one, or the same version with other contents, is refused and the one
     /// held kept. Never goes back.

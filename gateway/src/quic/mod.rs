@@ -3,6 +3,7 @@
 //! nothing themselves.
 
 pub mod consumer;
+pub mod directory;
 pub mod provider;
 pub mod serve;
 

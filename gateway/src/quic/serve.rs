@@ -189,6 +189,12 @@ async fn serve_stream(
         Ok(m) => m,
         Err(refused) => return refuse_request(&shared, &peer, send, recv, refused).await,
     };
+    if let Message::DirectoryOffer { have } = &req {
+        let answer = crate::quic::directory::answer_offer(&shared, peer.node(), have);
+        let _ = link::write_frame(&mut send, &answer, &who).await;
+        let _ = send.finish();
+        return;
+    }
     if let Message::Query { dataset, purpose, filters, limit, exchange } = req {
         let query = crate::exchange::Query { dataset, purpose, filters, limit, exchange };
         crate::quic::provider::serve_query(shared, peer, send, query).await;

@@ -33,6 +33,12 @@ pub const MAX_NODE_ID: usize = 63 + 1 + 4 * 63 + 3;
 /// The hello's software string is informational (`fedgate 0.1.0`); 128 bytes is plenty.
 pub const MAX_SOFTWARE: usize = 128;
 
+/// Directories a `directory-offer` may list: one per scope, and a federation has one root
+/// directory plus at most one per region below it that signs its own.
+pub const MAX_DIRECTORY_SCOPES: usize = 256;
+/// A scope in a `directory-offer` is a region path: 4 labels of 63 bytes and their dots.
+pub const MAX_SCOPE: usize = 4 * 63 + 3;
+
 /// Concurrent request streams a peer may have open on one connection. A gateway asks a few
 /// queries at a time; this bounds what one connection can make a provider hold at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
@@ -124,6 +130,18 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
             text("exchange", exchange, 32)?;
             check_asked(dataset, purpose, filters)
         }
+        Message::DirectoryOffer { have } => {
+            if have.len() > MAX_DIRECTORY_SCOPES {
+                return Err(RequestError::TooMany {
+                    field: "have",
+                    count: have.len(),
+                    max: MAX_DIRECTORY_SCOPES,
+                });
+            }
+            have.iter()
+                .enumerate()
+                .try_for_each(|(i, (scope, _))| text(format!("have[{i}].scope"), scope, MAX_SCOPE))
+        }
         Message::Query { dataset, purpose, filters, limit, exchange } => {
             if let Some(x) = exchange {
                 text("exchange", x, 32)?;
@@ -206,6 +224,21 @@ mod tests {
         assert!(
             matches!(check_request(&hello), Err(RequestError::TooLong { ref field, .. }) if field == "hello.software")
         );
+    }
+
+    #[test]
+    fn directory_offers_are_capped() {
+        let offer = |n: usize, len: usize| Message::DirectoryOffer { have: vec![("w".repeat(len), 1); n] };
+        assert!(check_request(&offer(MAX_DIRECTORY_SCOPES, MAX_SCOPE)).is_ok());
+        assert!(matches!(
+            check_request(&offer(MAX_DIRECTORY_SCOPES + 1, 4)),
+            Err(RequestError::TooMany { .. })
+        ));
+        assert!(
+            matches!(check_request(&offer(1, MAX_SCOPE + 1)), Err(RequestError::TooLong { ref field, .. }) if field == "have[0].scope")
+        );
+        // The largest offer still fits one request frame.
+        assert!(crate::wire::encode(&offer(MAX_DIRECTORY_SCOPES, MAX_SCOPE)).len() <= MAX_REQUEST_FRAME);
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl Message {
         "events-request",
         "events",
         "events-trailer",
+        "directory-offer",
+        "directory",
     ];
 
     /// This message's kind, as it appears on the wire (one of [`Message::KINDS`]).
@@ -154,6 +156,8 @@ impl Message {
             Message::Hello { .. } => "hello",
             Message::Welcome { .. } => "welcome",
             Message::Error { .. } => "error",
+            Message::DirectoryOffer { .. } => "directory-offer",
+            Message::Directory { .. } => "directory",
             Message::CatalogRequest => "catalog-request",
             Message::Catalog { .. } => "catalog",
             Message::Query { .. } => "query",
@@ -290,6 +294,22 @@ pub enum Message {
         signature: String,
         /// Where the provider recorded the batch in its audit log.
         audit_seq: Option<u64>,
+    },
+    /// Says which federation directories the asker holds, `(scope, version)`, and asks for
+    /// newer ones. Sent right after connecting, and to tell a peer a newer directory is here
+    /// (the peer then asks back).
+    DirectoryOffer {
+        /// The asker's directories.
+        have: Vec<(String, u64)>,
+    },
+    /// Answer to `DirectoryOffer`: the provider's directories, and its signed bundle if it holds
+    /// anything newer than the asker said (verified by the asker before any use).
+    Directory {
+        /// The provider's directories.
+        have: Vec<(String, u64)>,
+        /// Its bundle, only when the asker lacks something in it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bundle: Option<fedgate_certs::directory::Bundle>,
     },
     /// A typed failure with a message a steward can act on.
     Error {
