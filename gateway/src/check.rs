@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedgate_catalog::Catalog;
+use std::net::SocketAddr;
+
+use fedgate_catalog::{Catalog, NodeId};
 use fedgate_certs::{inspect, store};
 use time::OffsetDateTime;
 
@@ -112,10 +114,40 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
             ));
         }
     }
+    let listed = identity.as_ref().map_or_else(Vec::new, |id| directory(&cfg, id, now, &mut f));
     if let (Some(id), true) = (identity, dial_peers) {
-        peers(&cfg, id, &mut f).await;
+        peers(&cfg, id, &listed, &mut f).await;
     }
     f.0
+}
+
+/// Verifies the `directory` file (and the directory the node holds from peers) against the
+/// federation root; returns the peers it lists that `[[peers]]` does not override.
+fn directory(
+    cfg: &Config,
+    id: &state::Identity,
+    now: OffsetDateTime,
+    f: &mut Findings,
+) -> Vec<(NodeId, SocketAddr)> {
+    let root = id.trust.root();
+    let mut view = fedgate_certs::directory::View::default();
+    if cfg.directory_state.exists() {
+        match crate::directory::load_view(&cfg.directory_state, root, now) {
+            Ok(v) => view = v,
+            Err(why) => f.warn(format!("{}: ignored at start: {why}", cfg.directory_state.display())),
+        }
+    }
+    if let Some(file) = &cfg.directory {
+        match crate::directory::load_view(file, root, now) {
+            Ok(v) => view = view.merge(&v).view,
+            Err(why) => f.error(format!("{}: {why}", file.display())),
+        }
+    }
+    view.entries()
+        .into_iter()
+        .filter(|e| e.node != cfg.node && cfg.peer(&e.node).is_none())
+        .map(|e| (e.node.clone(), e.address))
+        .collect()
 }
 
 fn grants(cfg: &Config, catalog: Option<&Catalog>, f: &mut Findings) {
@@ -224,10 +256,12 @@ fn certificates(cfg: &Config, now: OffsetDateTime, f: &mut Findings) -> Option<s
     id
 }
 
-/// Dials every configured peer from a throw-away endpoint with the node's identity and checks
-/// the hello, concurrently.
-async fn peers(cfg: &Config, id: state::Identity, f: &mut Findings) {
-    if cfg.peers.is_empty() {
+/// Dials every peer (`[[peers]]`, then the directory's `listed`) from a throw-away endpoint
+/// with the node's identity and checks the hello, concurrently.
+async fn peers(cfg: &Config, id: state::Identity, listed: &[(NodeId, SocketAddr)], f: &mut Findings) {
+    let all: Vec<(NodeId, SocketAddr)> =
+        cfg.peers.iter().map(|p| (p.node.clone(), p.address)).chain(listed.iter().cloned()).collect();
+    if all.is_empty() {
         return;
     }
     let verifier = fedgate_certs::tls::FederationVerifier::new(id.trust);
@@ -239,22 +273,20 @@ async fn peers(cfg: &Config, id: state::Identity, f: &mut Findings) {
             return;
         }
     };
-    let dials = cfg.peers.iter().map(|p| {
+    let dials = all.iter().map(|(node, address)| {
         let link = link.clone();
         async move {
-            let r = tokio::time::timeout(PEER_TIMEOUT, link.connection(&p.node, p.address)).await;
-            (p, r)
+            let r = tokio::time::timeout(PEER_TIMEOUT, link.connection(node, *address)).await;
+            (node, address, r)
         }
     });
-    for (p, r) in futures::future::join_all(dials).await {
+    for (node, address, r) in futures::future::join_all(dials).await {
         match r {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => f.error(format!("peer {} at {}: {e}", p.node, p.address)),
+            Ok(Err(e)) => f.error(format!("peer {node} at {address}: {e}")),
             Err(_) => f.error(format!(
-                "peer {} at {}: no handshake within {PEER_TIMEOUT:?} (is it running, and is UDP {} open?)",
-                p.node,
-                p.address,
-                p.address.port()
+                "peer {node} at {address}: no handshake within {PEER_TIMEOUT:?} (is it running, and is UDP {} open?)",
+                address.port()
             )),
         }
     }
