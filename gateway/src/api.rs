@@ -222,17 +222,24 @@ async fn own_catalog(State(st): State<ApiState>) -> Response {
 struct PeerInfo {
     node: String,
     address: String,
+    /// `config` (`[[peers]]`) or `directory`.
+    source: &'static str,
 }
 
+/// `[[peers]]` first, then the directory's nodes it does not override (this node excluded).
 async fn peers(State(st): State<ApiState>) -> Json<Vec<PeerInfo>> {
-    Json(
-        st.shared
-            .cfg
-            .peers
-            .iter()
-            .map(|p| PeerInfo { node: p.node.to_string(), address: p.address.to_string() })
-            .collect(),
-    )
+    let cfg = &st.shared.cfg;
+    let configured = cfg.peers.iter().map(|p| PeerInfo {
+        node: p.node.to_string(),
+        address: p.address.to_string(),
+        source: "config",
+    });
+    let view = st.shared.directory.view();
+    let listed =
+        view.entries().into_iter().filter(|e| e.node != cfg.node && cfg.peer(&e.node).is_none()).map(|e| {
+            PeerInfo { node: e.node.to_string(), address: e.address.to_string(), source: "directory" }
+        });
+    Json(configured.chain(listed).collect())
 }
 
 async fn peer_catalog(

@@ -570,7 +570,7 @@ address = "127.0.0.1:7402"
         assert_eq!(c.directory, Some(PathBuf::from("/srv/police/../directory.cbor")));
         let bad = GOOD.replace("[tls]", "directory = 3\n\n[tls]");
         let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
-        assert!(err.contains("g.toml:5:13: `directory` must be a string"), "{err}");
+        assert!(err.contains("g.toml:6:13: `directory` must be a string"), "{err}");
     }
 
     #[test]

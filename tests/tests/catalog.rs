@@ -45,7 +45,12 @@ async fn peers_see_shareable_metadata_through_the_local_api() {
     .unwrap();
     assert_eq!(via_api, seen);
     // An unknown peer and a bad token are clear errors.
-    assert!(unknown.contains("court@wuxi.xinwu is not a configured peer"), "{unknown}");
+    assert!(
+        unknown.contains(
+            "court@wuxi.xinwu is neither under [[peers]] in the config nor in the federation directory"
+        ),
+        "{unknown}"
+    );
     assert!(bad_token.contains("bearer token"), "{bad_token}");
     provider.shutdown().await;
     consumer.shutdown().await;

@@ -110,3 +110,46 @@ async fn a_config_error_stops_the_check_with_located_messages() {
         "{errs:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_is_verified_and_its_peers_dialled() {
+    use fedgate_certs::directory::{self, Bundle, Directory, Entry};
+    let fed = Federation::new();
+    let peer = fed.start("mediation-center@wuxi").await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nodes = vec![
+        Entry { node: id("mediation-center@wuxi"), address: peer.quic_addr().unwrap(), fingerprint: None },
+        Entry { node: id("petition@wuxi"), address: silent.local_addr().unwrap(), fingerprint: None },
+    ];
+    let dir = Directory::new(region("wuxi"), region("wuxi"), 1, 0, nodes).unwrap();
+    let write = |name: &str, ca: &fedgate_certs::authority::Authority| {
+        let bundle = Bundle { docs: vec![directory::sign(&dir, ca).unwrap()] };
+        let p = fed.dir.path().join(name);
+        std::fs::write(&p, bundle.encode()).unwrap();
+        p
+    };
+    let good = write("good.cbor", &fed.root);
+    let extra = format!("directory = {:?}\n", path_str(&good));
+    let path = fed.node_folder_with("police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"), &extra);
+    let found = check::run(&path, now(), true).await;
+    // The directory's running peer passes; the silent one is named with its directory address.
+    let errs = errors(&found);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!("peer petition@wuxi at {}:", silent.local_addr().unwrap())),
+        "{errs:?}"
+    );
+    // Signed by another federation's root of the same name: refused, naming the file.
+    let forger = fedgate_certs::authority::Authority::new_root(&region("wuxi"), now(), 10).unwrap();
+    let forged = write("forged.cbor", &forger);
+    let extra = format!("directory = {:?}\n", path_str(&forged));
+    let path = fed.node_folder_with("police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"), &extra);
+    let found = check::run(&path, now(), false).await;
+    let errs = errors(&found);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!("{}: directory wuxi v1: signature does not verify", forged.display())),
+        "{errs:?}"
+    );
+    peer.shutdown().await;
+}

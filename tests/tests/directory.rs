@@ -114,6 +114,15 @@ async fn gateways_with_only_a_directory_find_and_query_each_other() {
         err,
         "court@wuxi.xinwu is neither under [[peers]] in the config nor in the federation directory"
     );
+    // The local API lists the directory's peers, with where each came from.
+    let cfg = p.b.config().clone();
+    let peers: serde_json::Value = tokio::task::spawn_blocking(move || {
+        fedgate_gateway::client::Client::new(&cfg).unwrap().get_json("/v1/peers").unwrap()
+    })
+    .await
+    .unwrap();
+    let want = serde_json::json!([{"node": A, "address": p.addrs[0].to_string(), "source": "directory"}]);
+    assert_eq!(peers, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

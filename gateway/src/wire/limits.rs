@@ -34,8 +34,9 @@ pub const MAX_NODE_ID: usize = 63 + 1 + 4 * 63 + 3;
 pub const MAX_SOFTWARE: usize = 128;
 
 /// Directories a `directory-offer` may list: one per scope, and a federation has one root
-/// directory plus at most one per region below it that signs its own.
-pub const MAX_DIRECTORY_SCOPES: usize = 256;
+/// directory plus one per region CA that signs its own (a city's districts and a few more);
+/// at this cap and [`MAX_SCOPE`] an offer still fits one request frame.
+pub const MAX_DIRECTORY_SCOPES: usize = 128;
 /// A scope in a `directory-offer` is a region path: 4 labels of 63 bytes and their dots.
 pub const MAX_SCOPE: usize = 4 * 63 + 3;
 
