@@ -115,7 +115,8 @@ async fn gateways_with_only_a_directory_find_and_query_each_other() {
         "court@wuxi.xinwu is neither under [[peers]] in the config nor in the federation directory"
     );
     // The local API lists the directory's peers, with where each came from.
-    let cfg = p.b.config().clone();
+    let mut cfg = p.b.config().clone();
+    cfg.api = p.b.api_addr();
     let peers: serde_json::Value = tokio::task::spawn_blocking(move || {
         fedgate_gateway::client::Client::new(&cfg).unwrap().get_json("/v1/peers").unwrap()
     })
