@@ -136,6 +136,9 @@ pub enum CliError {
     /// The TOML list of nodes has problems, each located.
     #[error("{0}")]
     Source(Diagnostics),
+    /// A CA folder does not load (the message names the file).
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// A node's config does not load.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -169,7 +172,7 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
             );
         }
         Command::Sign { ca, draft, out } => {
-            let authority = store::load_authority(&ca).map_err(|e| file_err(&ca, e))?;
+            let authority = store::load_authority(&ca)?;
             let bytes = std::fs::read(&draft).map_err(|e| file_err(&draft, e))?;
             let dir = Directory::decode(&bytes).map_err(|e| file_err(&draft, e))?;
             let signed = directory::sign(&dir, &authority).map_err(|e| file_err(&ca, e))?;

@@ -13,6 +13,9 @@ use super::{verify, Bundle, DirectoryError, Entry, Verified};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct View {
     docs: BTreeMap<Region, Verified>,
+    // Every node from the narrowest scope that lists it: derived from `docs` whenever they
+    // change, so looking a peer up on every query costs one map lookup.
+    combined: BTreeMap<NodeId, Entry>,
 }
 
 /// What merging an offered view into the current one did.
@@ -43,7 +46,19 @@ impl View {
                 return Err(DirectoryError::DuplicateScope(scope.to_string()));
             }
         }
-        Ok(View { docs })
+        Ok(View::indexed(docs))
+    }
+
+    fn indexed(docs: BTreeMap<Region, Verified>) -> View {
+        let mut sorted: Vec<&Verified> = docs.values().collect();
+        sorted.sort_by_key(|d| d.directory().scope.level());
+        let mut combined = BTreeMap::new();
+        for v in sorted {
+            for e in v.directory().nodes() {
+                combined.insert(e.node.clone(), e.clone());
+            }
+        }
+        View { docs, combined }
     }
 
     /// True if and only if no directory is held.
@@ -91,7 +106,7 @@ impl View {
     /// one held; an older one, or the same version with other contents, is refused and the one
     /// held kept. Never goes back.
     pub fn merge(&self, offered: &View) -> Merge {
-        let mut view = self.clone();
+        let mut docs = self.docs.clone();
         let (mut accepted, mut refused) = (Vec::new(), Vec::new());
         for (scope, incoming) in &offered.docs {
             let dir = incoming.directory();
@@ -108,28 +123,23 @@ impl View {
                 }
                 _ => {
                     accepted.push(dir.label());
-                    view.docs.insert(scope.clone(), incoming.clone());
+                    docs.insert(scope.clone(), incoming.clone());
                 }
             }
         }
+        let view = if accepted.is_empty() { self.clone() } else { View::indexed(docs) };
         Merge { view, accepted, refused }
     }
 
     /// Every node, each from the narrowest scope that lists it (a region's own directory speaks
     /// for its subtree over the root's), sorted by id.
     pub fn entries(&self) -> Vec<&Entry> {
-        let mut by_node: BTreeMap<String, &Entry> = BTreeMap::new();
-        for v in self.directories() {
-            for e in v.directory().nodes() {
-                by_node.insert(e.node.to_string(), e);
-            }
-        }
-        by_node.into_values().collect()
+        self.combined.values().collect()
     }
 
     /// The entry for `node`, if listed.
     pub fn entry(&self, node: &NodeId) -> Option<&Entry> {
-        self.entries().into_iter().find(|e| &e.node == node)
+        self.combined.get(node)
     }
 
     /// The node of `department` responsible for `region` (see [`resolve`]).
