@@ -220,7 +220,9 @@ async fn a_forged_directory_from_a_peer_is_refused_and_the_current_one_kept() {
                 while let Ok((mut send, mut recv)) = pc.conn.accept_bi().await {
                     let who = pc.peer.node().to_string();
                     let answer = match link::read_frame(&mut recv, &who).await {
-                        Ok(Some(Message::Hello { .. })) => Message::Welcome { node: ROGUE.into() },
+                        Ok(Some(Message::Hello { .. })) => {
+                            Message::Welcome { node: ROGUE.into(), audit_key: None }
+                        }
                         Ok(Some(Message::DirectoryOffer { .. })) => Message::Directory {
                             have: vec![("wuxi".into(), 7)],
                             bundle: Some(forged.clone()),
