@@ -119,6 +119,13 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/peers/{node}/catalog", get(peer_catalog))
         .route("/v1/query", axum::routing::post(query))
         .route("/v1/datasets/{id}/events", axum::routing::post(crate::api_events::publish))
+        .route(
+            "/v1/subscriptions",
+            get(crate::api_subscriptions::list).post(crate::api_subscriptions::create),
+        )
+        .route("/v1/subscriptions/{id}", axum::routing::delete(crate::api_subscriptions::cancel))
+        .route("/v1/subscriptions/{id}/events", get(crate::api_subscriptions::events))
+        .route("/v1/subscriptions/{id}/ack", axum::routing::post(crate::api_subscriptions::ack))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -165,6 +165,56 @@ impl Client {
 }
 
 impl Client {
+    /// POSTs JSON to `path` (or DELETEs it, `body` `None`) and decodes the JSON answer.
+    pub fn send_json(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let sent = match body {
+            Some(b) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(b.to_string().as_bytes()),
+            None => self.agent.delete(&url).header("Authorization", &auth).call(),
+        };
+        let resp = sent.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), text));
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Answer(format!("unexpected answer: {e}")))
+    }
+
+    /// GETs `path` and returns the body as text.
+    pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), text));
+        }
+        Ok(text)
+    }
+}
+
+impl Client {
     /// A failure to get an answer at all: not connecting is `Unreachable`; a gateway that took
     /// the connection and then did not answer in time is `TimedOut`, not "is it running?".
     fn transport_error(&self, e: ureq::Error) -> ClientError {

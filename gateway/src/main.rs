@@ -93,6 +93,17 @@ enum Command {
     /// success. A result the provider cut short (its quota for you ran out) prints what arrived,
     /// says so on stderr and exits 3; reaching your own --limit is only noted on stderr.
     Query(QueryArgs),
+    /// Subscribe to a peer's dataset, through this node's running gateway.
+    ///
+    /// The gateway holds the subscription durably (it survives restarts of either side) and
+    /// receives new events pushed by the provider, each desensitized and row-scoped as a query by
+    /// this node for the same purpose would be. Prints the subscription's id; with --follow,
+    /// prints events as they arrive. A provider that refuses (no grant with action `subscribe`,
+    /// or one that expired) stops the subscription: `subscriptions list` shows why.
+    Subscribe(fedgate_gateway::subscribe_cli::SubscribeArgs),
+    /// The subscriptions this node holds: list, cancel, follow.
+    #[command(subcommand)]
+    Subscriptions(fedgate_gateway::subscribe_cli::SubscriptionsCommand),
     /// Print a completion script for SHELL on stdout, generated from these very options.
     ///
     /// e.g. `fedgate completions bash > /etc/bash_completion.d/fedgate`.
@@ -419,6 +430,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Catalog(cmd) => catalog(cmd),
         Command::Policy(cmd) => policy(cmd),
         Command::Query(a) => query(a),
+        Command::Subscribe(a) => fedgate_gateway::subscribe_cli::subscribe(a).map_err(|e| anyhow::anyhow!(e)),
+        Command::Subscriptions(c) => {
+            fedgate_gateway::subscribe_cli::subscriptions(c).map_err(|e| anyhow::anyhow!(e))
+        }
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),
         Command::Completions { shell } => {

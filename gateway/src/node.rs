@@ -101,6 +101,8 @@ impl RunningNode {
             api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let events =
             Arc::new(crate::events::EventLog::open(&cfg.state_dir.join("events.db"), cfg.events_backlog)?);
+        let subscriptions =
+            Arc::new(crate::subscriptions::SubscriptionStore::open(&cfg.state_dir.join("subscriptions.db"))?);
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),
@@ -117,6 +119,7 @@ impl RunningNode {
             directory,
             inbound: Default::default(),
             events,
+            subscriptions,
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);
@@ -139,6 +142,7 @@ impl RunningNode {
             tokio::spawn(reload_loop(shared.clone())),
             tokio::spawn(crate::api::serve(api_listener, shared.clone(), token)),
             tokio::spawn(crate::quic::directory::sync_loop(shared.clone(), directory_queue)),
+            tokio::spawn(crate::quic::subscription::keep_subscribed(shared.clone())),
         ];
         // Peers that took in a newer directory while this node was down hand it over now.
         crate::quic::directory::announce(&shared);

@@ -66,6 +66,9 @@ pub enum NodeError {
     /// The event log could not be opened or written.
     #[error(transparent)]
     Events(#[from] crate::events::EventError),
+    /// The subscription store could not be opened.
+    #[error(transparent)]
+    Subscriptions(#[from] crate::subscriptions::StoreError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -220,6 +223,8 @@ pub struct Shared {
     pub(crate) inbound: std::sync::Mutex<HashMap<NodeId, VecDeque<quinn::Connection>>>,
     /// Changes to this node's datasets, kept for subscribers (`state_dir/events.db`).
     pub events: Arc<crate::events::EventLog>,
+    /// The subscriptions this node holds as a subscriber (`state_dir/subscriptions.db`).
+    pub subscriptions: Arc<crate::subscriptions::SubscriptionStore>,
 }
 
 impl Shared {

@@ -105,6 +105,11 @@ fn every_subcommand_has_help() {
         vec!["pki", "show"],
         vec!["serve"],
         vec!["demo"],
+        vec!["subscribe"],
+        vec!["subscriptions"],
+        vec!["subscriptions", "list"],
+        vec!["subscriptions", "cancel"],
+        vec!["subscriptions", "follow"],
     ] {
         let mut a = args.clone();
         a.push("--help");

@@ -182,13 +182,7 @@ pub struct PublisherSession {
 impl PublisherSession {
     /// A round asked by `peer` for `sub` after `acked`, decided at unix time `now`.
     pub fn new(ctx: &ProviderContext<'_>, peer: &NodeId, sub: Subscription, acked: u64, now: i64) -> Self {
-        let q = Query {
-            dataset: sub.dataset.clone(),
-            purpose: sub.purpose.clone(),
-            filters: sub.filters.clone(),
-            limit: Some((ROUND_BATCHES * MAX_BATCH) as u64),
-            exchange: Some(sub.exchange.clone()),
-        };
+        let q = query(&sub);
         let mut s = PublisherSession {
             local: ctx.local.clone(),
             peer: peer.clone(),
@@ -214,6 +208,34 @@ impl PublisherSession {
         s
     }
 
+    /// Decides again before a batch, against the rules in force at `now` (`ctx`): a grant
+    /// revoked or expired since the round began stops it here, before anything more leaves,
+    /// and changed obligations apply from this batch on. The round's quota reservation stays.
+    fn redecide(&mut self, ctx: &ProviderContext<'_>, now: i64) -> bool {
+        let Some(g) = self.granted.as_mut() else { return false };
+        match decide_for(ctx, &self.peer, &query(&self.sub), Action::Subscribe, now) {
+            Ok(mut a) => {
+                if let Some(q) = a.quota.take() {
+                    q.settle(&self.peer, 0);
+                }
+                let (filters, entry) = granted_parts(&a, g.entry.clone());
+                (g.plan, g.filters, g.entry) = (a.read.plan, filters, entry);
+                true
+            }
+            // The round's own reservation is what used the quota up: it stands.
+            Err(Refusal(ErrorCode::QuotaExceeded, _)) => true,
+            Err(r) => {
+                let mut base = g.entry.clone();
+                (base.obligations, base.grant, base.clearance, base.rows) = (vec![], None, None, None);
+                if let Some(q) = g.quota.take() {
+                    q.settle(&self.peer, self.delivered);
+                }
+                self.refuse(r, base);
+                false
+            }
+        }
+    }
+
     /// The next action, if any.
     pub fn poll_action(&mut self) -> Option<PublisherAction> {
         self.actions.pop_front()
@@ -234,21 +256,8 @@ impl PublisherSession {
         self.delivered
     }
 
-    fn allow(&mut self, a: Allowed, mut entry: Entry, acked: u64) {
-        let columns = &a.read.query.columns;
-        let filters = a
-            .read
-            .query
-            .filters
-            .iter()
-            .filter_map(|(name, v)| columns.iter().position(|(c, _)| c == name).map(|i| (i, v.clone())))
-            .collect();
-        entry.kind = Some(Kind::TransferEnd);
-        entry.reason = Some(format!("subscription: {}", a.reason));
-        entry.obligations = a.obligations;
-        entry.grant = a.grant;
-        entry.clearance = Some(a.clearance);
-        entry.rows = Some(a.rows);
+    fn allow(&mut self, a: Allowed, entry: Entry, acked: u64) {
+        let (filters, entry) = granted_parts(&a, entry);
         self.granted = Some(Granted { plan: a.read.plan, filters, quota: a.quota, entry });
         self.actions.push_back(PublisherAction::Ack { upto: acked });
         self.actions.push_back(PublisherAction::Read { after: acked, max: MAX_BATCH, wait: true });
@@ -275,9 +284,10 @@ impl PublisherSession {
         usize::try_from(left).unwrap_or(usize::MAX).min(MAX_BATCH)
     }
 
-    /// What the event log returned for the last `Read`.
-    pub fn handle_read(&mut self, slice: Slice) {
-        if !matches!(self.state, PubState::Reading) {
+    /// What the event log returned for the last `Read`; the batch is decided again at `now`
+    /// against `ctx` (the rules in force now) before it is made.
+    pub fn handle_read(&mut self, ctx: &ProviderContext<'_>, slice: Slice, now: i64) {
+        if !matches!(self.state, PubState::Reading) || !self.redecide(ctx, now) {
             return;
         }
         let Some(g) = &self.granted else { return self.finish() };
@@ -388,6 +398,37 @@ impl PublisherSession {
 pub fn stops(code: ErrorCode) -> bool {
     code.is_policy_denial()
         || matches!(code, ErrorCode::BadFilter | ErrorCode::BadRequest | ErrorCode::Unsupported)
+}
+
+/// The query a subscription's rounds are decided as: a query for at most a round's events.
+fn query(sub: &Subscription) -> Query {
+    Query {
+        dataset: sub.dataset.clone(),
+        purpose: sub.purpose.clone(),
+        filters: sub.filters.clone(),
+        limit: Some((ROUND_BATCHES * MAX_BATCH) as u64),
+        exchange: Some(sub.exchange.clone()),
+    }
+}
+
+/// The filters as field positions, and the batch entry template with the decision's grant,
+/// clearance, rows and obligations.
+fn granted_parts(a: &Allowed, mut entry: Entry) -> (Vec<(usize, Value)>, Entry) {
+    let columns = &a.read.query.columns;
+    let filters = a
+        .read
+        .query
+        .filters
+        .iter()
+        .filter_map(|(name, v)| columns.iter().position(|(c, _)| c == name).map(|i| (i, v.clone())))
+        .collect();
+    entry.kind = Some(Kind::TransferEnd);
+    entry.reason = Some(format!("subscription: {}", a.reason));
+    entry.obligations = a.obligations.clone();
+    entry.grant = a.grant.clone();
+    entry.clearance = Some(a.clearance);
+    entry.rows = Some(a.rows.clone());
+    (filters, entry)
 }
 
 /// A batch that verified: to be stored (events and cursor in one transaction) and its receipt

@@ -99,6 +99,10 @@ struct SubPair {
     provider_log: Vec<Entry>,
     subscriber_log: Vec<Entry>,
     faults: Faults,
+    /// Reads of the event log so far (all rounds).
+    reads: usize,
+    /// At the read with this number, the provider's grants become these.
+    rules_changed_at_read: Option<(usize, &'static str)>,
 }
 
 impl SubPair {
@@ -140,6 +144,8 @@ impl SubPair {
             provider_log: Vec::new(),
             subscriber_log: Vec::new(),
             faults: Faults::default(),
+            reads: 0,
+            rules_changed_at_read: None,
         }
     }
 
@@ -151,6 +157,19 @@ impl SubPair {
         let sub = Subscription::create("family-disputes", "dispute-mediation", filters).unwrap();
         self.store.create(&PROVIDER.parse().unwrap(), &sub, JAN_2030).unwrap();
         sub
+    }
+
+    fn context(&self) -> ProviderContext<'_> {
+        ProviderContext {
+            local: &self.provider,
+            catalog: &self.catalog,
+            policy: &self.policy,
+            sources: &self.sources,
+            gate: &self.gate,
+            masking_secret: b"pair harness masking secret",
+            quotas: &self.quotas,
+            entry: Entry { actor: PROVIDER.into(), ..Entry::default() },
+        }
     }
 
     /// One round of `sub` by `subscriber`, the provider deciding at `now`.
@@ -169,18 +188,7 @@ impl SubPair {
         let req = wire::decode(&wire::encode(&sub.request(held.cursor, 0))).unwrap();
         let Message::EventsRequest { exchange, dataset, purpose, filters, acked, .. } = req else { panic!() };
         let asked = Subscription { exchange, dataset, purpose, filters };
-        let entry = Entry { actor: PROVIDER.into(), ..Entry::default() };
-        let ctx = ProviderContext {
-            local: &self.provider,
-            catalog: &self.catalog,
-            policy: &self.policy,
-            sources: &self.sources,
-            gate: &self.gate,
-            masking_secret: b"pair harness masking secret",
-            quotas: &self.quotas,
-            entry,
-        };
-        let mut p = PublisherSession::new(&ctx, &me, asked, acked, now);
+        let mut p = PublisherSession::new(&self.context(), &me, asked, acked, now);
         let (mut received, mut stored) = (0, 0);
         for _ in 0..10_000 {
             let Some(a) = p.poll_action() else { break };
@@ -189,7 +197,21 @@ impl SubPair {
                     self.events.ack(&sub.exchange, subscriber, &sub.dataset, upto, now).unwrap()
                 }
                 PublisherAction::Read { after, max, .. } => {
-                    p.handle_read(self.events.read(&sub.dataset, after, max).unwrap())
+                    if let Some(rules) = &self.rules_changed_at_read {
+                        if self.reads == rules.0 {
+                            self.policy = Policy::new(
+                                parse_grants(
+                                    &[("grants.toml", rules.1)],
+                                    Some(&["family-disputes", "shelters"]),
+                                )
+                                .unwrap(),
+                            )
+                            .unwrap();
+                        }
+                    }
+                    self.reads += 1;
+                    let slice = self.events.read(&sub.dataset, after, max).unwrap();
+                    p.handle_read(&self.context(), slice, now)
                 }
                 PublisherAction::Append(mut e) => {
                     e.seq = self.provider_log.len() as u64;
@@ -254,8 +276,10 @@ fn events_are_desensitized_and_row_scoped_exactly_as_a_query_by_the_same_subscri
     let n = 9;
     let mut sp = SubPair::new(Backlog::default());
     sp.publish(&rows(n), JAN_2030);
+    let mut ids = Vec::new();
     for who in [COMMUNITY, CENTRE] {
         let sub = sp.subscribe(vec![]);
+        ids.push(sub.exchange.clone());
         assert_eq!(sp.round(who, &sub, JAN_2030), End::Over);
         let items = sp.store.items(&sub.exchange, 0, 100).unwrap();
         // The same rows through the query path (same plan, same masking secret).
@@ -276,7 +300,7 @@ fn events_are_desensitized_and_row_scoped_exactly_as_a_query_by_the_same_subscri
         }
     }
     // The community saw its own community's rows only, masked; the centre everything, clear.
-    let community = &sp.store.list().unwrap()[0];
+    let community = sp.store.get(&ids[0]).unwrap();
     let items = sp.store.items(&community.id, 0, 100).unwrap();
     assert_eq!(items.len(), 3);
     assert!(items.iter().all(|i| i.json["region"] == "wuxi.liangxi.chongan.guangrui"));
@@ -432,4 +456,20 @@ fn filters_apply_to_events_and_only_on_fields_seen_in_clear() {
     assert!(items.iter().all(|i| i.json["kind"] == "赡养"));
     let masked = sp.subscribe(vec![("party_id".into(), "11010519491231002X".into())]);
     assert_eq!(sp.round(COMMUNITY, &masked, JAN_2030), End::Refused(ErrorCode::BadFilter, true));
+}
+
+#[test]
+fn a_grant_revoked_mid_round_stops_the_next_batch() {
+    let mut sp = SubPair::new(Backlog::default());
+    let sub = sp.subscribe(vec![]);
+    sp.publish(&rows(600), JAN_2030);
+    // The steward withdraws the centre's grant while the first batch is on its way.
+    let without_centre = &GRANTS[GRANTS.find("[[grant]]\nid = \"community").unwrap()..];
+    sp.rules_changed_at_read = Some((1, without_centre));
+    assert_eq!(sp.round(CENTRE, &sub, JAN_2030), End::Refused(ErrorCode::Denied, true));
+    // One batch went out under the grant; nothing after the withdrawal.
+    assert_eq!(sp.app_ids(&sub).len(), MAX_BATCH);
+    let kinds: Vec<_> = sp.provider_log.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Some(Kind::TransferEnd), Some(Kind::Deny)]);
+    assert_eq!(sp.provider_log[1].grant, None);
 }

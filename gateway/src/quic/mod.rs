@@ -6,5 +6,6 @@ pub mod consumer;
 pub mod directory;
 pub mod provider;
 pub mod serve;
+pub mod subscription;
 
 pub use consumer::Transfer;

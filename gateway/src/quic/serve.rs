@@ -200,6 +200,12 @@ async fn serve_stream(
         crate::quic::provider::serve_query(shared, peer, send, query).await;
         return;
     }
+    if let Message::EventsRequest { exchange, dataset, purpose, filters, acked, wait_ms } = req {
+        let sub = crate::exchange::subscription::Subscription { exchange, dataset, purpose, filters };
+        let wait = Duration::from_millis(wait_ms);
+        crate::quic::subscription::serve_round(shared, peer, send, sub, acked, wait).await;
+        return;
+    }
     let mut answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     if let Message::Welcome { audit_key, .. } = &mut answer {
         *audit_key = welcome_audit_key(&shared);
