@@ -481,6 +481,68 @@ fn show_directory(running: &[RunningNode]) {
     }
 }
 
+/// The push side: the street grid office and the community mediation committee of Guangrui
+/// subscribe to hotline tickets; the hotline publishes a ticket in Guangrui and one in another
+/// community of the same street. Each arrives where it must, masked to the subscriber's
+/// clearance; the Guangrui committee never sees the other community's ticket.
+async fn showcase_subscriptions(running: &[RunningNode], records: u64) -> Result<()> {
+    use crate::exchange::subscription::Subscription;
+    let by_id = |id: &str| running.iter().find(|n| n.config().node.to_string() == id);
+    let (Some(hotline), Some(grid), Some(committee)) = (
+        by_id("hotline12345@wuxi"),
+        by_id("grid@wuxi.liangxi.chongan"),
+        by_id("mediation@wuxi.liangxi.chongan.guangrui"),
+    ) else {
+        return Ok(());
+    };
+    println!(
+        "\n[{}] the grid office and the Guangrui mediation committee subscribe to `hotline-tickets`",
+        CASES.len() + 1
+    );
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut subs = Vec::new();
+    for n in [grid, committee] {
+        let sub = Subscription::create("hotline-tickets", "dispute-mediation", Vec::new())
+            .map_err(anyhow::Error::msg)?;
+        let held = n.shared().subscriptions.create(&hotline.config().node, &sub, now)?;
+        crate::quic::subscription::audit_state(n.shared(), &held, "subscribed", "demo showcase", None).await;
+        subs.push((n, held));
+    }
+    let catalog = hotline.shared().catalog();
+    let ds = catalog.get("hotline-tickets").context("the hotline's catalog lacks hotline-tickets")?;
+    let mut rng = data::Rng::new(14);
+    let tickets = [
+        data::record(&mut rng, ds, records + 1, "wuxi.liangxi.chongan.guangrui"),
+        data::record(&mut rng, ds, records + 2, "wuxi.liangxi.chongan.huangnichao"),
+    ];
+    let published = std::time::Instant::now();
+    let ids = hotline.shared().events.publish("hotline-tickets", crate::events::Op::Insert, &tickets, now)?;
+    let head = ids.map_or(0, |(_, last)| last);
+    println!(
+        "    hotline12345@wuxi publishes two new tickets: one in Guangrui, one in Huangnichao (same street)"
+    );
+    for (n, held) in &subs {
+        let store = &n.shared().subscriptions;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while store.get(&held.id)?.cursor < head && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let ms = published.elapsed().as_millis();
+        let items = store.items(&held.id, 0, 10)?;
+        println!("    {} received {} ticket(s) within {ms} ms of publishing (signed batch verified, receipt audited):", n.config().node, items.len());
+        let show = ["ticket_id", "region", "caller_name", "caller_mobile", "address"];
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|i| show.iter().map(|f| cell(i.json[*f].as_str().unwrap_or(""))).collect())
+            .collect();
+        for line in crate::render::table(&show, &rows).lines() {
+            println!("    {line}");
+        }
+    }
+    println!("    (the committee's grant scopes it to its own community: the Huangnichao ticket never left for it)");
+    Ok(())
+}
+
 /// Builds the federation, starts it, shows it working, and exits or keeps serving.
 pub async fn run(opts: Options) -> Result<()> {
     let built = build(&opts.dir, opts.records, opts.force)?;
@@ -500,6 +562,7 @@ pub async fn run(opts: Options) -> Result<()> {
     );
     show_directory(&running);
     showcase(&running, opts.records).await?;
+    showcase_subscriptions(&running, opts.records).await?;
     if opts.serve {
         let cfg = opts.dir.join("mediation-center@wuxi/gateway.toml");
         println!("\nfederation running. From another terminal, for example:");
