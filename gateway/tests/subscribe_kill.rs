@@ -125,12 +125,6 @@ fn read_all(grid: &Api, id: &str, mut after: u64) -> Vec<serde_json::Value> {
     }
 }
 
-fn cursor(grid: &Api, id: &str) -> u64 {
-    let (_, body) = grid.get("/v1/subscriptions");
-    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    list.iter().find(|s| s["id"] == id).map_or(0, |s| s["cursor"].as_u64().unwrap())
-}
-
 #[test]
 fn sigkill_of_either_side_mid_stream_loses_nothing_and_repeats_nothing() {
     let t = tempfile::tempdir().unwrap();
