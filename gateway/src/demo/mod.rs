@@ -6,7 +6,9 @@
 //! tls/, catalog.toml, grants.toml and data/*.db (SQLite, synthetic records deterministic from a
 //! seed), which `fedgate serve --config` starts as is. It
 //! then starts every gateway in this process and runs a showcase of queries — records in clear,
-//! masked, row-scoped, and a denial — and exits (or keeps serving with `--serve`).
+//! masked, row-scoped, and a denial — and of subscriptions (the grid office and the Guangrui
+//! committee receive a new hotline ticket, masked and scoped), and exits (or keeps serving with
+//! `--serve`; the two subscriptions stay and resume whenever those nodes run).
 
 mod content;
 pub mod data;
