@@ -427,6 +427,9 @@ pub async fn reload_identity(shared: &Shared) -> Result<bool, NodeError> {
         ));
     }
     let info = fedgate_certs::inspect::parse(&id.chain[0]).map_err(|e| file_err(&shared.cfg.tls.cert, e))?;
+    let chain = id.chain.clone();
+    let vouching = fedgate_certs::sign::NodeSigner::new(&id.key)
+        .map_err(|e| file_err(&shared.cfg.tls.key, e.to_string()))?;
     let generation = shared.link.set_identity(id.chain, id.key)?;
     shared.signer.add(generation, signer);
     let serial = fedgate_certs::inspect::hex_colon(&info.serial);
@@ -434,8 +437,30 @@ pub async fn reload_identity(shared: &Shared) -> Result<bool, NodeError> {
     let mut e = shared.audit_entry(Kind::Reload);
     e.reason = Some("node certificate and key reloaded; new connections use them".into());
     e.detail = Some(format!("serial {serial}, valid until {}", info.not_after));
-    shared.audit.append(e).await?;
+    let seq = shared.audit.append(e).await?;
+    vouch_for_audit_key(shared, seq + 1, &chain, &vouching)?;
     Ok(true)
+}
+
+/// Has the node's current certificate sign a statement naming the audit key, so an auditor
+/// keeps a trust path to the key after the old certificate expires.
+fn vouch_for_audit_key(
+    shared: &Shared,
+    log_size: u64,
+    chain: &[CertificateDer<'static>],
+    signer: &fedgate_certs::sign::NodeSigner,
+) -> Result<(), NodeError> {
+    let dir = &shared.cfg.audit_dir;
+    let key_path = dir.join("signing.pub");
+    let key = std::fs::read_to_string(&key_path).map_err(|e| file_err(&key_path, e.to_string()))?;
+    crate::audit_trust::ensure_statement(dir, &shared.cfg.node, key.trim(), log_size, chain, signer)
+        .map(|_| ())
+        .map_err(|why| {
+            file_err(
+                dir,
+                format!("the new certificate is in use, but its statement naming the audit key was not written: {why}"),
+            )
+        })
 }
 
 /// Why the catalog files a node serves did not load.

@@ -86,6 +86,25 @@ async fn a_new_certificate_is_used_for_new_connections_and_old_ones_keep_verifyi
     }
     seen.expect("the reload timer picked up the new certificate");
 
+    // The new certificate vouches for the unchanged audit key, so an auditor's trust path to it
+    // does not end when the old certificate expires.
+    let audit_dir = &provider.config().audit_dir;
+    // (The reload switches the certificate first, then audits it and writes the statement.)
+    let mut statements = fedgate_audit::keybind::read(audit_dir).unwrap();
+    for _ in 0..50 {
+        if statements.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        statements = fedgate_audit::keybind::read(audit_dir).unwrap();
+    }
+    assert_eq!(statements.len(), 2, "one statement at the first start, one at the rotation");
+    let renewed_pem = store::certs_pem(&renewed.chain);
+    assert!(statements[1].chain.starts_with(&renewed_pem[..renewed_pem.find("-----END").unwrap()]));
+    let key = std::fs::read_to_string(audit_dir.join("signing.pub")).unwrap();
+    assert!(statements[1].statement.contains(key.trim()), "{}", statements[1].statement);
+    assert_ne!(statements[0].chain, statements[1].chain);
+
     let second = fed.start_with("petition@wuxi", &peer_entry(&provider)).await;
     let new_conn = second.peer(&id(PROVIDER)).await.unwrap();
     assert_eq!(new_conn.peer.fingerprint().to_vec(), new_fp, "a new connection sees the new certificate");
