@@ -689,10 +689,23 @@ fn reconcile_matches_both_sides_of_every_exchange_of_the_demo_federation() {
         judged.iter().any(|x| x["provider_says"] == "deny" && x["consumer_says"] == "refused"),
         "refusals pair too: {v}"
     );
-    // Every answer the demo's consumers received was witnessed, and every witness holds.
+    // Every query answer and refusal the demo's consumers received was witnessed, and every
+    // witness holds. Subscription batches (the grid office's and the Guangrui committee's
+    // hotline tickets; how many batches depends on timing) carry no witness yet, so those two
+    // subscribers' hotline exchanges are left out of this check.
     let witnessed = v["witnessed"].as_array().unwrap();
-    assert!(witnessed.len() >= judged.len(), "{v}");
     assert!(witnessed.iter().all(|w| w["consistent"] == true), "{v}");
+    let subscribers = ["grid@wuxi.liangxi.chongan", "mediation@wuxi.liangxi.chongan.guangrui"];
+    let queries = judged
+        .iter()
+        .filter(|x| !(x["dataset"] == "hotline-tickets" && subscribers.iter().any(|s| x["consumer"] == *s)));
+    for x in queries {
+        assert!(
+            witnessed.iter().any(|w| w["exchange"] == x["exchange"]),
+            "{} is not witnessed: {v}",
+            x["exchange"]
+        );
+    }
     // Without the provider's export, its exchanges are listed, not judged.
     let centre = exports.iter().find(|p| p.ends_with("mediation-center@wuxi")).unwrap();
     let o = fedgate(&["audit", "reconcile", "--auditor-key", s(&key), s(centre)]);
