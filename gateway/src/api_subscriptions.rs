@@ -126,10 +126,11 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let req = parse_create_body(&body).map_err(bad)?;
-    if st.shared.cfg.peer(&req.peer).is_none() {
+    // A peer is known from `[[peers]]` or from the federation directory, as for queries.
+    if st.shared.address_of(&req.peer).is_err() {
         return Err(ApiError::new(
             ApiCode::UnknownPeer,
-            format!("{} is not a configured peer (add it under [[peers]] in the config)", req.peer),
+            format!("{} is neither under [[peers]] in the config nor in the federation directory", req.peer),
         ));
     }
     let sub = Subscription::create(&req.dataset, &req.purpose, req.filters)
