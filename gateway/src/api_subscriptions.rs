@@ -214,13 +214,15 @@ pub(crate) async fn events(
     let UrlQuery(p) = params.map_err(|e| bad(e.body_text()))?;
     let wait = Duration::from_millis(p.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let limit = p.limit.unwrap_or(MAX_ITEMS).clamp(1, MAX_ITEMS);
+    // Item ids are SQLite integers: nothing lies after i64::MAX, so a larger `after` reads
+    // as that rather than failing in the store.
+    let after = p.after.min(i64::MAX as u64);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = st.shared.subscriptions.changes();
     loop {
         changes.borrow_and_update();
         let (subs, sid) = (st.shared.subscriptions.clone(), id.clone());
-        let (held, items) =
-            blocking(move || Ok((subs.get(&sid)?, subs.items(&sid, p.after, limit)?))).await?;
+        let (held, items) = blocking(move || Ok((subs.get(&sid)?, subs.items(&sid, after, limit)?))).await?;
         let active = held.state == SubState::Active;
         if items.is_empty() && active && tokio::time::timeout_at(deadline, changes.changed()).await.is_ok() {
             continue;
@@ -249,22 +251,40 @@ pub(crate) async fn ack(
 ) -> Result<Response, ApiError> {
     let id = id_of(id)?;
     require_json(&headers)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| bad("the request body must be {\"upto\": ID}"))?;
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "upto") {
-        return Err(bad(format!("unknown key `{k}` in the request body; the known key is upto")));
-    }
-    let upto =
-        obj.get("upto").and_then(|u| u.as_u64()).ok_or_else(|| bad("`upto` must be a whole number"))?;
+    let upto = parse_ack_body(&body)?;
     let subs = st.shared.subscriptions.clone();
     let delivered = blocking(move || subs.app_ack(&id, upto)).await?;
     Ok(Json(serde_json::json!({ "delivered": delivered })).into_response())
 }
 
+/// `{"upto": ID}`, strictly. Item ids are SQLite integers: anything past i64::MAX names no item
+/// and is refused here rather than failing in the store.
+fn parse_ack_body(body: &[u8]) -> Result<u64, ApiError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| bad("the request body must be {\"upto\": ID}"))?;
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "upto") {
+        return Err(bad(format!("unknown key `{k}` in the request body; the known key is upto")));
+    }
+    obj.get("upto")
+        .and_then(|u| u.as_u64())
+        .filter(|u| i64::try_from(*u).is_ok())
+        .ok_or_else(|| bad("`upto` must be a whole number from 0 to 9223372036854775807"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_past_the_largest_item_id_is_a_bad_request_not_a_store_failure() {
+        assert_eq!(parse_ack_body(br#"{"upto": 9223372036854775807}"#).unwrap(), i64::MAX as u64);
+        for body in [&br#"{"upto": 10000000000000000001}"#[..], br#"{"upto": -1}"#, br#"{"upto": 1, "x": 2}"#]
+        {
+            let e = parse_ack_body(body).unwrap_err();
+            assert_eq!(e.code(), ApiCode::BadRequest, "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn create_bodies_parse_and_name_the_key_at_fault() {
