@@ -152,14 +152,7 @@ impl Client {
             .header("Authorization", &format!("Bearer {}", self.token))
             .call()
             .map_err(|e| self.transport_error(e))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .read_to_string()
-            .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), body));
-        }
+        let body = answer_text(resp)?;
         serde_json::from_str(&body).map_err(|e| ClientError::Answer(format!("unexpected answer: {e}")))
     }
 }
@@ -182,15 +175,7 @@ impl Client {
                 .send(b.to_string().as_bytes()),
             None => self.agent.delete(&url).header("Authorization", &auth).call(),
         };
-        let resp = sent.map_err(|e| self.transport_error(e))?;
-        let status = resp.status();
-        let text = resp
-            .into_body()
-            .read_to_string()
-            .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), text));
-        }
+        let text = answer_text(sent.map_err(|e| self.transport_error(e))?)?;
         serde_json::from_str(&text).map_err(|e| ClientError::Answer(format!("unexpected answer: {e}")))
     }
 
@@ -202,15 +187,7 @@ impl Client {
             .header("Authorization", &format!("Bearer {}", self.token))
             .call()
             .map_err(|e| self.transport_error(e))?;
-        let status = resp.status();
-        let text = resp
-            .into_body()
-            .read_to_string()
-            .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), text));
-        }
-        Ok(text)
+        answer_text(resp)
     }
 }
 
@@ -234,6 +211,19 @@ impl Client {
 
 /// The error an answer with `status` and `body` stands for: the Error JSON's `error` and
 /// `code`, or the body itself (and the code its status implies) if it is not one.
+/// The whole answer as text, or the API's error when the status is not a success.
+fn answer_text(resp: ureq::http::Response<ureq::Body>) -> Result<String, ClientError> {
+    let status = resp.status();
+    let text = resp
+        .into_body()
+        .read_to_string()
+        .map_err(|e| ClientError::Answer(format!("reading the answer: {e}")))?;
+    if !status.is_success() {
+        return Err(api_error(status.as_u16(), text));
+    }
+    Ok(text)
+}
+
 fn api_error(status: u16, body: String) -> ClientError {
     let v = serde_json::from_str::<serde_json::Value>(&body).ok();
     let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(|e| e.as_str()).map(str::to_owned);

@@ -8,4 +8,32 @@ pub mod provider;
 pub mod serve;
 pub mod subscription;
 
+use fedgate_audit::Kind;
+use fedgate_catalog::Catalog;
+use fedgate_policy::Policy;
+
+use crate::exchange::ProviderContext;
+use crate::state::Shared;
+
+/// What a provider session decides with: the node's rules in force (`catalog`, `policy`, held
+/// by the caller for the session's decision) and its sources, quotas and masking secret; its
+/// audit entries start as `kind`.
+pub(crate) fn provider_context<'a>(
+    shared: &'a Shared,
+    catalog: &'a Catalog,
+    policy: &'a Policy,
+    kind: Kind,
+) -> ProviderContext<'a> {
+    ProviderContext {
+        local: shared.link.local(),
+        catalog,
+        policy,
+        sources: &shared.cfg.sources,
+        gate: &shared.sources,
+        masking_secret: shared.masking_secret(),
+        quotas: &shared.quotas,
+        entry: shared.audit_entry(kind),
+    }
+}
+
 pub use consumer::Transfer;

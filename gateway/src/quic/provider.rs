@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fedgate_certs::VerifiedPeer;
 
-use crate::exchange::{Outcome, ProviderAction, ProviderContext, ProviderSession, Query};
+use crate::exchange::{Outcome, ProviderAction, ProviderSession, Query};
 use crate::link;
 use crate::source;
 use crate::state::Shared;
@@ -26,16 +26,7 @@ pub async fn serve_query(shared: Arc<Shared>, peer: VerifiedPeer, mut send: quin
     };
     let started = std::time::Instant::now();
     let (catalog, policy) = (shared.catalog(), shared.policy());
-    let ctx = ProviderContext {
-        local: shared.link.local(),
-        catalog: &catalog,
-        policy: &policy,
-        sources: &shared.cfg.sources,
-        gate: &shared.sources,
-        masking_secret: shared.masking_secret(),
-        quotas: &shared.quotas,
-        entry: shared.audit_entry(fedgate_audit::Kind::RequestIn),
-    };
+    let ctx = super::provider_context(&shared, &catalog, &policy, fedgate_audit::Kind::RequestIn);
     let mut s =
         shared.metrics.time_decision(|| ProviderSession::new(&ctx, peer.node(), query, exchange, now));
     drop((catalog, policy));

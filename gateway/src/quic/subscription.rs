@@ -12,7 +12,6 @@ use fedgate_certs::VerifiedPeer;
 use crate::exchange::subscription::{
     PublisherAction, PublisherSession, SubscriberEvent, SubscriberSession, Subscription,
 };
-use crate::exchange::ProviderContext;
 use crate::link::{self, PeerConnection};
 use crate::state::Shared;
 use crate::subscriptions::{Held, SubState};
@@ -48,16 +47,7 @@ pub async fn serve_round(
     let who = peer.node().to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (catalog, policy) = (shared.catalog(), shared.policy());
-    let ctx = ProviderContext {
-        local: shared.link.local(),
-        catalog: &catalog,
-        policy: &policy,
-        sources: &shared.cfg.sources,
-        gate: &shared.sources,
-        masking_secret: shared.masking_secret(),
-        quotas: &shared.quotas,
-        entry: shared.audit_entry(Kind::TransferEnd),
-    };
+    let ctx = super::provider_context(&shared, &catalog, &policy, Kind::TransferEnd);
     let dataset = sub.dataset.clone();
     let exchange = sub.exchange.clone();
     let mut s = PublisherSession::new(&ctx, peer.node(), sub, acked, now);
@@ -69,14 +59,14 @@ pub async fn serve_round(
             PublisherAction::Ack { upto } => {
                 let (events, x, w, d) =
                     (shared.events.clone(), exchange.clone(), who.clone(), dataset.clone());
-                match blocking(move || events.ack(&x, &w, &d, upto, now)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "recording a subscription's acknowledgement failed")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "recording a subscription's acknowledgement failed")
-                    }
+                let recorded = blocking(move || events.ack(&x, &w, &d, upto, now)).await;
+                let failed = match recorded {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(error) = failed {
+                    tracing::error!(%error, "recording a subscription's acknowledgement failed");
                 }
             }
             PublisherAction::Read { after, max, wait } => {
@@ -104,16 +94,7 @@ pub async fn serve_round(
                     }
                 };
                 let (catalog, policy) = (shared.catalog(), shared.policy());
-                let ctx = ProviderContext {
-                    local: shared.link.local(),
-                    catalog: &catalog,
-                    policy: &policy,
-                    sources: &shared.cfg.sources,
-                    gate: &shared.sources,
-                    masking_secret: shared.masking_secret(),
-                    quotas: &shared.quotas,
-                    entry: shared.audit_entry(Kind::TransferEnd),
-                };
+                let ctx = super::provider_context(&shared, &catalog, &policy, Kind::TransferEnd);
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 s.handle_read(&ctx, slice, now);
             }
