@@ -99,6 +99,11 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
         }
     };
     grants(&cfg, catalog.as_ref(), &mut f);
+    match crate::calendar::for_config(&cfg) {
+        Ok(_) => {}
+        Err(crate::calendar::CalendarError::Invalid(d)) => f.errors(&d),
+        Err(e) => f.error(e.to_string()),
+    }
     secrets(&cfg, &mut f);
     let identity = certificates(&cfg, now, &mut f);
     // Without a valid catalog every source would look wrong: one mistake, one error.

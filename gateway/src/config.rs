@@ -140,6 +140,9 @@ pub struct Config {
     /// Where the node keeps the newest directory it has verified, from the file or from peers:
     /// `directory.cbor` in the state folder.
     pub directory_state: PathBuf,
+    /// The working-day calendar deadlines are counted in (`[calendar] file`); Monday–Friday in
+    /// UTC+8 when absent.
+    pub calendar: Option<PathBuf>,
 }
 
 /// How much the local API lets its clients hold, so no client can starve the node of sockets.
@@ -201,7 +204,9 @@ const TOP_KEYS: &[&str] = &[
     "state_dir",
     "events",
     "directory",
+    "calendar",
 ];
+const CALENDAR_KEYS: &[&str] = &["file"];
 const EVENTS_KEYS: &[&str] = &["max_age_secs", "max_count"];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
@@ -266,6 +271,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let state_dir = path_or(&mut src, "state_dir", "state");
     let directory_state = state_dir.join("directory.cbor");
     let events_backlog = events_table(&root, &mut src);
+    let calendar = root.opt_table(&mut src, "calendar").and_then(|t| {
+        t.deny_unknown(&mut src, CALENDAR_KEYS);
+        t.str(&mut src, "file").map(|(s, _)| dir.join(s))
+    });
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -292,6 +301,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             events_backlog,
             directory,
             directory_state,
+            calendar,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }
@@ -571,6 +581,19 @@ address = "127.0.0.1:7402"
         let bad = GOOD.replace("[tls]", "directory = 3\n\n[tls]");
         let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
         assert!(err.contains("g.toml:6:13: `directory` must be a string"), "{err}");
+    }
+
+    #[test]
+    fn the_calendar_file_is_optional_and_resolved_against_the_folder() {
+        let c = parse(Path::new("/srv/police/gateway.toml"), GOOD).unwrap();
+        assert_eq!(c.calendar, None);
+        let text = format!("{GOOD}\n[calendar]\nfile = \"calendar.toml\"\n");
+        let c = parse(Path::new("/srv/police/gateway.toml"), &text).unwrap();
+        assert_eq!(c.calendar, Some(PathBuf::from("/srv/police/calendar.toml")));
+        let bad = format!("{GOOD}\n[calendar]\nfiles = \"calendar.toml\"\n");
+        let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("unknown key `calendar.files`"), "{err}");
+        assert!(err.contains("`calendar.file`") || err.contains("`file`"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod api_serve;
 pub mod api_subscriptions;
 pub mod audit_cli;
 pub mod audit_trust;
+pub mod calendar;
 pub mod check;
 pub mod client;
 pub mod config;

@@ -103,6 +103,7 @@ impl RunningNode {
             Arc::new(crate::events::EventLog::open(&cfg.state_dir.join("events.db"), cfg.events_backlog)?);
         let subscriptions =
             Arc::new(crate::subscriptions::SubscriptionStore::open(&cfg.state_dir.join("subscriptions.db"))?);
+        let calendar = crate::calendar::for_config(&cfg)?;
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),
@@ -120,6 +121,7 @@ impl RunningNode {
             inbound: Default::default(),
             events,
             subscriptions,
+            calendar,
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);

@@ -69,6 +69,9 @@ pub enum NodeError {
     /// The subscription store could not be opened.
     #[error(transparent)]
     Subscriptions(#[from] crate::subscriptions::StoreError),
+    /// The working-day calendar file could not be read or has mistakes.
+    #[error(transparent)]
+    Calendar(#[from] crate::calendar::CalendarError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -225,6 +228,8 @@ pub struct Shared {
     pub events: Arc<crate::events::EventLog>,
     /// The subscriptions this node holds as a subscriber (`state_dir/subscriptions.db`).
     pub subscriptions: Arc<crate::subscriptions::SubscriptionStore>,
+    /// The working-day calendar referral and request deadlines are counted in.
+    pub calendar: crate::calendar::WorkCalendar,
 }
 
 impl Shared {

@@ -153,3 +153,26 @@ async fn the_directory_is_verified_and_its_peers_dialled() {
     );
     peer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_with_mistakes_is_reported_located_and_stops_the_node() {
+    let fed = Federation::new();
+    let cal = fed.dir.path().join("calendar.toml");
+    std::fs::write(&cal, "holidays = [\"2026-10-01\"]\nworkdays = [\"2026-02-30\"]\n").unwrap();
+    let extra = format!("calendar = {{ file = {:?} }}\n", path_str(&cal));
+    let path = fed.node_folder_with("police@wuxi.liangxi", &fed.issue("police@wuxi.liangxi"), &extra);
+    let found = check::run(&path, now(), false).await;
+    let errs = errors(&found);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let want = format!("{}:2:13: `workdays`: \"2026-02-30\" is not a date", cal.display());
+    assert!(errs[0].starts_with(&want), "{errs:?}");
+    let cfg = fedgate_gateway::config::load(&path).unwrap();
+    let refused = fedgate_gateway::node::RunningNode::start(cfg)
+        .await
+        .err()
+        .expect("a node with a broken calendar must not start");
+    assert!(refused.to_string().contains("is not a date"), "{refused}");
+    // Fixed, the same node checks clean.
+    std::fs::write(&cal, "holidays = [\"2026-10-01..2026-10-07\"]\nworkdays = [\"2026-10-10\"]\n").unwrap();
+    assert!(errors(&check::run(&path, now(), false).await).is_empty());
+}
