@@ -202,6 +202,8 @@ enum ActionArg {
     Read,
     /// Receive change notifications.
     Subscribe,
+    /// Receive a record as the case of a referral.
+    Refer,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -610,6 +612,7 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             let action = match action {
                 ActionArg::Read => fedgate_policy::Action::Read,
                 ActionArg::Subscribe => fedgate_policy::Action::Subscribe,
+                ActionArg::Refer => fedgate_policy::Action::Refer,
             };
             let req = fedgate_policy::Request { dataset, purpose, action };
             let now = OffsetDateTime::now_utc().unix_timestamp();

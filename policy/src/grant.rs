@@ -23,6 +23,8 @@ pub enum Action {
     Read,
     /// Receive change notifications.
     Subscribe,
+    /// Receive a record of the dataset as the case of a referral (交办).
+    Refer,
 }
 
 impl Action {
@@ -31,6 +33,7 @@ impl Action {
         match self {
             Action::Read => "read",
             Action::Subscribe => "subscribe",
+            Action::Refer => "refer",
         }
     }
 }
@@ -473,7 +476,8 @@ fn actions(src: &mut Source<'_>, t: &Table<'_, '_>) -> Option<Vec<Action>> {
         match a {
             "read" => out.push(Action::Read),
             "subscribe" => out.push(Action::Subscribe),
-            other => src.error(span, format!("unknown action {other:?} (expected read or subscribe)")),
+            "refer" => out.push(Action::Refer),
+            other => src.error(span, format!("unknown action {other:?} (expected read, subscribe or refer)")),
         }
     }
     Some(out)

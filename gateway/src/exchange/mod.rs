@@ -26,6 +26,7 @@ pub mod consumer;
 #[cfg(test)]
 pub(crate) mod pair;
 pub mod provider;
+pub mod referral;
 pub mod subscription;
 #[cfg(test)]
 mod subscription_pair;

@@ -231,6 +231,26 @@ mod tests {
             },
             Message::Welcome { node: "court@wuxi.xinwu".into(), audit_key: None },
             Message::error(ErrorCode::Denied, "no grant"),
+            Message::Referral {
+                exchange: "0123456789abcdef0123456789abcdef".into(),
+                seq: 1,
+                at: 1_790_000_000,
+                step: crate::wire::referral::Step::Send {
+                    reference: "12345-7".into(),
+                    subject: "noise".into(),
+                    instructions: "visit".into(),
+                    deadline: 1_790_100_000,
+                    case: Some(crate::wire::referral::Case {
+                        dataset: "tickets".into(),
+                        purpose: "dispute-mediation".into(),
+                        fields: vec!["id".into()],
+                        record: vec![fedgate_catalog::Value::Text("T-1".into())],
+                    }),
+                    parent: None,
+                },
+                signature: "ab".into(),
+            },
+            Message::ReferralAck { exchange: "0123456789abcdef0123456789abcdef".into(), seq: 1 },
         ]
     }
 
@@ -347,7 +367,8 @@ mod tests {
         use ciborium::Value;
         let unit = frame_of(&envelope(1, Value::Text("subscribe".into())));
         assert_eq!(decode(&unit), Err(FrameError::UnknownKind { kind: "subscribe".into() }));
-        let tagged = frame_of(&envelope(1, Value::Map(vec![(Value::Text("referral".into()), Value::Null)])));
+        let tagged =
+            frame_of(&envelope(1, Value::Map(vec![(Value::Text("a-future-kind".into()), Value::Null)])));
         assert!(decode(&tagged).unwrap_err().is_unsupported());
         // A future version may reshape a known message: still `unsupported`, naming the version.
         let v2 =

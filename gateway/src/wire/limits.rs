@@ -33,6 +33,10 @@ pub const MAX_NODE_ID: usize = 63 + 1 + 4 * 63 + 3;
 /// The hello's software string is informational (`fedgate 0.1.0`); 128 bytes is plenty.
 pub const MAX_SOFTWARE: usize = 128;
 
+/// A referral's free text (subject, instructions, reason, notes, result, feedback, reference):
+/// a case handed over is described in a few paragraphs; the record itself is the case.
+pub const MAX_REFERRAL_TEXT: usize = 8 * 1024;
+
 /// Directories a `directory-offer` may list: one per scope, and a federation has one root
 /// directory plus one per region CA that signs its own (a city's districts and a few more);
 /// at this cap and [`MAX_SCOPE`] an offer still fits one request frame.
@@ -153,7 +157,37 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
                 _ => Ok(()),
             }
         }
+        Message::Referral { exchange, step, signature, .. } => {
+            text("exchange", exchange, 32)?;
+            text("signature", signature, 512)?;
+            check_step(step)
+        }
         _ => Ok(()),
+    }
+}
+
+/// Every free-text field of a referral step within [`MAX_REFERRAL_TEXT`].
+fn check_step(step: &super::referral::Step) -> Result<(), RequestError> {
+    use super::referral::Step;
+    let t = |field: &str, v: &str| text(format!("{}.{field}", step.name()), v, MAX_REFERRAL_TEXT);
+    match step {
+        Step::Send { reference, subject, instructions, parent, .. } => {
+            t("reference", reference)?;
+            t("subject", subject)?;
+            t("instructions", instructions)?;
+            parent.as_deref().map_or(Ok(()), |p| text("send.parent", p, 32))
+        }
+        Step::Return { reason } | Step::Reopen { reason } => t("reason", reason),
+        Step::Update { notes } => t("notes", notes),
+        Step::Forward { to, child } => {
+            text("forward.to", to, MAX_NODE_ID)?;
+            text("forward.child", child, 32)
+        }
+        Step::Resolve { result, feedback } => {
+            t("result", result)?;
+            t("feedback", feedback)
+        }
+        Step::Receive | Step::Accept | Step::Close => Ok(()),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod frame;
 pub mod limits;
 pub mod msg;
+pub mod referral;
 pub mod request;
 
 pub use frame::{decode, encode, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};

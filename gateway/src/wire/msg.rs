@@ -148,6 +148,8 @@ impl Message {
         "events-trailer",
         "directory-offer",
         "directory",
+        "referral",
+        "referral-ack",
     ];
 
     /// This message's kind, as it appears on the wire (one of [`Message::KINDS`]).
@@ -167,6 +169,8 @@ impl Message {
             Message::EventsRequest { .. } => "events-request",
             Message::Events { .. } => "events",
             Message::EventsTrailer { .. } => "events-trailer",
+            Message::Referral { .. } => "referral",
+            Message::ReferralAck { .. } => "referral-ack",
         }
     }
 }
@@ -310,6 +314,29 @@ pub enum Message {
         /// Its bundle, only when the asker lacks something in it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bundle: Option<fedgate_certs::directory::Bundle>,
+    },
+    /// One step of a referral (docs/protocol.md, "Referrals"), signed by the party that took
+    /// it. The receiving gateway stores and audits it before it answers `referral-ack`; a step
+    /// it already holds is acknowledged again, so resending is always safe.
+    Referral {
+        /// The referral's exchange id (32 lowercase hex digits), chosen by its sender.
+        exchange: String,
+        /// The step's place in the referral's life: 1 for `send`, then one more per step.
+        seq: u64,
+        /// Unix seconds when the step was taken.
+        at: i64,
+        /// The step.
+        step: super::referral::Step,
+        /// ECDSA P-256 signature (hex) by the key of the sender's connection certificate over
+        /// the step's summary (author, recipient, exchange, seq, time, step digest).
+        signature: String,
+    },
+    /// Answer to `referral`: the step is stored and audited.
+    ReferralAck {
+        /// The referral's exchange id.
+        exchange: String,
+        /// The step acknowledged.
+        seq: u64,
     },
     /// A typed failure with a message a steward can act on.
     Error {

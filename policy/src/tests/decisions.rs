@@ -447,3 +447,27 @@ fn casbin_refusing_the_best_candidates_falls_back_to_the_next_ones() {
     };
     assert_eq!(got, want);
 }
+
+#[test]
+fn refer_is_its_own_action() {
+    let grants = r#"
+[[grant]]
+id = "grid-referrals"
+to = "grid@wuxi.liangxi.chongan"
+datasets = ["family-disputes"]
+purposes = ["dispute-mediation"]
+actions = ["refer"]
+clearance = 2
+"#;
+    let catalog = fedgate_catalog::parse_files(&[("family.catalog.toml", FAMILY)]).unwrap();
+    let p = Policy::new(parse_grants(&[("grants.toml", grants)], None).unwrap()).unwrap();
+    let ask =
+        |action| Request { dataset: "family-disputes".into(), purpose: "dispute-mediation".into(), action };
+    let grid = node("grid@wuxi.liangxi.chongan");
+    assert!(p.decide(&catalog, &grid, &ask(Action::Refer), now()).unwrap().is_allow());
+    // A grant to receive cases is not a grant to query the dataset, nor the other way round.
+    assert!(!p.decide(&catalog, &grid, &ask(Action::Read), now()).unwrap().is_allow());
+    let (c, full) = setup();
+    assert!(!full.decide(&c, &node("mediation-center@wuxi"), &ask(Action::Refer), now()).unwrap().is_allow());
+    assert!(parse_grants(&[("g.toml", &grants.replace("\"refer\"", "\"referral\""))], None).is_err());
+}
