@@ -137,13 +137,13 @@ fn directory(
     let root = id.trust.root();
     let mut view = fedgate_certs::directory::View::default();
     if cfg.directory_state.exists() {
-        match crate::directory::load_view(&cfg.directory_state, root, now) {
+        match crate::directory::load_view(&cfg.directory_state, root, &id.revocations, now) {
             Ok(v) => view = v,
             Err(why) => f.warn(format!("{}: ignored at start: {why}", cfg.directory_state.display())),
         }
     }
     if let Some(file) = &cfg.directory {
-        match crate::directory::load_view(file, root, now) {
+        match crate::directory::load_view(file, root, &id.revocations, now) {
             Ok(v) => view = view.merge(&v).view,
             Err(why) => f.error(format!("{}: {why}", file.display())),
         }

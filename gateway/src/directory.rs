@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fedgate_catalog::NodeId;
-use fedgate_certs::directory::{Bundle, DirectoryError, View, MAX_BUNDLE};
+use fedgate_certs::directory::{Bundle, DirectoryError, Revocations, View, MAX_BUNDLE};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -37,9 +37,14 @@ pub fn write_bundle(path: &Path, bundle: &Bundle) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Reads and verifies a bundle file against `root`.
-pub fn load_view(path: &Path, root: &CertificateDer<'_>, now: OffsetDateTime) -> Result<View, String> {
-    View::verify(&read_bundle(path)?, root, now).map_err(|e| e.to_string())
+/// Reads and verifies a bundle file against `root` and its `revocations`.
+pub fn load_view(
+    path: &Path,
+    root: &CertificateDer<'_>,
+    revocations: &Revocations,
+    now: OffsetDateTime,
+) -> Result<View, String> {
+    View::verify(&read_bundle(path)?, root, revocations, now).map_err(|e| e.to_string())
 }
 
 /// What taking in an offered bundle did.
@@ -54,6 +59,8 @@ pub struct Taken {
 /// The directory a running node holds.
 pub struct NodeDirectory {
     root: CertificateDer<'static>,
+    // The CRLs in force: a region CA revoked by its issuer signs nothing the node uses.
+    revocations: RwLock<Arc<Revocations>>,
     state: PathBuf,
     view: RwLock<Arc<View>>,
     // Merges and the write that persists them happen one at a time.
@@ -66,17 +73,18 @@ pub struct NodeDirectory {
 
 impl NodeDirectory {
     /// The directory persisted at `state` merged with the operator's `file`, verified against
-    /// `root`; and the queue of peers to exchange directories with. A bad `file` is the
-    /// operator's to fix and fails the start; a bad state file (another federation's, damaged)
-    /// is logged and ignored.
+    /// `root` and `revocations`; and the queue of peers to exchange directories with. A bad
+    /// `file` is the operator's to fix and fails the start; a bad state file (another
+    /// federation's, damaged, signed by a since-revoked CA) is logged and ignored.
     pub fn load(
         file: Option<&Path>,
         state: &Path,
         root: CertificateDer<'static>,
+        revocations: Revocations,
         now: OffsetDateTime,
     ) -> Result<(NodeDirectory, mpsc::UnboundedReceiver<NodeId>), (PathBuf, String)> {
         let held = match state.exists() {
-            true => load_view(state, &root, now).unwrap_or_else(|why| {
+            true => load_view(state, &root, &revocations, now).unwrap_or_else(|why| {
                 tracing::warn!(file = %state.display(), error = %why, "ignoring the persisted directory");
                 View::default()
             }),
@@ -84,7 +92,7 @@ impl NodeDirectory {
         };
         let mut view = held.clone();
         if let Some(file) = file {
-            let offered = load_view(file, &root, now).map_err(|why| (file.to_owned(), why))?;
+            let offered = load_view(file, &root, &revocations, now).map_err(|why| (file.to_owned(), why))?;
             let merge = held.merge(&offered);
             for e in &merge.refused {
                 tracing::info!(file = %file.display(), error = %e, "the directory file is not newer than the one held");
@@ -97,6 +105,7 @@ impl NodeDirectory {
         let (wanted, queue) = mpsc::unbounded_channel();
         let dir = NodeDirectory {
             root,
+            revocations: RwLock::new(Arc::new(revocations)),
             state: state.to_owned(),
             view: RwLock::new(Arc::new(view)),
             merging: Mutex::default(),
@@ -124,7 +133,8 @@ impl NodeDirectory {
     /// Verifies `bundle` and takes in whatever is newer than what is held, persisting it first.
     /// An offer that does not verify is refused whole; the held directories stay.
     pub fn offer(&self, bundle: &Bundle, now: OffsetDateTime) -> Result<Taken, DirectoryError> {
-        let offered = View::verify(bundle, &self.root, now)?;
+        let revocations = self.revocations.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let offered = View::verify(bundle, &self.root, &revocations, now)?;
         let _turn = self.merging.lock().unwrap_or_else(|p| p.into_inner());
         let merge = self.view().merge(&offered);
         if !merge.accepted.is_empty() {
@@ -136,6 +146,22 @@ impl NodeDirectory {
             *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(merge.view);
         }
         Ok(Taken { accepted: merge.accepted, refused: merge.refused })
+    }
+
+    /// Puts new revocation lists in force and drops the held directories they invalidate (a
+    /// region CA revoked since it signed), persisting what is left; returns what was dropped.
+    /// The root's own directory of a wider scope then answers for the dropped region.
+    pub fn set_revocations(&self, revocations: Revocations, now: OffsetDateTime) -> Vec<DirectoryError> {
+        let _turn = self.merging.lock().unwrap_or_else(|p| p.into_inner());
+        let (kept, dropped) = self.view().reverify(&self.root, &revocations, now);
+        *self.revocations.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revocations);
+        if !dropped.is_empty() {
+            if let Err(e) = write_bundle(&self.state, &kept.bundle()) {
+                tracing::error!(file = %self.state.display(), error = %e, "cannot persist the directory");
+            }
+            *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
+        }
+        dropped
     }
 
     /// Reads the operator's file again and takes in what is newer.

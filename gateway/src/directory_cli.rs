@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use fedgate_catalog::{Diagnostics, Region};
-use fedgate_certs::directory::{self, Bundle, Directory, Entry, Signed, View};
+use fedgate_certs::directory::{self, Bundle, Directory, Entry, Revocations, Signed, View};
 use fedgate_certs::names::Named;
 use fedgate_certs::{inspect, store};
 use thiserror::Error;
@@ -86,8 +86,8 @@ pub enum Command {
         format: Format,
     },
     /// Verify every directory of a bundle against the federation root: signature, signer's
-    /// chain and region, every entry. Prints one line per directory; exit 1 naming each
-    /// directory and entry at fault.
+    /// chain and region (and, with --crl, that no CA on it is revoked), every entry. Prints one
+    /// line per directory; exit 1 naming each directory and entry at fault.
     Check {
         /// The bundle.
         #[arg(value_name = "FILE")]
@@ -95,6 +95,10 @@ pub enum Command {
         /// The federation root certificate (PEM).
         #[arg(long, value_name = "ROOT_CRT")]
         trust: PathBuf,
+        /// A revocation list (PEM) of the root or a region CA; repeat for each. A region CA its
+        /// issuer revoked signs no directory.
+        #[arg(long = "crl", value_name = "CRL")]
+        crls: Vec<PathBuf>,
     },
     /// Which node of DEPARTMENT is responsible for REGION: the nearest one whose region covers
     /// it (REGION itself, then its parent, up to the top). Exit 1 if there is none.
@@ -105,6 +109,9 @@ pub enum Command {
         /// The federation root certificate (PEM), with FILE.
         #[arg(long, value_name = "ROOT_CRT")]
         trust: Option<PathBuf>,
+        /// With FILE: a revocation list (PEM) to check the signers against; repeatable.
+        #[arg(long = "crl", value_name = "CRL", conflicts_with = "config")]
+        crls: Vec<PathBuf>,
         /// Instead of FILE: the directory a node holds (its state folder's, else its
         /// `directory` file), verified with its trust.crt.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "trust"])]
@@ -193,10 +200,12 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
         Command::Show { file, format } => {
             show(&read_bundle(&file).map_err(|e| file_err(&file, e))?, format, &file)?
         }
-        Command::Check { file, trust } => check(&file, &trust, now)?,
-        Command::Resolve { file, trust, config, department, region, format } => {
+        Command::Check { file, trust, crls } => check(&file, &trust, &read_revocations(&crls)?, now)?,
+        Command::Resolve { file, trust, crls, config, department, region, format } => {
             let view = match (file, trust, config) {
-                (Some(file), Some(trust), _) => verified(&file, &read_root(&trust)?, now)?,
+                (Some(file), Some(trust), _) => {
+                    verified(&file, &read_root(&trust)?, &read_revocations(&crls)?, now)?
+                }
                 (_, _, Some(cfg)) => node_view(&cfg, now)?,
                 _ => return Err(CliError::Refused("give FILE with --trust, or --config".into())),
             };
@@ -287,13 +296,25 @@ fn read_root(path: &Path) -> Result<rustls_pki_types::CertificateDer<'static>, C
     }
 }
 
+/// The revocation lists in `paths`, each error naming its file.
+fn read_revocations(paths: &[PathBuf]) -> Result<Revocations, CliError> {
+    let mut crls = Vec::with_capacity(paths.len());
+    for p in paths {
+        let crl = store::read_crl(p).map_err(|e| file_err(p, e))?;
+        Revocations::parse(std::slice::from_ref(&crl)).map_err(|e| file_err(p, e))?;
+        crls.push(crl);
+    }
+    Revocations::parse(&crls).map_err(CliError::Refused)
+}
+
 fn verified(
     file: &Path,
     root: &rustls_pki_types::CertificateDer<'_>,
+    revocations: &Revocations,
     now: OffsetDateTime,
 ) -> Result<View, CliError> {
     let bundle = read_bundle(file).map_err(|e| file_err(file, e))?;
-    View::verify(&bundle, root, now).map_err(|e| file_err(file, e))
+    View::verify(&bundle, root, revocations, now).map_err(|e| file_err(file, e))
 }
 
 /// The directory a node holds: its persisted state if any (newer than or equal to its file),
@@ -305,7 +326,7 @@ fn node_view(cfg_path: &Path, now: OffsetDateTime) -> Result<View, CliError> {
         if cfg.directory_state.exists() { Some(cfg.directory_state.clone()) } else { cfg.directory.clone() };
     let file =
         file.ok_or_else(|| file_err(cfg_path, "this node has no `directory` and holds none from peers"))?;
-    verified(&file, &root, now)
+    verified(&file, &root, &read_revocations(&cfg.tls.crls)?, now)
 }
 
 fn signer_name(s: &Signed) -> String {
@@ -378,12 +399,12 @@ fn show(bundle: &Bundle, format: Format, file: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn check(file: &Path, trust: &Path, now: OffsetDateTime) -> Result<(), CliError> {
+fn check(file: &Path, trust: &Path, revocations: &Revocations, now: OffsetDateTime) -> Result<(), CliError> {
     let root = read_root(trust)?;
     let bundle = read_bundle(file).map_err(|e| file_err(file, e))?;
     let mut failed = 0;
     for s in &bundle.docs {
-        match directory::verify(s, &root, now) {
+        match directory::verify(s, &root, revocations, now) {
             Ok(v) => println!(
                 "ok: directory {}: {} nodes, signed by {}",
                 v.directory().label(),
@@ -398,7 +419,7 @@ fn check(file: &Path, trust: &Path, now: OffsetDateTime) -> Result<(), CliError>
     }
     if failed == 0 {
         // Each verified alone; together they must still make one view (one per scope).
-        View::verify(&bundle, &root, now).map_err(|e| file_err(file, e))?;
+        View::verify(&bundle, &root, revocations, now).map_err(|e| file_err(file, e))?;
         return Ok(());
     }
     Err(CliError::Refused(format!(

@@ -51,6 +51,7 @@ impl RunningNode {
             cfg.directory.as_deref(),
             &cfg.directory_state,
             id.trust.root().clone(),
+            id.revocations.clone(),
             time::OffsetDateTime::now_utc(),
         )
         .map_err(|(path, why)| file_err(&path, why))?;

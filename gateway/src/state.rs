@@ -141,6 +141,8 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
     /// The federation root and CRLs.
     pub trust: TrustStore,
+    /// The same CRLs, for the signers of federation directories.
+    pub revocations: fedgate_certs::directory::Revocations,
 }
 
 pub(crate) fn file_err(path: &std::path::Path, why: impl Into<String>) -> NodeError {
@@ -175,7 +177,9 @@ pub fn load_identity(cfg: &Config) -> Result<Identity, NodeError> {
             format!("certificate is issued to {}, but the config says node = {}", me.node(), cfg.node),
         ));
     }
-    Ok(Identity { chain, key, trust })
+    let revocations = fedgate_certs::directory::Revocations::parse(&crls)
+        .map_err(|why| file_err(files.crls.first().map_or(&files.trust, |p| p), why))?;
+    Ok(Identity { chain, key, trust, revocations })
 }
 
 #[cfg(unix)]
@@ -395,6 +399,14 @@ pub(crate) async fn reload(shared: &Shared) -> Result<usize, NodeError> {
         .map_err(|why| file_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
     link.verifier().reload(fresh);
     let closed = link.recheck_live();
+    let revocations = fedgate_certs::directory::Revocations::parse(&loaded)
+        .map_err(|why| file_err(crls.first().map_or(std::path::Path::new("crl"), |p| p), why))?;
+    for dropped in shared.directory.set_revocations(revocations, time::OffsetDateTime::now_utc()) {
+        tracing::warn!(error = %dropped, "directory dropped after the revocation lists changed");
+        let mut e = shared.audit_entry(Kind::Reload);
+        e.reason = Some(format!("directory dropped: {dropped}"));
+        shared.audit.append(e).await?;
+    }
     tracing::info!(crls = loaded.len(), closed, "revocation lists reloaded");
     let digests: Vec<String> = loaded
         .iter()

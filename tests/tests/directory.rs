@@ -139,6 +139,7 @@ async fn a_newer_directory_given_to_one_node_reaches_the_other_over_the_link() {
     let state = View::verify(
         &Bundle::decode(&std::fs::read(&p.b.config().directory_state).unwrap()).unwrap(),
         p.fed.root.root(),
+        &Default::default(),
         now(),
     )
     .unwrap();
@@ -154,6 +155,7 @@ async fn a_newer_directory_given_to_one_node_reaches_the_other_over_the_link() {
         cfg.directory.as_deref(),
         &cfg.directory_state,
         p.fed.root.root().clone(),
+        fedgate_certs::directory::Revocations::default(),
         now(),
     )
     .unwrap();
@@ -253,4 +255,55 @@ async fn a_forged_directory_from_a_peer_is_refused_and_the_current_one_kept() {
         "directory wuxi v7: signed by the CA of region wuxi.liangxi, which may not sign for scope wuxi"
     );
     assert_eq!(versions(&b), vec![("wuxi".to_owned(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_ca_revoked_by_the_root_loses_its_directories_at_the_next_crl_reload() {
+    use fedgate_certs::store;
+    let fed = Federation::new();
+    const COURT: &str = "court@wuxi.xinwu";
+    let addrs = [free_port(), free_port()];
+    let city = directory_of(1, &[(A, addrs[0])]);
+    let xinwu = Directory::new(
+        region("wuxi"),
+        region("wuxi.xinwu"),
+        1,
+        now().unix_timestamp(),
+        vec![DirEntry { node: id(COURT), address: addrs[1], fingerprint: None }],
+    )
+    .unwrap();
+    let bundle = Bundle {
+        docs: vec![directory::sign(&city, &fed.root).unwrap(), directory::sign(&xinwu, &fed.xinwu).unwrap()],
+    };
+    std::fs::write(fed.dir.path().join(format!("{A}.directory.cbor")), bundle.encode()).unwrap();
+    let (a, _) = start(&fed, A, addrs[0], "").await;
+    assert_eq!(versions(&a), vec![("wuxi".to_owned(), 1), ("wuxi.xinwu".to_owned(), 1)]);
+    assert_eq!(a.shared().address_of(&id(COURT)).unwrap(), addrs[1]);
+    // The root revokes the Xinwu CA and publishes its CRL; the node re-reads its CRLs.
+    let root_crl = fed.dir.path().join("pki/root/crl.pem");
+    let current = store::read_crl(&root_crl).unwrap();
+    let crl = fed.root.revoke(Some(&current), fed.xinwu.cert(), now()).unwrap();
+    std::fs::write(&root_crl, store::crl_pem(&crl)).unwrap();
+    a.reload_trust().await.unwrap();
+    assert_eq!(versions(&a), vec![("wuxi".to_owned(), 1)], "the Xinwu CA's directory is dropped");
+    assert!(a.shared().address_of(&id(COURT)).is_err(), "its nodes are no longer found there");
+    let dropped = audit_entries(&a)
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .find(|r| r.starts_with("directory dropped: directory wuxi.xinwu v1: signed under "));
+    assert!(dropped.is_some_and(|r| r.contains("has revoked (CRL)")), "the drop is audited");
+    // Offered again (by a peer, or in a bundle), it is refused whole.
+    let err = a.shared().directory.offer(&bundle, now()).unwrap_err();
+    assert!(err.to_string().contains("has revoked (CRL)"), "{err}");
+    assert_eq!(versions(&a), vec![("wuxi".to_owned(), 1)]);
+    // The persisted state holds what the node uses: a restart does not bring it back.
+    let cfg = a.config();
+    let state = View::verify(
+        &Bundle::decode(&std::fs::read(&cfg.directory_state).unwrap()).unwrap(),
+        fed.root.root(),
+        &Default::default(),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(state.summary(), vec![("wuxi".to_owned(), 1)]);
 }

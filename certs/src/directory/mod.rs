@@ -27,7 +27,7 @@ use thiserror::Error;
 
 pub use codec::{Bundle, Signed, MAX_BUNDLE};
 pub use source::parse_source;
-pub use trust::{sign, verify, Verified};
+pub use trust::{sign, verify, Revocations, Verified};
 pub use view::{resolve, Merge, View};
 
 /// One node of the federation as the directory lists it.
@@ -141,6 +141,16 @@ pub enum DirectoryError {
         signer: String,
         /// Why the chain failed.
         why: String,
+    },
+    /// A CA on the signing chain is revoked by its issuer's CRL.
+    #[error("directory {dir}: signed under {revoked}, which {issuer} has revoked (CRL)")]
+    Revoked {
+        /// Which directory.
+        dir: String,
+        /// Subject of the revoked CA.
+        revoked: String,
+        /// Subject of the CA whose CRL lists it.
+        issuer: String,
     },
     /// A region CA signed a scope outside its region.
     #[error(

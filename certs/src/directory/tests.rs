@@ -55,7 +55,7 @@ fn signed_by_the_root_verifies_and_round_trips_through_a_bundle() {
     let bundle = Bundle { docs: vec![signed] };
     let back = Bundle::decode(&bundle.encode()).unwrap();
     assert_eq!(back, bundle);
-    let view = View::verify(&back, p.root.root(), now()).unwrap();
+    let view = View::verify(&back, p.root.root(), &Revocations::default(), now()).unwrap();
     assert_eq!(view.summary(), vec![("wuxi".to_owned(), 3)]);
     assert_eq!(view.entry(&"grid@wuxi".parse().unwrap()).unwrap().address.port(), 7002);
 }
@@ -63,7 +63,8 @@ fn signed_by_the_root_verifies_and_round_trips_through_a_bundle() {
 #[test]
 fn a_region_ca_signs_its_own_subtree() {
     let p = pki();
-    let v = verify(&sign(&liangxi(1), &p.liangxi).unwrap(), p.root.root(), now()).unwrap();
+    let v = verify(&sign(&liangxi(1), &p.liangxi).unwrap(), p.root.root(), &Revocations::default(), now())
+        .unwrap();
     assert!(v.signer().contains("wuxi.liangxi"), "{}", v.signer());
 }
 
@@ -76,7 +77,7 @@ fn a_region_ca_may_not_sign_outside_its_region() {
     let body = city(1).encode();
     let signature = p.liangxi.sign_message(&[b"fedgate directory v1\0".as_slice(), &body].concat()).unwrap();
     let rogue = Signed { body, chain: p.liangxi.chain(), signature };
-    let err = verify(&rogue, p.root.root(), now()).unwrap_err();
+    let err = verify(&rogue, p.root.root(), &Revocations::default(), now()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "directory wuxi v1: signed by the CA of region wuxi.liangxi, which may not sign for scope wuxi"
@@ -101,9 +102,10 @@ fn a_bad_signature_or_an_altered_body_is_refused() {
     let signed = sign(&city(2), &p.root).unwrap();
     let mut sig = signed.signature().to_vec();
     sig[10] ^= 1;
-    let err = verify(&signed.with_signature(sig), p.root.root(), now()).unwrap_err();
+    let err = verify(&signed.with_signature(sig), p.root.root(), &Revocations::default(), now()).unwrap_err();
     assert!(matches!(err, DirectoryError::BadSignature { .. }), "{err}");
-    let err = verify(&signed.with_body(city(9).encode()), p.root.root(), now()).unwrap_err();
+    let err = verify(&signed.with_body(city(9).encode()), p.root.root(), &Revocations::default(), now())
+        .unwrap_err();
     assert!(err.to_string().starts_with("directory wuxi v9: signature does not verify"), "{err}");
 }
 
@@ -111,15 +113,19 @@ fn a_bad_signature_or_an_altered_body_is_refused() {
 fn a_foreign_root_or_a_foreign_region_ca_is_refused() {
     let p = pki();
     let other = pki();
-    let err = verify(&sign(&city(1), &other.root).unwrap(), p.root.root(), now()).unwrap_err();
+    let err = verify(&sign(&city(1), &other.root).unwrap(), p.root.root(), &Revocations::default(), now())
+        .unwrap_err();
     assert!(matches!(err, DirectoryError::BadSignature { .. }), "{err}");
     // Same names as ours, other keys: the chain does not lead to our root.
-    let err = verify(&sign(&liangxi(1), &other.liangxi).unwrap(), p.root.root(), now()).unwrap_err();
+    let err =
+        verify(&sign(&liangxi(1), &other.liangxi).unwrap(), p.root.root(), &Revocations::default(), now())
+            .unwrap_err();
     assert!(matches!(err, DirectoryError::UnknownSigner { .. }), "{err}");
     assert!(err.to_string().contains("does not verify with the key of"), "{err}");
     // Another federation's root altogether.
     let suzhou = Authority::new_root(&region("suzhou"), now(), ROOT_DAYS).unwrap();
-    let err = verify(&sign(&city(1), &p.root).unwrap(), suzhou.root(), now()).unwrap_err();
+    let err =
+        verify(&sign(&city(1), &p.root).unwrap(), suzhou.root(), &Revocations::default(), now()).unwrap_err();
     assert!(matches!(err, DirectoryError::WrongFederation { .. }), "{err}");
 }
 
@@ -128,7 +134,7 @@ fn an_expired_signer_is_refused() {
     let p = pki();
     let signed = sign(&liangxi(1), &p.liangxi).unwrap();
     let later = now() + Duration::days(i64::from(CA_DAYS) + 2);
-    let err = verify(&signed, p.root.root(), later).unwrap_err();
+    let err = verify(&signed, p.root.root(), &Revocations::default(), later).unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
@@ -136,7 +142,13 @@ fn an_expired_signer_is_refused() {
 fn an_older_version_is_refused_and_the_current_kept() {
     let p = pki();
     let view = |d: Directory, ca: &Authority| {
-        View::verify(&Bundle { docs: vec![sign(&d, ca).unwrap()] }, p.root.root(), now()).unwrap()
+        View::verify(
+            &Bundle { docs: vec![sign(&d, ca).unwrap()] },
+            p.root.root(),
+            &Revocations::default(),
+            now(),
+        )
+        .unwrap()
     };
     let v5 = view(city(5), &p.root);
     let m = v5.merge(&view(city(4), &p.root));
@@ -241,7 +253,7 @@ fn every_truncation_of_a_bundle_fails_to_decode() {
 fn a_bundle_with_two_directories_for_one_scope_is_refused() {
     let p = pki();
     let bundle = Bundle { docs: vec![sign(&city(1), &p.root).unwrap(), sign(&city(2), &p.root).unwrap()] };
-    let err = View::verify(&bundle, p.root.root(), now()).unwrap_err();
+    let err = View::verify(&bundle, p.root.root(), &Revocations::default(), now()).unwrap_err();
     assert_eq!(err, DirectoryError::DuplicateScope("wuxi".into()));
 }
 
@@ -250,7 +262,7 @@ fn the_narrower_scope_wins_in_the_combined_view() {
     let p = pki();
     let bundle =
         Bundle { docs: vec![sign(&liangxi(1), &p.liangxi).unwrap(), sign(&city(1), &p.root).unwrap()] };
-    let view = View::verify(&bundle, p.root.root(), now()).unwrap();
+    let view = View::verify(&bundle, p.root.root(), &Revocations::default(), now()).unwrap();
     let police: NodeId = "police@wuxi.liangxi".parse().unwrap();
     assert_eq!(view.entry(&police).unwrap().address.port(), 7104);
     assert_eq!(view.entries().len(), 5);
@@ -262,7 +274,7 @@ fn resolve_walks_up_to_the_nearest_node_of_the_department() {
     let p = pki();
     let bundle =
         Bundle { docs: vec![sign(&liangxi(1), &p.liangxi).unwrap(), sign(&city(1), &p.root).unwrap()] };
-    let view = View::verify(&bundle, p.root.root(), now()).unwrap();
+    let view = View::verify(&bundle, p.root.root(), &Revocations::default(), now()).unwrap();
     let who = |d: &str, r: &str| view.resolve(d, &region(r)).map(|e| e.node.to_string());
     // The street's own office.
     assert_eq!(who("grid", "wuxi.liangxi.chongan.guangrui").as_deref(), Some("grid@wuxi.liangxi.chongan"));
@@ -289,4 +301,52 @@ fn sources_parse_with_located_errors() {
     let outside = good.replace("police@wuxi.liangxi", "court@wuxi.xinwu");
     let err = parse_source("dir.toml", &outside, None, 0).unwrap_err().to_string();
     assert!(err.contains("dir.toml:5:1: node court@wuxi.xinwu lies outside the scope wuxi.liangxi"), "{err}");
+}
+
+#[test]
+fn a_region_ca_revoked_by_its_issuer_signs_no_directory_and_loses_the_ones_held() {
+    let p = pki();
+    let signed = sign(&liangxi(1), &p.liangxi).unwrap();
+    let bundle = Bundle { docs: vec![sign(&city(1), &p.root).unwrap(), signed.clone()] };
+    let held = View::verify(&bundle, p.root.root(), &Revocations::default(), now()).unwrap();
+    // An empty CRL of the root, or the root's CRL revoking someone else, changes nothing.
+    let empty = Revocations::parse(&[p.root.empty_crl(now()).unwrap()]).unwrap();
+    assert!(verify(&signed, p.root.root(), &empty, now()).is_ok());
+    let xinwu = p.root.issue_ca(&region("wuxi.xinwu"), now(), CA_DAYS).unwrap();
+    let other = Revocations::parse(&[p.root.revoke(None, xinwu.cert(), now()).unwrap()]).unwrap();
+    assert!(verify(&signed, p.root.root(), &other, now()).is_ok());
+    // The root revokes the Liangxi CA: its directory no longer verifies, the root's still does.
+    let crl = p.root.revoke(None, p.liangxi.cert(), now()).unwrap();
+    let revoked = Revocations::parse(&[crl]).unwrap();
+    let err = verify(&signed, p.root.root(), &revoked, now()).unwrap_err();
+    assert!(matches!(err, DirectoryError::Revoked { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("directory wuxi.liangxi v1: signed under ") && text.contains("has revoked"),
+        "{text}"
+    );
+    assert!(
+        View::verify(&bundle, p.root.root(), &revoked, now()).is_err(),
+        "a bundle is used whole or not at all"
+    );
+    let (kept, dropped) = held.reverify(p.root.root(), &revoked, now());
+    assert_eq!(kept.summary(), vec![("wuxi".to_owned(), 1)]);
+    assert_eq!(dropped.len(), 1);
+    assert!(matches!(dropped[0], DirectoryError::Revoked { .. }));
+}
+
+#[test]
+fn a_revocation_list_counts_only_when_signed_by_the_issuer_it_names() {
+    let p = pki();
+    let signed = sign(&liangxi(1), &p.liangxi).unwrap();
+    // Another federation's root of the same name lists our Liangxi CA: same issuer DN, same
+    // serial, but the list's signature does not verify with our root's key.
+    let forger = Authority::new_root(&region("wuxi"), now(), ROOT_DAYS).unwrap();
+    let forged = forger.revoke(None, p.liangxi.cert(), now()).expect("same issuer name");
+    let forged = Revocations::parse(&[forged]).unwrap();
+    assert!(verify(&signed, p.root.root(), &forged, now()).is_ok(), "a forged list revokes nothing");
+    let genuine = Revocations::parse(&[p.root.revoke(None, p.liangxi.cert(), now()).unwrap()]).unwrap();
+    assert!(verify(&signed, p.root.root(), &genuine, now()).is_err(), "the same entry, signed by our root");
+    let junk = rustls_pki_types::CertificateRevocationListDer::from(vec![1, 2, 3]);
+    assert!(Revocations::parse(&[junk]).unwrap_err().starts_with("revocation list #1: "));
 }

@@ -7,7 +7,7 @@ use fedgate_catalog::{NodeId, Region};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::{verify, Bundle, DirectoryError, Entry, Verified};
+use super::{verify, Bundle, DirectoryError, Entry, Revocations, Verified};
 
 /// Verified directories, at most one per scope.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,22 +31,44 @@ pub struct Merge {
 }
 
 impl View {
-    /// Verifies every directory of `bundle` against `root` at `now`; any failure refuses the
-    /// whole bundle (a file or an offer is used whole or not at all).
+    /// Verifies every directory of `bundle` against `root` and its `revocations` at `now`; any
+    /// failure refuses the whole bundle (a file or an offer is used whole or not at all).
     pub fn verify(
         bundle: &Bundle,
         root: &CertificateDer<'_>,
+        revocations: &Revocations,
         now: OffsetDateTime,
     ) -> Result<View, DirectoryError> {
         let mut docs = BTreeMap::new();
         for signed in &bundle.docs {
-            let v = verify(signed, root, now)?;
+            let v = verify(signed, root, revocations, now)?;
             let scope = v.directory().scope.clone();
             if docs.insert(scope.clone(), v).is_some() {
                 return Err(DirectoryError::DuplicateScope(scope.to_string()));
             }
         }
         Ok(View::indexed(docs))
+    }
+
+    /// The held directories that still verify (after new revocation lists, or as time passes),
+    /// and why each of the others no longer does.
+    pub fn reverify(
+        &self,
+        root: &CertificateDer<'_>,
+        revocations: &Revocations,
+        now: OffsetDateTime,
+    ) -> (View, Vec<DirectoryError>) {
+        let mut kept = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for (scope, held) in &self.docs {
+            match verify(held.signed(), root, revocations, now) {
+                Ok(v) => {
+                    kept.insert(scope.clone(), v);
+                }
+                Err(e) => dropped.push(e),
+            }
+        }
+        (View::indexed(kept), dropped)
     }
 
     fn indexed(docs: BTreeMap<Region, Verified>) -> View {
