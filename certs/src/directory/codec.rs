@@ -40,7 +40,9 @@ impl<'de> Deserialize<'de> for Bytes {
                 Ok(Bytes(v))
             }
         }
-        d.deserialize_bytes(V)
+        // Not `deserialize_bytes`: ciborium's reader serves that only from its 4 KiB scratch
+        // buffer and refuses longer strings, and a directory body of ~60 nodes is longer.
+        d.deserialize_byte_buf(V)
     }
 }
 

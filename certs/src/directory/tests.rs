@@ -350,3 +350,18 @@ fn a_revocation_list_counts_only_when_signed_by_the_issuer_it_names() {
     let junk = rustls_pki_types::CertificateRevocationListDer::from(vec![1, 2, 3]);
     assert!(Revocations::parse(&[junk]).unwrap_err().starts_with("revocation list #1: "));
 }
+
+#[test]
+fn a_directory_of_a_thousand_nodes_round_trips_and_verifies() {
+    // Bodies past 4 KiB (about 60 nodes) once failed to decode: found by fedgate-scale at 200.
+    let p = pki();
+    let nodes = (0..1000).map(|i| entry(&format!("dept-{i:04}@wuxi"), 10_000 + i as u16)).collect();
+    let dir = Directory::new(region("wuxi"), region("wuxi"), 1, 1_700_000_000, nodes).unwrap();
+    let bundle = Bundle { docs: vec![sign(&dir, &p.root).unwrap()] };
+    let bytes = bundle.encode();
+    assert!(bytes.len() > 40_000, "{} bytes", bytes.len());
+    let back = Bundle::decode(&bytes).unwrap();
+    let view = View::verify(&back, p.root.root(), &Revocations::default(), now()).unwrap();
+    assert_eq!(view.entries().len(), 1000);
+    assert_eq!(view.entry(&"dept-0999@wuxi".parse().unwrap()).unwrap().address.port(), 10_999);
+}
