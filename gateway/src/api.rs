@@ -126,6 +126,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/subscriptions/{id}", axum::routing::delete(crate::api_subscriptions::cancel))
         .route("/v1/subscriptions/{id}/events", get(crate::api_subscriptions::events))
         .route("/v1/subscriptions/{id}/ack", axum::routing::post(crate::api_subscriptions::ack))
+        .route("/v1/referrals", get(crate::api_referrals::list).post(crate::api_referrals::send))
+        .route("/v1/referrals/events", get(crate::api_referrals::events))
+        .route("/v1/referrals/{id}", get(crate::api_referrals::show))
+        .route("/v1/referrals/{id}/{step}", axum::routing::post(crate::api_referrals::step))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

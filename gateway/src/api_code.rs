@@ -32,6 +32,8 @@ pub enum ApiCode {
     UnknownPeer,
     /// The provider's policy refuses the request.
     Denied,
+    /// A referral step that does not follow from the referral's state, or is the other party's.
+    Conflict,
     /// The provider has no such dataset (or does not share it).
     UnknownDataset,
     /// A filter names a field the asker does not receive in clear, or has a bad value.
@@ -64,7 +66,7 @@ pub enum ApiCode {
 
 impl ApiCode {
     /// Every code, in the order of the table.
-    pub const ALL: [ApiCode; 22] = [
+    pub const ALL: [ApiCode; 23] = [
         ApiCode::BadRequest,
         ApiCode::Unauthorized,
         ApiCode::NotFound,
@@ -73,6 +75,7 @@ impl ApiCode {
         ApiCode::UnsupportedMediaType,
         ApiCode::UnknownPeer,
         ApiCode::Denied,
+        ApiCode::Conflict,
         ApiCode::UnknownDataset,
         ApiCode::BadFilter,
         ApiCode::QuotaExceeded,
@@ -100,6 +103,7 @@ impl ApiCode {
             ApiCode::UnsupportedMediaType => ("unsupported-media-type", StatusCode::UNSUPPORTED_MEDIA_TYPE),
             ApiCode::UnknownPeer => ("unknown-peer", StatusCode::NOT_FOUND),
             ApiCode::Denied => ("denied", StatusCode::FORBIDDEN),
+            ApiCode::Conflict => ("conflict", StatusCode::CONFLICT),
             ApiCode::UnknownDataset => ("unknown-dataset", StatusCode::NOT_FOUND),
             ApiCode::BadFilter => ("bad-filter", StatusCode::BAD_REQUEST),
             ApiCode::QuotaExceeded => ("quota-exceeded", StatusCode::TOO_MANY_REQUESTS),

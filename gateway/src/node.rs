@@ -104,6 +104,8 @@ impl RunningNode {
             Arc::new(crate::events::EventLog::open(&cfg.state_dir.join("events.db"), cfg.events_backlog)?);
         let subscriptions =
             Arc::new(crate::subscriptions::SubscriptionStore::open(&cfg.state_dir.join("subscriptions.db"))?);
+        let referrals =
+            Arc::new(crate::referrals::ReferralStore::open(&cfg.state_dir.join("referrals.db"), &cfg.node)?);
         let calendar = crate::calendar::for_config(&cfg)?;
         let shared = Arc::new(Shared {
             cfg,
@@ -122,6 +124,7 @@ impl RunningNode {
             inbound: Default::default(),
             events,
             subscriptions,
+            referrals,
             calendar,
         });
         shared.sources.reset(&checked.unreachable);
@@ -146,6 +149,7 @@ impl RunningNode {
             tokio::spawn(crate::api::serve(api_listener, shared.clone(), token)),
             tokio::spawn(crate::quic::directory::sync_loop(shared.clone(), directory_queue)),
             tokio::spawn(crate::quic::subscription::keep_subscribed(shared.clone())),
+            tokio::spawn(crate::quic::referral::deliver_loop(shared.clone())),
         ];
         // Peers that took in a newer directory while this node was down hand it over now.
         crate::quic::directory::announce(&shared);

@@ -69,6 +69,9 @@ pub enum NodeError {
     /// The subscription store could not be opened.
     #[error(transparent)]
     Subscriptions(#[from] crate::subscriptions::StoreError),
+    /// The referral store could not be opened.
+    #[error(transparent)]
+    Referrals(#[from] crate::referrals::ReferralError),
     /// The working-day calendar file could not be read or has mistakes.
     #[error(transparent)]
     Calendar(#[from] crate::calendar::CalendarError),
@@ -232,6 +235,8 @@ pub struct Shared {
     pub events: Arc<crate::events::EventLog>,
     /// The subscriptions this node holds as a subscriber (`state_dir/subscriptions.db`).
     pub subscriptions: Arc<crate::subscriptions::SubscriptionStore>,
+    /// Both ends of the referrals this node takes part in (`state_dir/referrals.db`).
+    pub referrals: Arc<crate::referrals::ReferralStore>,
     /// The working-day calendar referral and request deadlines are counted in.
     pub calendar: crate::calendar::WorkCalendar,
 }

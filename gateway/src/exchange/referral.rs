@@ -301,6 +301,13 @@ pub fn admit(
 pub struct CaseDecision {
     /// The read: at most two records (two mean the filters do not name one case).
     pub read: SourceRead,
+    /// What was decided.
+    pub grant: CaseGrant,
+}
+
+/// What the decision on a case allowed, for the step's audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseGrant {
     /// The fields each record carries, in order (the receiver's view).
     pub fields: Vec<String>,
     /// Why it was allowed (grant, clearance, rows).
@@ -340,13 +347,13 @@ pub fn decide_case(
         // One case is one record of the quota, used or not.
         quota.settle(receiver, 1);
     }
-    Ok(CaseDecision {
+    let grant = CaseGrant {
         fields: a.read.plan.fields().to_vec(),
-        read: a.read,
         reason: a.reason,
         obligations: a.obligations,
         grant: a.grant,
-    })
+    };
+    Ok(CaseDecision { read: a.read, grant })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod consumer;
 pub mod directory;
 pub mod provider;
+pub mod referral;
 pub mod serve;
 pub mod subscription;
 

@@ -206,6 +206,11 @@ async fn serve_stream(
         crate::quic::subscription::serve_round(shared, peer, send, sub, acked, wait).await;
         return;
     }
+    if let Message::Referral { exchange, seq, at, step, signature } = req {
+        let m = crate::quic::referral::Incoming { exchange, seq, at, step, signature };
+        crate::quic::referral::serve_step(shared, peer, send, m).await;
+        return;
+    }
     let mut answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     if let Message::Welcome { audit_key, .. } = &mut answer {
         *audit_key = welcome_audit_key(&shared);
