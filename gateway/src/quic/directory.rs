@@ -4,11 +4,14 @@
 //! version)` of each directory it holds; the peer answers with its own and, if it holds
 //! anything newer, its signed bundle, which the asker verifies before taking in. A peer that
 //! learns from an offer that the asker holds something newer asks back. A gateway that takes in
-//! a newer directory (from its file or a peer) offers to every node it knows, so a new directory
-//! spreads through the federation without anyone pushing unverified bytes.
+//! a newer directory (from its file or a peer) offers it to a few nodes picked at random, each
+//! of which does the same, so a new directory spreads like an epidemic in a few rounds without
+//! anyone pushing unverified bytes; a node the epidemic missed catches up on its next new
+//! connection to any peer, or at the latest at its periodic offer to one random node.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fedgate_catalog::NodeId;
 use fedgate_certs::directory::Bundle;
@@ -20,10 +23,31 @@ use crate::state::Shared;
 use crate::wire::Message;
 use fedgate_audit::Kind;
 
-/// Runs the exchanges the node queues, one at a time per peer, until the queue closes.
+/// How many nodes a node offers its directories to at start and after taking in a newer one.
+/// Offering to every known node instead made a federation of 200 gateways start with 40,000
+/// handshakes and keep every node connected to every other (fedgate-scale, BENCHMARKS.md).
+pub const GOSSIP_FANOUT: usize = 8;
+
+/// How often a node offers its directories to one random node besides: the round that makes
+/// every node converge even if the epidemic missed it and it talks to nobody.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Runs the exchanges the node queues, one at a time per peer, until the queue closes; and the
+/// periodic offer to one random node.
 pub(crate) async fn sync_loop(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<NodeId>) {
     let busy: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
-    while let Some(peer) = queue.recv().await {
+    let mut round = tokio::time::interval_at(tokio::time::Instant::now() + GOSSIP_INTERVAL, GOSSIP_INTERVAL);
+    loop {
+        let peer = tokio::select! {
+            next = queue.recv() => match next {
+                Some(peer) => peer,
+                None => return,
+            },
+            _ = round.tick() => {
+                offer_to_random(&shared, 1);
+                continue;
+            }
+        };
         if peer == shared.cfg.node || !busy.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone()) {
             continue;
         }
@@ -100,11 +124,58 @@ pub(crate) async fn install(shared: &Arc<Shared>, bundle: &Bundle, from: &str) {
     }
 }
 
-/// Offers this node's directories to every node it knows (the directory's and `[[peers]]`).
+/// Offers this node's directories to [`GOSSIP_FANOUT`] nodes it knows (the directory's and
+/// `[[peers]]`), picked at random.
 pub(crate) fn announce(shared: &Shared) {
+    offer_to_random(shared, GOSSIP_FANOUT);
+}
+
+fn offer_to_random(shared: &Shared, how_many: usize) {
     let view = shared.directory.view();
-    let listed = view.entries().into_iter().map(|e| e.node.clone());
-    for node in listed.chain(shared.cfg.peers.iter().map(|p| p.node.clone())) {
+    let mut known: Vec<NodeId> = view.entries().into_iter().map(|e| e.node.clone()).collect();
+    known.extend(shared.cfg.peers.iter().map(|p| p.node.clone()));
+    known.retain(|n| n != &shared.cfg.node);
+    known.sort();
+    known.dedup();
+    for node in pick(known, how_many, &ring::rand::SystemRandom::new()) {
         shared.directory.want(&node);
+    }
+}
+
+/// `n` of `items` chosen uniformly at random (all of them if there are no more than `n`).
+fn pick<T>(mut items: Vec<T>, n: usize, rng: &dyn ring::rand::SecureRandom) -> Vec<T> {
+    // A partial Fisher–Yates shuffle: the first `n` places get a uniform sample.
+    for i in 0..n.min(items.len()) {
+        let mut bytes = [0u8; 8];
+        if rng.fill(&mut bytes).is_err() {
+            break;
+        }
+        let span = (items.len() - i) as u64;
+        let j = i + (u64::from_le_bytes(bytes) % span) as usize;
+        items.swap(i, j);
+    }
+    items.truncate(n);
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn pick_takes_a_uniform_sample_of_distinct_items() {
+        let rng = ring::rand::SystemRandom::new();
+        assert_eq!(pick(vec![1, 2, 3], 8, &rng).len(), 3, "all of them when there are few");
+        let mut seen = [0u32; 20];
+        for _ in 0..4_000 {
+            let got = pick((0..20).collect::<Vec<usize>>(), 5, &rng);
+            let distinct: std::collections::HashSet<_> = got.iter().collect();
+            assert_eq!((got.len(), distinct.len()), (5, 5));
+            for i in got {
+                seen[i] += 1;
+            }
+        }
+        // Each item is expected 1,000 times; a fair sampler stays well within ±20%.
+        assert!(seen.iter().all(|&c| (800..=1200).contains(&c)), "{seen:?}");
     }
 }
