@@ -83,7 +83,25 @@ pub struct SourceConfig {
     pub kind_at: Pos,
     /// Where `table = ...` is written.
     pub table_at: Pos,
+    /// The column whose growth tells the dataset's changes (`cursor = "COLUMN"`), polled into
+    /// the event log; `None` if only the publish API makes events.
+    pub cursor: Option<CursorConfig>,
 }
+
+/// How a source's changes are found by polling (`cursor` and `poll_ms` of a `[[sources]]` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorConfig {
+    /// A column whose value only grows as rows are inserted or updated (an integer sequence, a
+    /// timestamp); it need not be a catalog field.
+    pub column: String,
+    /// Time between two polls (`poll_ms`, default [`DEFAULT_POLL`]).
+    pub interval: Duration,
+    /// Where `cursor = ...` is written.
+    pub at: Pos,
+}
+
+/// How often a cursor column is polled unless `poll_ms` says otherwise.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(2);
 
 /// A parsed, validated `gateway.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +226,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const CALENDAR_KEYS: &[&str] = &["file"];
 const EVENTS_KEYS: &[&str] = &["max_age_secs", "max_count"];
-const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table"];
+const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table", "cursor", "poll_ms"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
 const API_LIMIT_KEYS: &[&str] = &["max_connections", "header_timeout_secs", "idle_timeout_secs"];
@@ -309,13 +327,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
 
 /// True if and only if `s` is `table` or `schema.table` of plain SQL identifiers.
 fn valid_table(s: &str) -> bool {
-    let ident = |p: &str| {
-        let mut b = p.bytes();
-        matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-    };
     let parts: Vec<&str> = s.split('.').collect();
-    parts.len() <= 2 && parts.iter().all(|p| ident(p) && p.len() <= 63)
+    parts.len() <= 2 && parts.iter().all(|p| valid_ident(p))
+}
+
+/// True if and only if `p` is a plain SQL identifier (letters, digits, `_`; at most 63 bytes).
+fn valid_ident(p: &str) -> bool {
+    let mut b = p.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && p.len() <= 63
+}
+
+/// `cursor` and `poll_ms` of one `[[sources]]` entry.
+fn cursor_of(t: &Table<'_, '_>, src: &mut Source<'_>, text: &str) -> Option<CursorConfig> {
+    let poll = match t.opt_int(src, "poll_ms") {
+        Some((n, _)) if (50..=3_600_000).contains(&n) => Some(Duration::from_millis(n as u64)),
+        Some((_, span)) => {
+            src.error(span, "`poll_ms` must be between 50 and 3600000");
+            None
+        }
+        None => None,
+    };
+    let Some((column, span)) = t.opt_str(src, "cursor") else {
+        if poll.is_some() {
+            src.error(t.key_span("poll_ms"), "`poll_ms` needs `cursor = \"COLUMN\"`: the column polled");
+        }
+        return None;
+    };
+    if !valid_ident(column) {
+        src.error(span, format!("`cursor` {column:?} must be a plain SQL column name (letters, digits, _)"));
+        return None;
+    }
+    Some(CursorConfig {
+        column: column.to_owned(),
+        interval: poll.unwrap_or(DEFAULT_POLL),
+        at: pos(text, span.start),
+    })
 }
 
 fn pos(text: &str, at: usize) -> Pos {
@@ -335,6 +383,7 @@ fn sources(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path, text: &str) -
             }
             other => other.map(|(s, _)| s.to_owned()),
         };
+        let cursor = cursor_of(&t, src, text);
         let kind = match (t.opt_str(src, "sqlite"), t.opt_str(src, "postgres")) {
             (Some((p, _)), None) => Some(SourceKind::Sqlite(dir.join(p))),
             (None, Some((c, _))) => Some(SourceKind::Postgres(c.to_owned())),
@@ -361,6 +410,7 @@ fn sources(root: &Table<'_, '_>, src: &mut Source<'_>, dir: &Path, text: &str) -
                 dataset_at: at("dataset"),
                 kind_at,
                 table_at: at("table"),
+                cursor,
             });
         }
     }
@@ -594,6 +644,34 @@ address = "127.0.0.1:7402"
         let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
         assert!(err.contains("unknown key `calendar.files`"), "{err}");
         assert!(err.contains("`calendar.file`") || err.contains("`file`"), "{err}");
+    }
+
+    #[test]
+    fn a_source_cursor_has_a_default_interval_and_is_checked() {
+        let entry = "\n[[sources]]\ndataset = \"cases\"\nsqlite = \"c.db\"\ntable = \"cases\"\n";
+        let c = parse(Path::new("g.toml"), &format!("{GOOD}{entry}")).unwrap();
+        assert_eq!(c.sources[0].cursor, None);
+        let c = parse(Path::new("g.toml"), &format!("{GOOD}{entry}cursor = \"updated_at\"\n")).unwrap();
+        let cur = c.sources[0].cursor.clone().unwrap();
+        assert_eq!(
+            (cur.column.as_str(), cur.interval, cur.at),
+            ("updated_at", DEFAULT_POLL, Pos { line: 20, col: 10 })
+        );
+        let c =
+            parse(Path::new("g.toml"), &format!("{GOOD}{entry}cursor = \"seq\"\npoll_ms = 250\n")).unwrap();
+        assert_eq!(c.sources[0].cursor.as_ref().unwrap().interval, Duration::from_millis(250));
+        for (bad, want) in [
+            (
+                "cursor = \"updated at\"",
+                "g.toml:20:10: `cursor` \"updated at\" must be a plain SQL column name",
+            ),
+            ("cursor = \"seq\"\npoll_ms = 10", "g.toml:21:11: `poll_ms` must be between 50 and 3600000"),
+            ("poll_ms = 500", "g.toml:20:1: `poll_ms` needs `cursor = \"COLUMN\"`"),
+            ("cursr = \"seq\"", "g.toml:20:1: unknown key `sources.cursr`, did you mean `cursor`?"),
+        ] {
+            let err = parse(Path::new("g.toml"), &format!("{GOOD}{entry}{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 
     #[test]

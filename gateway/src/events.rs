@@ -75,6 +75,18 @@ pub struct Event {
     pub record: Record,
 }
 
+/// Where a poll of a source's cursor column stopped: the largest cursor value read, and which
+/// records were already published at exactly that value (digests of their encoding), so a row
+/// that appears later with the same value is still published, and one seen before is not
+/// published again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollCursor {
+    /// The largest cursor value read; `Null` until the table had a row.
+    pub value: Value,
+    /// Digests of the records published (or found at the first poll) at `value`.
+    pub at_value: Vec<[u8; 32]>,
+}
+
 /// Events after a cursor, and what is missing before them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slice {
@@ -105,6 +117,12 @@ pub enum EventError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The poll cursor moved while a poll ran: a second poller on the same event log.
+    #[error("poll cursor of `{dataset}` moved during the poll; nothing was published")]
+    CursorMoved {
+        /// The dataset.
+        dataset: String,
     },
     /// A stored record did not decode: the file was damaged or written by something else.
     #[error("event log {}: event {id} of `{dataset}` is damaged: {why}", path.display())]
@@ -220,17 +238,27 @@ impl EventLog {
 
     /// Appends what a poll of the source's cursor column found, each an insert if its primary
     /// key (`pk`, a field index) is new to this log and an update otherwise, and moves the poll
-    /// cursor to `cursor`, all in one transaction.
+    /// cursor from `from` (what [`EventLog::poll_cursor`] said before the poll) to `cursor`, all
+    /// in one transaction: a crash leaves both or neither. If the cursor is no longer `from`
+    /// (another poller got there first), nothing is written.
     pub fn publish_polled(
         &self,
         dataset: &str,
+        from: Option<&PollCursor>,
         records: &[Record],
         pk: usize,
-        cursor: &Value,
+        cursor: &PollCursor,
         now: i64,
     ) -> Result<Option<(u64, u64)>, EventError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(self.db())?;
+        let stored: Option<Vec<u8>> = tx
+            .query_row("SELECT cursor FROM polls WHERE dataset = ?1", params![dataset], |r| r.get(0))
+            .optional()
+            .map_err(self.db())?;
+        if stored != from.map(cbor) {
+            return Err(EventError::CursorMoved { dataset: dataset.to_owned() });
+        }
         let mut ops = Vec::with_capacity(records.len());
         for r in records {
             let key = cbor(&r.get(pk).cloned().unwrap_or(Value::Null));
@@ -250,14 +278,53 @@ impl EventLog {
         Ok(self.committed(ids))
     }
 
+    /// Starts polling `dataset` at `cursor`, the rows already there (primary keys `known`) counted
+    /// as seen, so their later changes are updates. Nothing is written if polling already started.
+    pub fn start_polled(
+        &self,
+        dataset: &str,
+        known: &[Value],
+        cursor: &PollCursor,
+    ) -> Result<(), EventError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(self.db())?;
+        let fresh = tx
+            .execute(
+                "INSERT OR IGNORE INTO polls (dataset, cursor) VALUES (?1, ?2)",
+                params![dataset, cbor(cursor)],
+            )
+            .map_err(self.db())?;
+        if fresh == 0 {
+            return Err(EventError::CursorMoved { dataset: dataset.to_owned() });
+        }
+        {
+            let mut seen = tx
+                .prepare_cached("INSERT OR IGNORE INTO seen (dataset, pk) VALUES (?1, ?2)")
+                .map_err(self.db())?;
+            for k in known {
+                seen.execute(params![dataset, cbor(k)]).map_err(self.db())?;
+            }
+        }
+        tx.commit().map_err(self.db())
+    }
+
     /// Where the last poll of `dataset`'s cursor column stopped, if it ever ran.
-    pub fn poll_cursor(&self, dataset: &str) -> Result<Option<Value>, EventError> {
+    pub fn poll_cursor(&self, dataset: &str) -> Result<Option<PollCursor>, EventError> {
         let blob: Option<Vec<u8>> = self
             .lock()
             .query_row("SELECT cursor FROM polls WHERE dataset = ?1", params![dataset], |r| r.get(0))
             .optional()
             .map_err(self.db())?;
-        Ok(blob.and_then(|b| ciborium::from_reader(b.as_slice()).ok()))
+        // A damaged cursor must stop the poller: guessing would repeat or skip changes.
+        blob.map(|b| {
+            ciborium::from_reader(b.as_slice()).map_err(|e| EventError::Damaged {
+                path: self.path.clone(),
+                dataset: dataset.to_owned(),
+                id: 0,
+                why: format!("poll cursor: {e}"),
+            })
+        })
+        .transpose()
     }
 
     /// Up to `max` events of `dataset` after id `after`, and the ids after it already dropped
@@ -520,9 +587,14 @@ mod tests {
         let l = log(dir.path(), Backlog::default());
         assert_eq!(l.poll_cursor("a").unwrap(), None);
         let r = |k: &str, v: i64| vec![Value::Text(k.into()), Value::Int(v)];
-        l.publish_polled("a", &[r("x", 1), r("y", 2)], 0, &Value::Int(2), 10).unwrap();
-        l.publish_polled("a", &[r("x", 3)], 0, &Value::Int(3), 11).unwrap();
-        assert_eq!(l.poll_cursor("a").unwrap(), Some(Value::Int(3)));
+        let at = |v: i64| PollCursor { value: Value::Int(v), at_value: vec![[v as u8; 32]] };
+        l.publish_polled("a", None, &[r("x", 1), r("y", 2)], 0, &at(2), 10).unwrap();
+        l.publish_polled("a", Some(&at(2)), &[r("x", 3)], 0, &at(3), 11).unwrap();
+        assert_eq!(l.poll_cursor("a").unwrap(), Some(at(3)));
+        // A poll that started from a cursor since moved writes nothing.
+        let e = l.publish_polled("a", Some(&at(2)), &[r("z", 4)], 0, &at(4), 12).unwrap_err();
+        assert!(matches!(e, EventError::CursorMoved { .. }), "{e}");
+        assert_eq!(l.poll_cursor("a").unwrap(), Some(at(3)));
         let ops: Vec<Op> = l.read("a", 0, 10).unwrap().events.iter().map(|e| e.op).collect();
         assert_eq!(ops, [Op::Insert, Op::Insert, Op::Update]);
     }

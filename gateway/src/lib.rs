@@ -51,6 +51,7 @@ pub mod link;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod poller;
 pub mod quic;
 pub mod referral_ops;
 pub mod referrals;

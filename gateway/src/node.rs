@@ -150,6 +150,7 @@ impl RunningNode {
             tokio::spawn(crate::quic::directory::sync_loop(shared.clone(), directory_queue)),
             tokio::spawn(crate::quic::subscription::keep_subscribed(shared.clone())),
             tokio::spawn(crate::quic::referral::deliver_loop(shared.clone())),
+            tokio::spawn(crate::poller::poll_sources(shared.clone())),
         ];
         // Peers that took in a newer directory while this node was down hand it over now.
         crate::quic::directory::announce(&shared);

@@ -75,7 +75,7 @@ impl SourceQuery {
     }
 
     /// Refuses a record with a NULL in a field the catalog says is never null.
-    fn check_nulls(&self, rec: &Record) -> Result<(), SourceError> {
+    pub(crate) fn check_nulls(&self, rec: &Record) -> Result<(), SourceError> {
         let bad = rec.iter().zip(&self.nullable).position(|(v, nullable)| !nullable && *v == Value::Null);
         match bad {
             None => Ok(()),
@@ -250,7 +250,8 @@ mod pool {
     }
 }
 
-fn quote(ident: &str) -> String {
+/// `ident` (or `schema.ident`) as a quoted SQL identifier.
+pub(crate) fn quote(ident: &str) -> String {
     // Identifiers are validated names; quoting keeps reserved words and case intact.
     ident.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
 }
@@ -330,7 +331,6 @@ fn read_sqlite_on(
     transform: &Transform,
     sink: &mut dyn FnMut(Vec<Record>) -> bool,
 ) -> Result<(), SourceError> {
-    use rusqlite::types::ValueRef;
     let (sql, params) = sqlite_sql(q);
     let mut stmt =
         conn.prepare_cached(&sql).map_err(|e| SourceError::Query(format!("{}: {e}", path.display())))?;
@@ -347,30 +347,7 @@ fn read_sqlite_on(
         stmt.query(rusqlite::params_from_iter(params)).map_err(|e| SourceError::Query(e.to_string()))?;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(row) = rows.next().map_err(|e| SourceError::Query(e.to_string()))? {
-        let mut rec = Vec::with_capacity(q.columns.len());
-        for (i, (name, ty)) in q.columns.iter().enumerate() {
-            let v = row.get_ref(i).map_err(|e| SourceError::Query(e.to_string()))?;
-            rec.push(match (ty, v) {
-                (_, ValueRef::Null) => Value::Null,
-                (FieldType::Integer, ValueRef::Integer(n)) => Value::Int(n),
-                (FieldType::Bool, ValueRef::Integer(n)) => Value::Bool(n != 0),
-                (FieldType::Integer | FieldType::Bool, other) => {
-                    return Err(SourceError::Query(format!(
-                        "column `{name}` holds {:?}, not a {ty}",
-                        other.data_type()
-                    )))
-                }
-                (_, ValueRef::Text(t)) => Value::Text(match std::str::from_utf8(t) {
-                    Ok(s) => s.to_owned(),
-                    Err(_) => String::from_utf8_lossy(t).into_owned(),
-                }),
-                (_, ValueRef::Integer(n)) => Value::Text(n.to_string()),
-                (_, ValueRef::Real(r)) => Value::Text(r.to_string()),
-                (_, ValueRef::Blob(_)) => {
-                    return Err(SourceError::Query(format!("column `{name}` holds a blob")))
-                }
-            });
-        }
+        let rec = sqlite_record(row, &q.columns)?;
         q.check_nulls(&rec)?;
         if let Some(out) = transform(rec) {
             batch.push(out);
@@ -385,7 +362,68 @@ fn read_sqlite_on(
     Ok(())
 }
 
-fn pg_col(name: &str, ty: FieldType) -> String {
+/// The first `columns.len()` values of a SQLite row as a record of those fields' types.
+pub(crate) fn sqlite_record(
+    row: &rusqlite::Row<'_>,
+    columns: &[(String, FieldType)],
+) -> Result<Record, SourceError> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| {
+            let v = row.get_ref(i).map_err(|e| SourceError::Query(e.to_string()))?;
+            sqlite_value(name, *ty, v)
+        })
+        .collect()
+}
+
+fn sqlite_value(name: &str, ty: FieldType, v: rusqlite::types::ValueRef<'_>) -> Result<Value, SourceError> {
+    use rusqlite::types::ValueRef;
+    Ok(match (ty, v) {
+        (_, ValueRef::Null) => Value::Null,
+        (FieldType::Integer, ValueRef::Integer(n)) => Value::Int(n),
+        (FieldType::Bool, ValueRef::Integer(n)) => Value::Bool(n != 0),
+        (FieldType::Integer | FieldType::Bool, other) => {
+            return Err(SourceError::Query(format!(
+                "column `{name}` holds {:?}, not a {ty}",
+                other.data_type()
+            )))
+        }
+        (_, ValueRef::Text(t)) => Value::Text(match std::str::from_utf8(t) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(t).into_owned(),
+        }),
+        (_, ValueRef::Integer(n)) => Value::Text(n.to_string()),
+        (_, ValueRef::Real(r)) => Value::Text(r.to_string()),
+        (_, ValueRef::Blob(_)) => return Err(SourceError::Query(format!("column `{name}` holds a blob"))),
+    })
+}
+
+/// The first `columns.len()` values of a PostgreSQL row read with [`pg_col`], as a record.
+pub(crate) fn pg_record(
+    row: &tokio_postgres::Row,
+    columns: &[(String, FieldType)],
+) -> Result<Record, SourceError> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| {
+            let bad = |e: tokio_postgres::Error| SourceError::Query(format!("column `{name}`: {e}"));
+            Ok(match ty {
+                FieldType::Integer => {
+                    row.try_get::<_, Option<i64>>(i).map_err(bad)?.map_or(Value::Null, Value::Int)
+                }
+                FieldType::Bool => {
+                    row.try_get::<_, Option<bool>>(i).map_err(bad)?.map_or(Value::Null, Value::Bool)
+                }
+                _ => row.try_get::<_, Option<String>>(i).map_err(bad)?.map_or(Value::Null, Value::Text),
+            })
+        })
+        .collect()
+}
+
+/// A column as a select-list expression whose value [`pg_record`] reads as `ty`.
+pub(crate) fn pg_col(name: &str, ty: FieldType) -> String {
     match ty {
         FieldType::Integer => format!("{}::int8", quote(name)),
         FieldType::Bool => format!("{}::bool", quote(name)),
@@ -435,19 +473,7 @@ async fn read_postgres(
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(row) = stream.next().await {
         let row = row.map_err(|e| SourceError::Query(e.to_string()))?;
-        let mut rec = Vec::with_capacity(q.columns.len());
-        for (i, (name, ty)) in q.columns.iter().enumerate() {
-            let bad = |e: tokio_postgres::Error| SourceError::Query(format!("column `{name}`: {e}"));
-            rec.push(match ty {
-                FieldType::Integer => {
-                    row.try_get::<_, Option<i64>>(i).map_err(bad)?.map_or(Value::Null, Value::Int)
-                }
-                FieldType::Bool => {
-                    row.try_get::<_, Option<bool>>(i).map_err(bad)?.map_or(Value::Null, Value::Bool)
-                }
-                _ => row.try_get::<_, Option<String>>(i).map_err(bad)?.map_or(Value::Null, Value::Text),
-            });
-        }
+        let rec = pg_record(&row, &q.columns)?;
         q.check_nulls(&rec)?;
         if let Some(out) = transform(rec) {
             batch.push(out);

@@ -92,6 +92,86 @@ pub fn check(ds: &Dataset, table: &str, dialect: Dialect, columns: &[Column]) ->
     out
 }
 
+/// What a cursor column's values are, which decides how the poller compares and reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorKind {
+    /// An integer (a sequence, a version counter, unix time).
+    Integer,
+    /// Text compared as text: SQLite's ISO-8601 date-times (TEXT, DATETIME).
+    Text,
+    /// A PostgreSQL `date` or `timestamp` type, named as `information_schema` does: values
+    /// travel as text and are compared after a cast back to this type.
+    PgTime(String),
+}
+
+/// Why a source's cursor column cannot be polled.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CursorMismatch {
+    /// The table has no column of that name.
+    #[error("cursor column `{column}` is not a column of table `{table}`{hint}")]
+    NoColumn {
+        /// The configured column.
+        column: String,
+        /// The table.
+        table: String,
+        /// A close column name, if one exists.
+        hint: String,
+    },
+    /// The column's type does not order changes (a float, a blob, a boolean, free text).
+    #[error("cursor column `{column}` is declared {declared:?}, which does not grow monotonically with changes; expected {expected}")]
+    NotMonotonic {
+        /// The column.
+        column: String,
+        /// Its declared type.
+        declared: String,
+        /// What would do.
+        expected: &'static str,
+    },
+}
+
+/// How the poller reads cursor column `column` of `table`, or why it cannot. Only types whose
+/// order is exact and that a writer can make grow qualify: integers and date-times (SQLite has
+/// no date-time type, so TEXT and DATETIME qualify there, holding ISO-8601 text).
+pub fn cursor_kind(
+    table: &str,
+    column: &str,
+    dialect: Dialect,
+    columns: &[Column],
+) -> Result<CursorKind, CursorMismatch> {
+    let same = |a: &str| match dialect {
+        Dialect::Sqlite => a.eq_ignore_ascii_case(column),
+        Dialect::Postgres => a == column,
+    };
+    let Some(col) = columns.iter().find(|c| same(&c.name)) else {
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        let hint = fedgate_catalog::toml_reader::closest(column, &names)
+            .map(|b| format!(" (did you mean `{b}`?)"))
+            .unwrap_or_default();
+        return Err(CursorMismatch::NoColumn { column: column.to_owned(), table: table.to_owned(), hint });
+    };
+    let d = col.declared.to_ascii_lowercase();
+    let kind = match dialect {
+        Dialect::Sqlite => match affinity(&col.declared) {
+            _ if d.trim().is_empty() => None,
+            Affinity::Integer => Some(CursorKind::Integer),
+            Affinity::Text | Affinity::Numeric => Some(CursorKind::Text),
+            Affinity::Real | Affinity::Blob => None,
+        },
+        Dialect::Postgres if PG_INT.contains(&d.as_str()) => Some(CursorKind::Integer),
+        // Only these exact names: the poller writes the type into a cast.
+        Dialect::Postgres if PG_TIME.contains(&d.as_str()) => Some(CursorKind::PgTime(d)),
+        Dialect::Postgres => None,
+    };
+    kind.ok_or_else(|| CursorMismatch::NotMonotonic {
+        column: column.to_owned(),
+        declared: col.declared.clone(),
+        expected: match dialect {
+            Dialect::Sqlite => "INTEGER, or TEXT/DATETIME holding ISO-8601 date-times",
+            Dialect::Postgres => "smallint, integer, bigint, date or a timestamp type",
+        },
+    })
+}
+
 /// SQLite's column affinity for a declared type (the five rules of "Datatypes In SQLite", 3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Affinity {
@@ -119,6 +199,7 @@ fn affinity(declared: &str) -> Affinity {
 
 const PG_TEXT: &[&str] = &["text", "character varying", "character", "varchar", "char", "name", "citext"];
 const PG_INT: &[&str] = &["smallint", "integer", "bigint"];
+const PG_TIME: &[&str] = &["date", "timestamp with time zone", "timestamp without time zone"];
 
 /// True if and only if a column declared `declared` holds values of type `ty` without loss.
 fn fits(dialect: Dialect, ty: FieldType, declared: &str) -> bool {
@@ -320,6 +401,38 @@ primary_key = "case_id"
         assert_eq!(affinity("DECIMAL(10,5)"), Affinity::Numeric);
         // "POINT" contains "INT": SQLite's rule 1 wins, and so does ours.
         assert_eq!(affinity("FLOATING POINT"), Affinity::Integer);
+    }
+
+    #[test]
+    fn a_cursor_column_must_exist_and_grow_monotonically() {
+        let sq = cols(&[("seq", "INTEGER"), ("updated_at", "DATETIME"), ("score", "REAL"), ("raw", "")]);
+        assert_eq!(cursor_kind("t", "SEQ", Dialect::Sqlite, &sq), Ok(CursorKind::Integer));
+        assert_eq!(cursor_kind("t", "updated_at", Dialect::Sqlite, &sq), Ok(CursorKind::Text));
+        let e = cursor_kind("t", "updatd_at", Dialect::Sqlite, &sq).unwrap_err().to_string();
+        assert_eq!(e, "cursor column `updatd_at` is not a column of table `t` (did you mean `updated_at`?)");
+        for c in ["score", "raw"] {
+            let e = cursor_kind("t", c, Dialect::Sqlite, &sq).unwrap_err().to_string();
+            assert!(e.contains("does not grow monotonically"), "{c}: {e}");
+        }
+        let pg = cols(&[
+            ("seq", "bigint"),
+            ("at", "timestamp with time zone"),
+            ("note", "text"),
+            ("flag", "boolean"),
+        ]);
+        assert_eq!(cursor_kind("t", "seq", Dialect::Postgres, &pg), Ok(CursorKind::Integer));
+        assert_eq!(
+            cursor_kind("t", "at", Dialect::Postgres, &pg),
+            Ok(CursorKind::PgTime("timestamp with time zone".into()))
+        );
+        for c in ["note", "flag"] {
+            let e = cursor_kind("t", c, Dialect::Postgres, &pg).unwrap_err().to_string();
+            assert!(e.contains("expected smallint, integer, bigint, date or a timestamp type"), "{c}: {e}");
+        }
+        assert!(matches!(
+            cursor_kind("t", "SEQ", Dialect::Postgres, &pg),
+            Err(CursorMismatch::NoColumn { .. })
+        ));
     }
 
     fn config(sources: &str) -> Config {

@@ -78,15 +78,20 @@ pub async fn check_one(cfg: &Config, src: &SourceConfig, ds: &Dataset) -> Outcom
         }
     };
     let found = source_check::check(ds, &src.table, dialect, &columns);
-    if found.is_empty() {
-        return Outcome::Fits;
+    let mut problems: Vec<Diagnostic> = found
+        .iter()
+        .map(|m| cfg.diagnostic(src.table_at, format!("dataset `{}`: {m} ({place})", src.dataset)))
+        .collect();
+    if let Some(c) = &src.cursor {
+        if let Err(m) = source_check::cursor_kind(&src.table, &c.column, dialect, &columns) {
+            problems.push(cfg.diagnostic(c.at, format!("dataset `{}`: {m} ({place})", src.dataset)));
+        }
     }
-    Outcome::Problems(
-        found
-            .iter()
-            .map(|m| cfg.diagnostic(src.table_at, format!("dataset `{}`: {m} ({place})", src.dataset)))
-            .collect(),
-    )
+    if problems.is_empty() {
+        Outcome::Fits
+    } else {
+        Outcome::Problems(problems)
+    }
 }
 
 /// Which sources may be read: those not listed here. A source is listed, with why, while its

@@ -118,6 +118,7 @@ impl SubPair {
             dataset_at: Pos::default(),
             kind_at: Pos::default(),
             table_at: Pos::default(),
+            cursor: None,
         }];
         let now = time::OffsetDateTime::now_utc();
         let root = Authority::new_root(&"wuxi".parse().unwrap(), now, 10).unwrap();
