@@ -1,5 +1,8 @@
 //! Reconciling several nodes' logs: every exchange matched across sides by its id, with what
 //! disagrees, and every checkpoint a consumer witnessed checked against the provider's log.
+//! A subscription is one exchange id with many batches: each batch (the entries whose `detail`
+//! is its id range, `events A..=B`) is matched and judged on its own, like a query, and the
+//! subscription's own life (`subscribed`, `cancelled`, `stopped`) is the subscriber's record.
 //! Pure: entries and tree heads in, a report out.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +17,9 @@ use crate::merkle::Hash;
 pub struct Exchange {
     /// The exchange id.
     pub exchange: String,
+    /// For a subscription batch, the ids it covers (`events 1..=256`); `None` for a query or a
+    /// subscription's decisions.
+    pub batch: Option<String>,
     /// The provider node.
     pub provider: String,
     /// The consumer node.
@@ -116,11 +122,11 @@ pub fn reconcile(logs: &[(String, Vec<Entry>)]) -> Report {
 /// back, forked or rewritten log fails, named together with the witnessing consumer's entry.
 pub fn reconcile_witnessed(logs: &[(String, Vec<Entry>)], heads: &BTreeMap<String, Heads>) -> Report {
     let nodes: Vec<&str> = logs.iter().map(|(n, _)| n.as_str()).collect();
-    let mut by_id: BTreeMap<String, Sides> = BTreeMap::new();
+    let mut by_id: BTreeMap<(String, Option<String>), Sides> = BTreeMap::new();
     for (_, entries) in logs {
         for e in entries {
             let Some(id) = &e.exchange else { continue };
-            let sides = by_id.entry(id.clone()).or_default();
+            let sides = by_id.entry((id.clone(), batch_of(e))).or_default();
             if is_provider_kind(e.kind) {
                 sides.provider.push(e.clone());
             } else if e.kind == Some(Kind::RequestOut) {
@@ -128,7 +134,8 @@ pub fn reconcile_witnessed(logs: &[(String, Vec<Entry>)], heads: &BTreeMap<Strin
             }
         }
     }
-    let exchanges: Vec<Exchange> = by_id.into_iter().map(|(id, s)| judge(id, &s, &nodes)).collect();
+    let exchanges: Vec<Exchange> =
+        by_id.into_iter().map(|((id, batch), s)| judge(id, batch, &s, &nodes)).collect();
     let by_node: BTreeMap<&str, &[Entry]> = logs.iter().map(|(n, e)| (n.as_str(), e.as_slice())).collect();
     let witnessed: Vec<Witnessed> = logs
         .iter()
@@ -212,7 +219,20 @@ fn witness_problem(
     }
 }
 
-fn judge(exchange: String, s: &Sides, nodes: &[&str]) -> Exchange {
+/// The batch a subscription entry records (its id range), if it records one.
+fn batch_of(e: &Entry) -> Option<String> {
+    let batch = matches!(e.kind, Some(Kind::TransferEnd | Kind::RequestOut))
+        && e.detail.as_deref().is_some_and(|d| d.starts_with("events "));
+    batch.then(|| e.detail.clone()).flatten()
+}
+
+/// True if and only if a subscriber's entry records the subscription's life, which only the
+/// subscriber decides (or learns of as a refusal the provider records separately).
+fn is_lifecycle(e: &Entry) -> bool {
+    matches!(e.decision.as_deref(), Some("subscribed" | "cancelled" | "stopped"))
+}
+
+fn judge(exchange: String, batch: Option<String>, s: &Sides, nodes: &[&str]) -> Exchange {
     let decision = s.provider.iter().find(|e| e.kind != Some(Kind::TransferEnd));
     let end = s.provider.iter().find(|e| e.kind == Some(Kind::TransferEnd));
     let last_p = end.or(decision);
@@ -228,6 +248,8 @@ fn judge(exchange: String, s: &Sides, nodes: &[&str]) -> Exchange {
     let one_sided = !(have(&provider) && have(&consumer));
     if !one_sided {
         match (last_p, receipt) {
+            // A subscription the provider never served (or not yet) has only the subscriber's word.
+            (None, _) if s.consumer.iter().all(is_lifecycle) => {}
             (None, _) => why.push(format!("{provider} (provider) has no entry for it")),
             (_, None) => why.push(format!("{consumer} (consumer) has no entry for it")),
             (Some(p), Some(c)) => compare(decision, end, p, c, &mut why),
@@ -235,6 +257,7 @@ fn judge(exchange: String, s: &Sides, nodes: &[&str]) -> Exchange {
     }
     Exchange {
         exchange,
+        batch,
         provider,
         consumer,
         dataset: any.and_then(|e| e.dataset.clone()),
@@ -358,6 +381,46 @@ mod tests {
         let (p, mut c) = transfer("x6", 5, 5, true);
         c[0].purpose = Some("statistics".into());
         assert!(run(p, c).exchanges[0].disagreements[0].starts_with("purpose"));
+    }
+
+    #[test]
+    fn each_subscription_batch_is_matched_on_its_own_and_the_subscription_life_needs_no_provider_entry() {
+        let batch = |kind, actor, other, span: &str, seq, records, digest: &str, decision| Entry {
+            seq,
+            records: Some(records),
+            content_digest: Some(digest.into()),
+            detail: Some(span.into()),
+            ..e(kind, actor, other, "s1", decision)
+        };
+        let p = vec![
+            batch(Kind::TransferEnd, P, C, "events 1..=3", 4, 3, "aa", "sent"),
+            batch(Kind::TransferEnd, P, C, "events 4..=9, gap 4..=5", 6, 4, "bb", "sent"),
+        ];
+        let mut c = vec![
+            e(Kind::RequestOut, C, P, "s1", "subscribed"),
+            Entry {
+                provider_entry: Some(4),
+                ..batch(Kind::RequestOut, C, P, "events 1..=3", 1, 3, "aa", "received")
+            },
+            Entry {
+                provider_entry: Some(6),
+                ..batch(Kind::RequestOut, C, P, "events 4..=9, gap 4..=5", 2, 4, "bb", "received")
+            },
+            e(Kind::RequestOut, C, P, "s1", "cancelled"),
+        ];
+        let r = run(p.clone(), c.clone());
+        assert!(r.reconciled, "{r:?}");
+        let batches: Vec<_> = r.exchanges.iter().map(|x| x.batch.as_deref()).collect();
+        assert_eq!(batches, [None, Some("events 1..=3"), Some("events 4..=9, gap 4..=5")]);
+        // A batch whose receipt differs from what was sent is named by its range.
+        c[2].content_digest = Some("cc".into());
+        let r = run(p.clone(), c.clone());
+        let bad: Vec<_> = r.exchanges.iter().filter(|x| !x.disagreements.is_empty()).collect();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].batch.as_deref(), Some("events 4..=9, gap 4..=5"));
+        // A batch received that the provider never recorded sending.
+        let r = run(p[..1].to_vec(), c[..3].to_vec());
+        assert!(r.exchanges[2].disagreements[0].contains("(provider) has no entry"), "{r:?}");
     }
 
     #[test]

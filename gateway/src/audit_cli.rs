@@ -396,8 +396,10 @@ fn reconcile(
                     } else {
                         x.disagreements.join("; ")
                     };
+                    let id: String = x.exchange.chars().take(8).collect();
                     vec![
-                        x.exchange.chars().take(8).collect(),
+                        // A subscription batch: its id range after the subscription's id.
+                        x.batch.as_ref().map_or_else(|| id.clone(), |b| format!("{id} {b}")),
                         x.provider.clone(),
                         x.consumer.clone(),
                         x.dataset.clone().unwrap_or_default(),

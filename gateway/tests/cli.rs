@@ -689,22 +689,30 @@ fn reconcile_matches_both_sides_of_every_exchange_of_the_demo_federation() {
         judged.iter().any(|x| x["provider_says"] == "deny" && x["consumer_says"] == "refused"),
         "refusals pair too: {v}"
     );
-    // Every query answer and refusal the demo's consumers received was witnessed, and every
-    // witness holds. Subscription batches (the grid office's and the Guangrui committee's
-    // hotline tickets; how many batches depends on timing) carry no witness yet, so those two
-    // subscribers' hotline exchanges are left out of this check.
+    // Every query answer, refusal and subscription batch the demo's consumers received was
+    // witnessed, and every witness holds. Only a subscription's own life (subscribed,
+    // cancelled, stopped) is the subscriber's word alone.
     let witnessed = v["witnessed"].as_array().unwrap();
     assert!(witnessed.iter().all(|w| w["consistent"] == true), "{v}");
+    let lifecycle = ["subscribed", "cancelled", "stopped"];
+    let answers = judged.iter().filter(|x| !lifecycle.iter().any(|d| x["consumer_says"] == *d));
+    for x in answers {
+        let proving = |w: &&serde_json::Value| w["exchange"] == x["exchange"];
+        assert!(witnessed.iter().any(|w| proving(&w)), "{} is not witnessed: {v}", x["exchange"]);
+    }
+    // The grid office's and the Guangrui committee's hotline subscriptions each got at least one
+    // batch (the showcase's new ticket), judged on its own and witnessed.
     let subscribers = ["grid@wuxi.liangxi.chongan", "mediation@wuxi.liangxi.chongan.guangrui"];
-    let queries = judged
-        .iter()
-        .filter(|x| !(x["dataset"] == "hotline-tickets" && subscribers.iter().any(|s| x["consumer"] == *s)));
-    for x in queries {
-        assert!(
-            witnessed.iter().any(|w| w["exchange"] == x["exchange"]),
-            "{} is not witnessed: {v}",
-            x["exchange"]
-        );
+    for s in subscribers {
+        let batches: Vec<_> =
+            judged.iter().filter(|x| x["consumer"] == s && x["batch"].is_string()).collect();
+        assert!(!batches.is_empty(), "{s} received no subscription batch: {v}");
+        for b in batches {
+            let n = witnessed.iter().filter(|w| w["exchange"] == b["exchange"]).count();
+            let of_sub =
+                judged.iter().filter(|x| x["exchange"] == b["exchange"] && x["batch"].is_string()).count();
+            assert!(n >= of_sub, "{s}: {of_sub} batches, {n} witnessed: {v}");
+        }
     }
     // Without the provider's export, its exchanges are listed, not judged.
     let centre = exports.iter().find(|p| p.ends_with("mediation-center@wuxi")).unwrap();

@@ -26,7 +26,7 @@ use super::provider::{decide_for, Allowed, ProviderContext, Refusal, Reservation
 use super::Query;
 use crate::events::{Event, Slice};
 use crate::wire::{self, ErrorCode, Message};
-use fedgate_audit::{Entry, Kind};
+use fedgate_audit::{Entry, Kind, Witness};
 
 /// Events per batch at most.
 pub const MAX_BATCH: usize = 256;
@@ -128,8 +128,11 @@ pub enum PublisherAction {
         /// Whether this read may wait for new events.
         wait: bool,
     },
-    /// Append this entry durably, then answer with [`PublisherSession::handle_appended`].
-    Append(Box<Entry>),
+    /// Append this entry durably with a signed checkpoint covering it and its inclusion proof
+    /// ([`fedgate_audit::AuditLog::append_witnessed`]), then answer with
+    /// [`PublisherSession::handle_witnessed`]. The entry is the one the next frame cites (a
+    /// batch, or the refusal), and the subscriber keeps the witness.
+    AppendWitnessed(Box<Entry>),
     /// Sign this message with the connection certificate's key, then answer with
     /// [`PublisherSession::handle_signed`].
     Sign(Vec<u8>),
@@ -151,7 +154,7 @@ enum PubState {
     RecordingRefusal(Refusal),
     Reading,
     RecordingBatch(Pending),
-    Signing(Pending, u64),
+    Signing(Pending, u64, Box<Witness>),
     Done,
 }
 
@@ -273,7 +276,7 @@ impl PublisherSession {
         entry.code = Some(code.as_str().to_owned());
         entry.records = Some(0);
         self.refused = Some(*code);
-        self.actions.push_back(PublisherAction::Append(Box::new(entry)));
+        self.actions.push_back(PublisherAction::AppendWitnessed(Box::new(entry)));
         self.state = PubState::RecordingRefusal(r);
     }
 
@@ -319,22 +322,25 @@ impl PublisherSession {
         e.records = Some(count);
         e.content_digest = Some(digest.clone());
         e.detail = Some(span.describe());
-        self.actions.push_back(PublisherAction::Append(Box::new(e)));
+        self.actions.push_back(PublisherAction::AppendWitnessed(Box::new(e)));
         self.state = PubState::RecordingBatch(Pending { frame, span, count, digest });
     }
 
-    /// The outcome of the last `Append`: its position in the log, or why it failed.
-    pub fn handle_appended(&mut self, result: Result<u64, String>) {
+    /// The outcome of the last `AppendWitnessed`: the entry's position in the log with the
+    /// signed checkpoint covering it and its inclusion proof, or why it failed.
+    pub fn handle_witnessed(&mut self, result: Result<(u64, Witness), String>) {
         match std::mem::replace(&mut self.state, PubState::Done) {
             PubState::RecordingRefusal(Refusal(code, message)) => {
-                self.send(&Message::error(code, message));
+                // A refusal goes out even if recording it failed; with its witness if it did not.
+                let witness = result.ok().map(|(_, w)| Box::new(w));
+                self.send(&Message::Error { code, message, witness });
                 self.actions.push_back(PublisherAction::Finish);
             }
             PubState::RecordingBatch(p) => match result {
-                Ok(seq) => {
+                Ok((seq, w)) => {
                     let msg = batch_message(&self.local, &self.peer, &self.sub, p.span, p.count, &p.digest);
                     self.actions.push_back(PublisherAction::Sign(msg));
-                    self.state = PubState::Signing(p, seq);
+                    self.state = PubState::Signing(p, seq, Box::new(w));
                 }
                 // Nothing leaves unrecorded; the subscriber asks again from its cursor.
                 Err(_) => self.fail("the provider could not record this batch"),
@@ -345,7 +351,9 @@ impl PublisherSession {
 
     /// The batch trailer's signature, or why signing failed.
     pub fn handle_signed(&mut self, result: Result<Vec<u8>, String>) {
-        let PubState::Signing(p, seq) = std::mem::replace(&mut self.state, PubState::Done) else { return };
+        let PubState::Signing(p, seq, witness) = std::mem::replace(&mut self.state, PubState::Done) else {
+            return;
+        };
         let Ok(sig) = result else {
             return self
                 .fail(&format!("the provider could not sign this batch (provider audit entry {seq})"));
@@ -357,6 +365,7 @@ impl PublisherSession {
             digest: p.digest,
             signature,
             audit_seq: Some(seq),
+            witness: Some(witness),
         });
         self.sent_to = p.span.last;
         self.delivered += p.count;
@@ -493,6 +502,18 @@ pub struct SubscriberSession {
     state: SubState,
     queued: VecDeque<Vec<u8>>,
     events: VecDeque<SubscriberEvent>,
+    /// The provider's audit note verifier, as its certificate vouched for it on this
+    /// connection; with it every batch trailer must carry a witness that checks.
+    audit_key: Option<Arc<(String, Vec<u8>)>>,
+}
+
+/// What an `events-trailer` says about the batch before it.
+struct Trailer<'a> {
+    count: u64,
+    digest: &'a str,
+    signature: &'a str,
+    audit_seq: Option<u64>,
+    witness: Option<Box<Witness>>,
 }
 
 impl SubscriberSession {
@@ -514,7 +535,17 @@ impl SubscriberSession {
             state: SubState::Idle,
             queued: VecDeque::new(),
             events: VecDeque::new(),
+            audit_key: None,
         }
+    }
+
+    /// The same round checking the provider's witnessed checkpoints against `key` (its audit
+    /// note verifier, vouched for by its certificate when the connection was made): every batch
+    /// trailer must then cite the entry recording the batch and carry a witness for it that
+    /// checks. Without a key (a provider that predates witnessing) witnesses are ignored.
+    pub fn with_audit_key(mut self, key: Option<Arc<(String, Vec<u8>)>>) -> Self {
+        self.audit_key = key;
+        self
     }
 
     /// The cursor: the last id stored (as told by [`SubscriberSession::handle_stored`]).
@@ -557,9 +588,10 @@ impl SubscriberSession {
             }
             (
                 SubState::Trailer { span, fields, events, digest },
-                Message::EventsTrailer { count, digest: d, signature, audit_seq },
+                Message::EventsTrailer { count, digest: d, signature, audit_seq, witness },
             ) => {
-                self.check_batch(span, fields, events, (count, &digest, &d, &signature, audit_seq));
+                let t = Trailer { count, digest: &d, signature: &signature, audit_seq, witness };
+                self.check_batch(span, fields, events, &digest, t);
             }
             (SubState::Idle, Message::Error { code, message, .. }) => {
                 let stop = stops(code);
@@ -596,8 +628,10 @@ impl SubscriberSession {
         span: Span,
         fields: Vec<String>,
         events: Vec<Event>,
-        (count, digest, claimed, signature, audit_seq): (u64, &str, &str, &str, Option<u64>),
+        digest: &str,
+        t: Trailer<'_>,
     ) {
+        let Trailer { count, digest: claimed, signature, audit_seq, witness } = t;
         if count != events.len() as u64 {
             return self.broken(format!("trailer says {count} events, the batch has {}", events.len()));
         }
@@ -608,7 +642,12 @@ impl SubscriberSession {
         if !fedgate_catalog::unhex(signature).is_some_and(|sig| self.provider.verify_signature(&msg, &sig)) {
             return self.broken("the provider's signature over the batch does not verify".into());
         }
+        let witness = match self.check_witness(audit_seq, witness) {
+            Ok(w) => w,
+            Err(why) => return self.broken(format!("the batch trailer's {why}")),
+        };
         let mut r = self.template.clone();
+        r.witness = witness;
         r.kind = Some(Kind::RequestOut);
         r.counterpart = Some(self.provider.node().to_string());
         r.dataset = Some(self.sub.dataset.clone());
@@ -628,6 +667,20 @@ impl SubscriberSession {
             events,
             receipt: r,
         })));
+    }
+
+    /// The trailer's witness, checked against the provider's audit key: it must prove the entry
+    /// the trailer cites. Without a key there is nothing to check it against, and it is not kept.
+    fn check_witness(&self, cited: Option<u64>, w: Option<Box<Witness>>) -> Result<Option<Witness>, String> {
+        let Some(key) = &self.audit_key else { return Ok(None) };
+        let Some(seq) = cited else { return Err("cites no provider audit entry to witness".into()) };
+        let Some(w) = w else {
+            return Err(format!(
+                "witness is missing: the provider announced its audit key, but does not prove its entry {seq}"
+            ));
+        };
+        w.check(key, Some(seq)).map_err(|e| format!("witness does not verify: {e}"))?;
+        Ok(Some(*w))
     }
 
     /// The last batch is stored (and its receipt appended), or why not. A batch that could not

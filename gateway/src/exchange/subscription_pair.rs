@@ -15,7 +15,7 @@ use fedgate_policy::{parse_grants, Policy};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, UnixTime};
 
-use super::pair::{rows, CATALOG, CENTRE, COMMUNITY, PROVIDER};
+use super::pair::{audit_key_pair, audit_public, rows, CATALOG, CENTRE, COMMUNITY, PROVIDER};
 use super::subscription::{
     PublisherAction, PublisherSession, SubscriberEvent, SubscriberSession, Subscription, MAX_BATCH,
     ROUND_BATCHES,
@@ -98,6 +98,12 @@ struct SubPair {
     store: SubscriptionStore,
     provider_log: Vec<Entry>,
     subscriber_log: Vec<Entry>,
+    /// The provider's audit checkpoint key and its tree (leaves: each entry's JSON), as in
+    /// the query pair.
+    audit_signer: ring::signature::Ed25519KeyPair,
+    tree: fedgate_audit::merkle::CompactRange,
+    /// The verifier the subscriber checks witnesses with (`None`: an old provider).
+    audit_key: Option<Arc<(String, Vec<u8>)>>,
     faults: Faults,
     /// Reads of the event log so far (all rounds).
     reads: usize,
@@ -130,6 +136,8 @@ impl SubPair {
             trust.verify(&issued.chain[0], &issued.chain[1..], Role::Server, UnixTime::now()).unwrap();
         let events = EventLog::open(&dir.path().join("p/state/events.db"), backlog).unwrap();
         let store = SubscriptionStore::open(&dir.path().join("s/state/subscriptions.db")).unwrap();
+        let audit_signer = audit_key_pair();
+        let audit_key = Some(Arc::new((fedgate_audit::origin(&provider), audit_public(&audit_signer))));
         SubPair {
             _dir: dir,
             provider,
@@ -144,10 +152,32 @@ impl SubPair {
             store,
             provider_log: Vec::new(),
             subscriber_log: Vec::new(),
+            audit_signer,
+            tree: Default::default(),
+            audit_key,
             faults: Faults::default(),
             reads: 0,
             rules_changed_at_read: None,
         }
+    }
+
+    /// Appends `e` to the provider's log; returns its position with a signed checkpoint
+    /// covering it and its inclusion proof.
+    fn append(&mut self, mut e: Entry) -> (u64, fedgate_audit::Witness) {
+        use fedgate_audit::checkpoint::Checkpoint;
+        let seq = self.provider_log.len() as u64;
+        e.seq = seq;
+        let leaf = fedgate_audit::merkle::leaf_hash(&serde_json::to_vec(&e).unwrap());
+        let before = self.tree.clone();
+        self.tree.push(leaf);
+        self.provider_log.push(e);
+        let path = fedgate_audit::merkle::GroupProver::new(&before, &[leaf]).prove(seq).unwrap();
+        let head = Checkpoint {
+            origin: fedgate_audit::origin(&self.provider),
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
+        (seq, fedgate_audit::Witness::new(head.sign(&self.audit_signer), seq, &leaf, &path))
     }
 
     fn publish(&self, records: &[Record], now: i64) {
@@ -184,7 +214,8 @@ impl SubPair {
             sub.clone(),
             held.cursor,
             template,
-        );
+        )
+        .with_audit_key(self.audit_key.clone());
         // The request crosses the wire.
         let req = wire::decode(&wire::encode(&sub.request(held.cursor, 0))).unwrap();
         let Message::EventsRequest { exchange, dataset, purpose, filters, acked, .. } = req else { panic!() };
@@ -214,10 +245,9 @@ impl SubPair {
                     let slice = self.events.read(&sub.dataset, after, max).unwrap();
                     p.handle_read(&self.context(), slice, now)
                 }
-                PublisherAction::Append(mut e) => {
-                    e.seq = self.provider_log.len() as u64;
-                    self.provider_log.push(*e);
-                    p.handle_appended(Ok(self.provider_log.len() as u64 - 1));
+                PublisherAction::AppendWitnessed(e) => {
+                    let appended = self.append(*e);
+                    p.handle_witnessed(Ok(appended));
                 }
                 PublisherAction::Sign(msg) => {
                     p.handle_signed(self.signer.sign(&msg).map_err(|e| e.to_string()))
@@ -417,8 +447,8 @@ fn a_tampered_batch_is_never_stored() {
         matches!(sp.round(CENTRE, &sub, JAN_2030), End::Broken(w) if w.contains("trailer says 3 events"))
     );
     sp.faults.tamper = Some(Box::new(|m| match m {
-        Message::EventsTrailer { count, digest, audit_seq, .. } => {
-            Message::EventsTrailer { count, digest, signature: "00".repeat(64), audit_seq }
+        Message::EventsTrailer { count, digest, audit_seq, witness, .. } => {
+            Message::EventsTrailer { count, digest, signature: "00".repeat(64), audit_seq, witness }
         }
         other => other,
     }));
@@ -473,4 +503,65 @@ fn a_grant_revoked_mid_round_stops_the_next_batch() {
     let kinds: Vec<_> = sp.provider_log.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [Some(Kind::TransferEnd), Some(Kind::Deny)]);
     assert_eq!(sp.provider_log[1].grant, None);
+}
+
+#[test]
+fn every_batch_is_witnessed_and_a_tampered_or_missing_witness_fails_the_batch() {
+    let mut sp = SubPair::new(Backlog::default());
+    let sub = sp.subscribe(vec![]);
+    sp.publish(&rows(3), JAN_2030);
+    // A witness for another entry of the provider's log (its proof is genuine, for the wrong
+    // entry), one whose proof is bent, and none at all: each fails the batch, nothing stored.
+    type Tamper = fn(Box<fedgate_audit::Witness>) -> Option<Box<fedgate_audit::Witness>>;
+    let tampers: [(Tamper, &str); 3] = [
+        (
+            |mut w| {
+                w.entry += 1;
+                Some(w)
+            },
+            "witness does not verify",
+        ),
+        (
+            |mut w| {
+                w.leaf = "00".repeat(32);
+                Some(w)
+            },
+            "witness does not verify",
+        ),
+        (|_| None, "witness is missing"),
+    ];
+    for (tamper, want) in tampers {
+        sp.faults.tamper = Some(Box::new(move |m| match m {
+            Message::EventsTrailer { count, digest, signature, audit_seq, witness } => {
+                Message::EventsTrailer {
+                    count,
+                    digest,
+                    signature,
+                    audit_seq,
+                    witness: witness.and_then(tamper),
+                }
+            }
+            other => other,
+        }));
+        let end = sp.round(CENTRE, &sub, JAN_2030);
+        assert!(matches!(&end, End::Broken(w) if w.contains(want)), "{want}: {end:?}");
+        assert!(sp.app_ids(&sub).is_empty());
+    }
+    // Untouched, the batch arrives and its receipt keeps the witness, which proves the
+    // provider's entry recording the batch.
+    sp.faults.tamper = None;
+    assert_eq!(sp.round(CENTRE, &sub, JAN_2030), End::Over);
+    assert_eq!(sp.app_ids(&sub), [1, 2, 3]);
+    let receipt = sp.subscriber_log.last().unwrap();
+    let w = receipt.witness.as_ref().expect("the receipt keeps the witness");
+    assert_eq!(Some(w.entry), receipt.provider_entry);
+    let proved = &sp.provider_log[w.entry as usize];
+    assert_eq!(proved.detail.as_deref(), Some("events 1..=3"));
+    assert_eq!(proved.content_digest, receipt.content_digest);
+    w.check(sp.audit_key.as_deref().unwrap(), Some(w.entry)).unwrap();
+    // A provider that announced no audit key (older): witnesses are neither required nor kept.
+    sp.audit_key = None;
+    sp.publish(&rows(1), JAN_2030);
+    assert_eq!(sp.round(CENTRE, &sub, JAN_2030), End::Over);
+    assert_eq!(sp.subscriber_log.last().unwrap().witness, None);
 }

@@ -98,12 +98,12 @@ pub async fn serve_round(
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 s.handle_read(&ctx, slice, now);
             }
-            PublisherAction::Append(e) => {
-                let appended = shared.audit.append(*e).await.map_err(|e| {
+            PublisherAction::AppendWitnessed(e) => {
+                let appended = shared.audit.append_witnessed(*e).await.map_err(|e| {
                     tracing::error!(error = %e, "audit append failed");
                     e.to_string()
                 });
-                s.handle_appended(appended);
+                s.handle_witnessed(appended);
             }
             PublisherAction::Sign(msg) => {
                 s.handle_signed(shared.signer.sign(&msg).map_err(|e| e.to_string()))
@@ -152,7 +152,8 @@ pub async fn run_round(shared: &Arc<Shared>, pc: &PeerConnection, held: &Held, w
     let sub = held.subscription();
     let template = shared.audit_entry(Kind::RequestOut);
     let mut s =
-        SubscriberSession::new(pc.peer.clone(), shared.cfg.node.clone(), sub.clone(), held.cursor, template);
+        SubscriberSession::new(pc.peer.clone(), shared.cfg.node.clone(), sub.clone(), held.cursor, template)
+            .with_audit_key(pc.audit_key.clone());
     let request = wire::encode(&sub.request(held.cursor, wait.as_millis() as u64));
     let opened = async {
         let (mut send, mut recv) = pc.conn.open_bi().await.map_err(|e| link::lost(&who, e))?;

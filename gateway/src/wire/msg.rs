@@ -298,6 +298,11 @@ pub enum Message {
         signature: String,
         /// Where the provider recorded the batch in its audit log.
         audit_seq: Option<u64>,
+        /// The provider's signed checkpoint covering entry `audit_seq` and that entry's
+        /// inclusion proof, for the subscriber to check and keep, as a query's trailer carries.
+        /// Absent from older providers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        witness: Option<Box<Witness>>,
     },
     /// Says which federation directories the asker holds, `(scope, version)`, and asks for
     /// newer ones. Sent right after connecting, and to tell a peer a newer directory is here
