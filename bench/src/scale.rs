@@ -14,6 +14,7 @@
 //! Usage: `fedgate-scale [--gateways 200] [--fanout 50] [--records 20] [--rounds 5] [--keep DIR]`.
 //! Figures go to stdout; BENCHMARKS.md ("Scale") has a run and what it means.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,6 +75,9 @@ struct Node {
     config: PathBuf,
     /// The provider's dataset; none for the hub.
     dataset: Option<String>,
+    /// Its QUIC port, held until the gateway is started so nothing else takes it meanwhile
+    /// (the directory names it before anyone starts).
+    port: Option<std::net::UdpSocket>,
 }
 
 /// A running gateway, killed when dropped.
@@ -127,7 +131,7 @@ fn run(o: Opts) -> Result<()> {
     };
     let fedgate = sibling("fedgate")?;
     let started = Instant::now();
-    let nodes = generate(&dir, o.gateways, o.records)?;
+    let mut nodes = generate(&dir, o.gateways, o.records)?;
     println!(
         "generated {} gateways (PKI, directory, catalogs, grants, sources) in {:.1} s under {}",
         nodes.len(),
@@ -136,8 +140,9 @@ fn run(o: Opts) -> Result<()> {
     );
     let started = Instant::now();
     let mut running = Vec::with_capacity(nodes.len());
-    for n in &nodes {
+    for n in &mut nodes {
         let log = std::fs::File::create(n.config.with_file_name("gateway.log"))?;
+        drop(n.port.take());
         let child = Command::new(&fedgate)
             .args(["serve", "--config"])
             .arg(&n.config)
@@ -147,11 +152,11 @@ fn run(o: Opts) -> Result<()> {
             .with_context(|| format!("starting {}", n.id))?;
         running.push(Gateway { child });
     }
-    let clients = nodes
-        .iter()
-        .map(|n| wait_ready(&n.config))
-        .collect::<Result<Vec<_>>>()
-        .context("waiting for the gateways' local APIs")?;
+    let mut apis = Vec::with_capacity(nodes.len());
+    for (n, g) in nodes.iter().zip(running.iter_mut()) {
+        apis.push(wait_ready(&n.config, g).context("waiting for the gateways' local APIs")?);
+    }
+    let clients = apis.iter().map(|cfg| Ok(Client::new(cfg)?)).collect::<Result<Vec<_>>>()?;
     println!(
         "started {} gateway processes, all APIs answering, in {:.1} s",
         running.len(),
@@ -175,7 +180,7 @@ fn run(o: Opts) -> Result<()> {
     let mut cpus = Vec::new();
     for round in 0..o.rounds {
         let cpu = running[0].cpu_secs();
-        let (wall, mut lat) = fan_out(&nodes[0].config, &fan, o.records)?;
+        let (wall, mut lat) = fan_out(&apis[0], &fan, o.records)?;
         cpus.push(running[0].cpu_secs() - cpu);
         walls.push(wall);
         println!(
@@ -228,13 +233,16 @@ fn generate(dir: &Path, gateways: u64, records: u64) -> Result<Vec<Node>> {
     let mut entries = Vec::new();
     for i in 0..gateways {
         let id: NodeId = if i == 0 { HUB.parse()? } else { format!("dept-{i:04}@wuxi").parse()? };
-        let quic = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let quic = port.local_addr()?;
         let ndir = dir.join(id.to_string());
         let issued = root.issue_node(&id, NodeProfile::gateway(now, 30))?;
         store::write_node(&ndir.join("tls"), &issued, root.root(), true)?;
+        // The API port is the gateway's own pick (its log says which): one chosen here and
+        // released could be taken meanwhile by any client's outgoing connection. The QUIC port
+        // must be in the directory before anyone starts; UDP has no such outgoing traffic here.
         let mut text = format!(
-            "node = \"{id}\"\nlisten = \"{quic}\"\napi = \"{api}\"\ndirectory = \"../directory.cbor\"\n"
+            "node = \"{id}\"\nlisten = \"{quic}\"\napi = \"127.0.0.1:0\"\ndirectory = \"../directory.cbor\"\n"
         );
         let dataset = (i > 0).then(|| format!("tickets-{i:04}"));
         if let Some(ds) = &dataset {
@@ -260,7 +268,7 @@ fn generate(dir: &Path, gateways: u64, records: u64) -> Result<Vec<Node>> {
         let config = ndir.join("gateway.toml");
         std::fs::write(&config, text)?;
         entries.push(Entry { node: id.clone(), address: quic, fingerprint: None });
-        nodes.push(Node { id, config, dataset });
+        nodes.push(Node { id, config, dataset, port: Some(port) });
     }
     let directory = Directory::new(region.clone(), region, 1, now.unix_timestamp(), entries)?;
     let bundle = Bundle { docs: vec![directory::sign(&directory, &root)?] };
@@ -275,21 +283,34 @@ fn write_records(path: &Path, catalog: &str, dataset: &str, n: u64) -> Result<()
     fedgate_gateway::demo::write_table(path, ds, (0..n).map(|seq| data::record(&mut rng, ds, seq, "wuxi")))
 }
 
-/// A client for the node at `config`, once its API answers (the token is written at start).
-fn wait_ready(config: &Path) -> Result<Client> {
-    let cfg = config::load(config)?;
+/// The config of the node at `config` with the API address it bound (from its log), once that
+/// API answers. A gateway that exits instead is reported with the last line of its log.
+fn wait_ready(config: &Path, gateway: &mut Gateway) -> Result<config::Config> {
+    let mut cfg = config::load(config)?;
+    let log = config.with_file_name("gateway.log");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(c) = Client::new(&cfg) {
-            if c.get_text("/healthz").is_ok() {
-                return Ok(c);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(api) = text.lines().find(|l| l.contains("\"gateway listening\"")).and_then(api_of) {
+            cfg.api = api;
+            if Client::new(&cfg).is_ok_and(|c| c.get_text("/healthz").is_ok()) {
+                return Ok(cfg);
             }
         }
-        if Instant::now() > deadline {
-            bail!("{} did not start within 120 s (see its gateway.log)", cfg.node);
+        if let Ok(Some(status)) = gateway.child.try_wait() {
+            bail!("{} exited ({status}): {}", cfg.node, text.lines().last().unwrap_or("no log"));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() > deadline {
+            bail!("{} did not start within 120 s (see {})", cfg.node, log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The `api` address in a JSON log line.
+fn api_of(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v["api"].as_str()?.parse().ok()
 }
 
 /// The hub fetches every provider's catalog, `in_flight` at a time; (seconds, datasets seen).
@@ -326,14 +347,12 @@ fn discover(hub: &Client, providers: &[&Node], in_flight: usize) -> Result<(f64,
 }
 
 /// One query to each of `providers` at once from the hub; (wall seconds, per-query seconds).
-fn fan_out(hub_config: &Path, providers: &[&Node], records: u64) -> Result<(f64, Vec<f64>)> {
-    let cfg = config::load(hub_config)?;
+fn fan_out(cfg: &config::Config, providers: &[&Node], records: u64) -> Result<(f64, Vec<f64>)> {
     let start = Instant::now();
     let lat = std::thread::scope(|s| -> Result<Vec<f64>> {
         let workers: Vec<_> = providers
             .iter()
             .map(|n| {
-                let cfg = &cfg;
                 s.spawn(move || -> Result<f64> {
                     let client = Client::new(cfg)?.streaming(Duration::from_secs(30));
                     let dataset = n.dataset.as_deref().unwrap_or_default();
