@@ -152,6 +152,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How much of the past the event log keeps for subscribers (`[events]`).
     pub events_backlog: crate::events::Backlog,
+    /// Events a subscription may hold stored and unacknowledged by the application before this
+    /// node stops asking its provider for more (`[subscriptions] max_unread`, default 10,000).
+    pub max_unread: u64,
     /// The signed federation directory the operator installs (`directory`), re-read when it
     /// changes; peers and addresses not under `[[peers]]` are found there.
     pub directory: Option<PathBuf>,
@@ -221,11 +224,13 @@ const TOP_KEYS: &[&str] = &[
     "api_limits",
     "state_dir",
     "events",
+    "subscriptions",
     "directory",
     "calendar",
 ];
 const CALENDAR_KEYS: &[&str] = &["file"];
 const EVENTS_KEYS: &[&str] = &["max_age_secs", "max_count"];
+const SUBSCRIPTIONS_KEYS: &[&str] = &["max_unread"];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table", "cursor", "poll_ms"];
 const TLS_KEYS: &[&str] = &["cert", "key", "trust", "crls"];
 const PEER_KEYS: &[&str] = &["node", "address"];
@@ -289,6 +294,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let state_dir = path_or(&mut src, "state_dir", "state");
     let directory_state = state_dir.join("directory.cbor");
     let events_backlog = events_table(&root, &mut src);
+    let max_unread = subscriptions_table(&root, &mut src);
     let calendar = root.opt_table(&mut src, "calendar").and_then(|t| {
         t.deny_unknown(&mut src, CALENDAR_KEYS);
         t.str(&mut src, "file").map(|(s, _)| dir.join(s))
@@ -317,6 +323,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             api_limits,
             state_dir,
             events_backlog,
+            max_unread,
             directory,
             directory_state,
             calendar,
@@ -474,6 +481,23 @@ fn events_table(root: &Table<'_, '_>, src: &mut Source<'_>) -> crate::events::Ba
     b
 }
 
+/// The unread bound a subscriber keeps unless `[subscriptions] max_unread` says otherwise.
+pub const DEFAULT_MAX_UNREAD: u64 = 10_000;
+
+/// `[subscriptions]`: `max_unread` (1..=10000000, default [`DEFAULT_MAX_UNREAD`]).
+fn subscriptions_table(root: &Table<'_, '_>, src: &mut Source<'_>) -> u64 {
+    let Some(t) = root.opt_table(src, "subscriptions") else { return DEFAULT_MAX_UNREAD };
+    t.deny_unknown(src, SUBSCRIPTIONS_KEYS);
+    match t.opt_int(src, "max_unread") {
+        Some((n, _)) if (1..=10_000_000).contains(&n) => n as u64,
+        Some((_, span)) => {
+            src.error(span, "`subscriptions.max_unread` must be between 1 and 10000000");
+            DEFAULT_MAX_UNREAD
+        }
+        None => DEFAULT_MAX_UNREAD,
+    }
+}
+
 fn api_limits(root: &Table<'_, '_>, src: &mut Source<'_>) -> ApiLimits {
     let mut limits = ApiLimits::default();
     let Some(t) = root.opt_table(src, "api_limits") else { return limits };
@@ -592,6 +616,14 @@ address = "127.0.0.1:7402"
         )
         .unwrap();
         assert_eq!(c.events_backlog, crate::events::Backlog { max_age_secs: 3600, max_count: 10 });
+        assert_eq!(c.max_unread, DEFAULT_MAX_UNREAD);
+        let c =
+            parse(Path::new("/n/g.toml"), &format!("{GOOD}\n[subscriptions]\nmax_unread = 300\n")).unwrap();
+        assert_eq!(c.max_unread, 300);
+        let err = parse(Path::new("g.toml"), &format!("{GOOD}\n[subscriptions]\nmax_unread = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`subscriptions.max_unread` must be between 1 and 10000000"), "{err}");
         let err = parse(Path::new("g.toml"), &format!("{GOOD}\n[events]\nmax_count = 0\n"))
             .unwrap_err()
             .to_string();

@@ -2,128 +2,13 @@
 //! the subscriber and of the provider at several points while events stream: afterwards the
 //! application has every published event exactly once, in id order.
 
+mod served;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn fedgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fedgate")).args(args).output().expect("run fedgate")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A `fedgate serve` child, SIGKILLed when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(cfg: &Path) -> Served {
-    let served = Served(
-        Command::new(env!("CARGO_BIN_EXE_fedgate"))
-            .args(["serve", "--config", s(cfg)])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let api = fedgate_gateway::config::load(cfg).unwrap().api;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(api).is_ok() {
-            return served;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gateway for {} did not start", cfg.display());
-}
-
-/// SIGKILL, then a fresh process on the same folder.
-fn kill_and_restart(p: &mut Served, cfg: &Path) {
-    p.0.kill().unwrap();
-    p.0.wait().unwrap();
-    *p = serve(cfg);
-}
-
-struct Api {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-impl Api {
-    fn new(cfg: &Path) -> Api {
-        let c = fedgate_gateway::config::load(cfg).unwrap();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Api {
-            base: format!("http://{}", c.api),
-            token: std::fs::read_to_string(&c.api_token).unwrap().trim().to_owned(),
-            agent,
-        }
-    }
-
-    fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
-        let r = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {}", self.token))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.into_body().read_to_string().unwrap())
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {}", self.token))
-            .call()
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.into_body().read_to_string().unwrap())
-    }
-}
-
-fn ticket(id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "ticket_id": id, "region": "wuxi.liangxi.chongan.guangrui", "caller_name": "王小明",
-        "caller_mobile": "13912345678", "address": "江苏省无锡市梁溪区崇安寺街道广瑞路1号",
-        "received_at": "2026-11-29T08:00:00+08:00", "category": "邻里纠纷",
-        "content": "楼上噪音，来电人电话13912345678", "status": "open", "handler": "李四",
-        "urgency": 2, "channel": "phone", "closed": false,
-    })
-}
-
-fn publish(hotline: &Api, ids: &[String]) {
-    let records: Vec<serde_json::Value> = ids.iter().map(|i| ticket(i)).collect();
-    let (status, body) =
-        hotline.post("/v1/datasets/hotline-tickets/events", &serde_json::json!({ "records": records }));
-    assert_eq!(status, 200, "{body}");
-}
-
-/// Every stored item of the subscription after `after`, in order.
-fn read_all(grid: &Api, id: &str, mut after: u64) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    loop {
-        let (status, body) = grid.get(&format!("/v1/subscriptions/{id}/events?after={after}&limit=1000"));
-        assert_eq!(status, 200, "{body}");
-        let items: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let Some(last) = items.last().and_then(|v| v["@id"].as_u64()) else { return out };
-        after = last;
-        out.extend(items);
-    }
-}
+use served::*;
 
 #[test]
 fn sigkill_of_either_side_mid_stream_loses_nothing_and_repeats_nothing() {

@@ -22,9 +22,6 @@ use fedgate_audit::{Entry, Kind};
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// How long a subscriber asks the provider to wait for an event in one round.
 pub const ROUND_WAIT: Duration = Duration::from_secs(10);
-/// Events stored and not yet acknowledged by the application beyond which the subscriber asks
-/// for no more: a slow application slows its gateway's acknowledgements, and so the provider.
-pub const MAX_UNDELIVERED: u64 = 10_000;
 /// Pause before retrying a round that failed (provider down, busy, quota used up).
 pub const RETRY: Duration = Duration::from_secs(2);
 /// Pause before asking again after the provider said the quota is used up.
@@ -260,7 +257,9 @@ async fn follow(shared: Arc<Shared>, id: String) {
         if held.state != SubState::Active {
             return;
         }
-        if held.cursor.saturating_sub(held.delivered) >= MAX_UNDELIVERED {
+        // Past the node's unread bound (`[subscriptions] max_unread`) the subscriber asks for no
+        // more: a slow application slows its gateway's acknowledgements, and so the provider.
+        if held.cursor.saturating_sub(held.delivered) >= shared.cfg.max_unread {
             // The application is behind: ask for nothing more until it acknowledges.
             let _ = changes.changed().await;
             continue;
