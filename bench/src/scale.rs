@@ -30,6 +30,8 @@ use fedgate_gateway::client::{self, AnswerLine, Client};
 use fedgate_gateway::config;
 use fedgate_gateway::demo::data::{self, Rng};
 
+mod subscriptions;
+
 const HUB: &str = "mediation-center@wuxi";
 const PURPOSE: &str = "dispute-mediation";
 
@@ -51,6 +53,17 @@ struct Opts {
     /// Fan-out rounds (the median is reported).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Nodes that subscribe to the first provider's dataset (0: no subscription figures). The
+    /// harness then measures the latency from `POST /v1/datasets/{id}/events` at the provider to
+    /// each subscribing application's long-poll read, and events/s to all subscribers.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
+    /// Events published one at a time for the latency figure.
+    #[arg(long, default_value_t = 300)]
+    latency_events: u64,
+    /// Events published (in batches of 100) for the throughput figure.
+    #[arg(long, default_value_t = 5_000)]
+    throughput_events: u64,
     /// Concurrent catalog requests during discovery.
     #[arg(long, default_value_t = 32)]
     discovery_in_flight: usize,
@@ -175,10 +188,11 @@ fn run(o: Opts) -> Result<()> {
         );
     }
     let fan: Vec<&Node> = providers.iter().take(o.fanout).copied().collect();
+    let rounds = if fan.is_empty() { 0 } else { o.rounds };
     let mut walls = Vec::new();
     let mut all = Vec::new();
     let mut cpus = Vec::new();
-    for round in 0..o.rounds {
+    for round in 0..rounds {
         let cpu = running[0].cpu_secs();
         let (wall, mut lat) = fan_out(&apis[0], &fan, o.records)?;
         cpus.push(running[0].cpu_secs() - cpu);
@@ -194,7 +208,8 @@ fn run(o: Opts) -> Result<()> {
         all.append(&mut lat);
     }
     all.sort_by(f64::total_cmp);
-    println!(
+    if !fan.is_empty() {
+        println!(
         "fan-out to {}: wall median {:.3} s over {} rounds; per query p50 {:.1} ms, p99 {:.1} ms; hub CPU {:.3} s per round (median)",
         fan.len(),
         median(&mut walls),
@@ -203,7 +218,12 @@ fn run(o: Opts) -> Result<()> {
         percentile(&all, 0.99) * 1e3,
         median(&mut cpus)
     );
+    }
     report_rss(&running);
+    if o.subscribers > 0 {
+        subscriptions::run(&nodes, &apis, &running, &o)?;
+        report_rss(&running);
+    }
     Ok(())
 }
 
@@ -253,7 +273,13 @@ fn generate(dir: &Path, gateways: u64, records: u64) -> Result<Vec<Node>> {
             let grants = format!(
                 "[[grant]]\nid = \"hub\"\nto = \"{HUB}\"\ndatasets = [\"{ds}\"]\npurposes = [\"{PURPOSE}\"]\nclearance = 2\nrows = \"all\"\n"
             );
-            std::fs::write(ndir.join("grants.toml"), grants)?;
+            // Every node may subscribe to the first provider's dataset (the subscription figures).
+            let everyone = if i == 1 {
+                format!("\n[[grant]]\nid = \"everyone\"\nto = {{ region = \"wuxi\" }}\ndatasets = [\"{ds}\"]\npurposes = [\"{PURPOSE}\"]\nactions = [\"read\", \"subscribe\"]\nclearance = 2\nrows = \"all\"\n")
+            } else {
+                String::new()
+            };
+            std::fs::write(ndir.join("grants.toml"), format!("{grants}{everyone}"))?;
             write_records(&ndir.join("records.db"), &catalog, ds, records)?;
             text.push_str("catalog = [\"catalog.toml\"]\ngrants = [\"grants.toml\"]\n");
         }
