@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod node;
 pub mod poller;
 pub mod quic;
+pub mod referral_cli;
 pub mod referral_ops;
 pub mod referrals;
 pub mod refusal;

@@ -104,6 +104,18 @@ enum Command {
     /// The subscriptions this node holds: list, cancel, follow.
     #[command(subcommand)]
     Subscriptions(fedgate_gateway::subscribe_cli::SubscriptionsCommand),
+    /// Referrals (交办 → 受理 → 办理 → 反馈 → 办结), through this node's running gateway.
+    ///
+    /// Hand a case to the department that must act, with a deadline; follow it as the receiver
+    /// accepts or returns it, works on it, passes it further down, and resolves it; close or
+    /// reopen it. Every step is signed, stored and audited on both ends under the referral's
+    /// id, and delivered even if the other end is down for a while. Overdue referrals are listed
+    /// first and flagged. A case record goes only to a receiver whose grant allows `refer`.
+    ///
+    /// e.g. `fedgate referral send --config gateway.toml --department grid --region
+    /// wuxi.liangxi.chongan --reference 12345-0001 --subject "noise" --working-days 5`
+    #[command(subcommand)]
+    Referral(fedgate_gateway::referral_cli::ReferralCommand),
     /// Print a completion script for SHELL on stdout, generated from these very options.
     ///
     /// e.g. `fedgate completions bash > /etc/bash_completion.d/fedgate`.
@@ -436,6 +448,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Subscriptions(c) => {
             fedgate_gateway::subscribe_cli::subscriptions(c).map_err(|e| anyhow::anyhow!(e))
         }
+        Command::Referral(c) => fedgate_gateway::referral_cli::run(c).map_err(|e| anyhow::anyhow!(e)),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),
         Command::Completions { shell } => {
