@@ -52,6 +52,9 @@ pub enum Kind {
     Stop,
     /// A segment past retention was crypto-shredded (its data key destroyed).
     Shred,
+    /// A sharing request made, received or answered, or its grant revoked (the steward's
+    /// decisions included): the exchange id pairs both sides' entries.
+    Governance,
 }
 
 impl Kind {
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Start => "start",
             Kind::Stop => "stop",
             Kind::Shred => "shred",
+            Kind::Governance => "governance",
         }
     }
 
@@ -82,6 +86,7 @@ impl Kind {
             Kind::Start,
             Kind::Stop,
             Kind::Shred,
+            Kind::Governance,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -130,6 +130,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/referrals/events", get(crate::api_referrals::events))
         .route("/v1/referrals/{id}", get(crate::api_referrals::show))
         .route("/v1/referrals/{id}/{step}", axum::routing::post(crate::api_referrals::step))
+        .route("/v1/requests", get(crate::api_requests::list).post(crate::api_requests::create))
+        .route("/v1/requests/{id}", get(crate::api_requests::show))
+        .route("/v1/requests/{id}/approve", axum::routing::post(crate::api_requests::approve))
+        .route("/v1/requests/{id}/refuse", axum::routing::post(crate::api_requests::refuse))
+        .route("/v1/requests/{id}/revoke", axum::routing::post(crate::api_requests::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

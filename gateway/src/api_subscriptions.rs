@@ -42,7 +42,10 @@ fn bad(m: impl Into<String>) -> ApiError {
     ApiError::new(ApiCode::BadRequest, m)
 }
 
-fn text<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Result<&'a str, String> {
+pub(crate) fn text<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<&'a str, String> {
     match obj.get(key) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s),
         Some(_) => Err(format!("`{key}` must be a non-empty string")),
@@ -105,7 +108,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(store_error)
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if ct.is_some_and(crate::api_body::is_json) {
         Ok(())

@@ -164,6 +164,12 @@ pub struct Config {
     /// The working-day calendar deadlines are counted in (`[calendar] file`); Monday–Friday in
     /// UTC+8 when absent.
     pub calendar: Option<PathBuf>,
+    /// Working days a steward has to answer a sharing request for conditional data (`[requests]
+    /// answer_days`, default 5).
+    pub answer_days: u32,
+    /// The grants file the gateway writes from approved sharing requests, loaded with the
+    /// steward's own: `approved-grants.toml` in the state folder.
+    pub approved_grants: PathBuf,
 }
 
 /// How much the local API lets its clients hold, so no client can starve the node of sockets.
@@ -227,8 +233,10 @@ const TOP_KEYS: &[&str] = &[
     "subscriptions",
     "directory",
     "calendar",
+    "requests",
 ];
 const CALENDAR_KEYS: &[&str] = &["file"];
+const REQUESTS_KEYS: &[&str] = &["answer_days"];
 const EVENTS_KEYS: &[&str] = &["max_age_secs", "max_count"];
 const SUBSCRIPTIONS_KEYS: &[&str] = &["max_unread"];
 const SOURCE_KEYS: &[&str] = &["dataset", "sqlite", "postgres", "table", "cursor", "poll_ms"];
@@ -299,6 +307,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         t.deny_unknown(&mut src, CALENDAR_KEYS);
         t.str(&mut src, "file").map(|(s, _)| dir.join(s))
     });
+    let answer_days = requests_table(&root, &mut src);
+    let approved_grants = state_dir.join("approved-grants.toml");
     match (node, listen, api, tls) {
         (Some(node), Some(listen), Some(api), Some(tls)) if src.is_clean() => Ok(Config {
             path: path.to_owned(),
@@ -327,6 +337,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             directory,
             directory_state,
             calendar,
+            answer_days,
+            approved_grants,
         }),
         _ => Err(Diagnostics(src.into_diagnostics())),
     }
@@ -495,6 +507,20 @@ fn subscriptions_table(root: &Table<'_, '_>, src: &mut Source<'_>) -> u64 {
             DEFAULT_MAX_UNREAD
         }
         None => DEFAULT_MAX_UNREAD,
+    }
+}
+
+fn requests_table(root: &Table<'_, '_>, src: &mut Source<'_>) -> u32 {
+    let default = crate::governance::request::DEFAULT_ANSWER_DAYS;
+    let Some(t) = root.opt_table(src, "requests") else { return default };
+    t.deny_unknown(src, REQUESTS_KEYS);
+    match t.opt_int(src, "answer_days") {
+        Some((n, _)) if (0..=60).contains(&n) => n as u32,
+        Some((_, span)) => {
+            src.error(span, "`requests.answer_days` must be between 0 and 60 (working days)");
+            default
+        }
+        None => default,
     }
 }
 

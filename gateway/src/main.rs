@@ -116,6 +116,16 @@ enum Command {
     /// wuxi.liangxi.chongan --reference 12345-0001 --subject "noise" --working-days 5`
     #[command(subcommand)]
     Referral(fedgate_gateway::referral_cli::ReferralCommand),
+    /// Apply to a peer for conditional data (a sharing request), through this node's gateway.
+    ///
+    /// The gateway signs the request, audits it, and sends it to the provider until the
+    /// provider has stored it; the provider's steward answers within the configured working
+    /// days. Prints the request id; `requests list|show` shows the answer.
+    Request(fedgate_gateway::request_cli::RequestArgs),
+    /// Sharing requests made and received: list, show; and, for the provider's steward,
+    /// approve (writes a grant in force at once), refuse, revoke.
+    #[command(subcommand)]
+    Requests(fedgate_gateway::request_cli::RequestsCommand),
     /// Print a completion script for SHELL on stdout, generated from these very options.
     ///
     /// e.g. `fedgate completions bash > /etc/bash_completion.d/fedgate`.
@@ -449,6 +459,8 @@ fn run(cli: Cli) -> Result<()> {
             fedgate_gateway::subscribe_cli::subscriptions(c).map_err(|e| anyhow::anyhow!(e))
         }
         Command::Referral(c) => fedgate_gateway::referral_cli::run(c).map_err(|e| anyhow::anyhow!(e)),
+        Command::Request(a) => fedgate_gateway::request_cli::request(a).map_err(|e| anyhow::anyhow!(e)),
+        Command::Requests(c) => fedgate_gateway::request_cli::requests(c).map_err(|e| anyhow::anyhow!(e)),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),
         Command::Completions { shell } => {

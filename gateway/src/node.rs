@@ -107,6 +107,8 @@ impl RunningNode {
         let referrals =
             Arc::new(crate::referrals::ReferralStore::open(&cfg.state_dir.join("referrals.db"), &cfg.node)?);
         let calendar = crate::calendar::for_config(&cfg)?;
+        let requests =
+            Arc::new(crate::governance::store::RequestStore::open(&cfg.state_dir.join("requests.db"))?);
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),
@@ -126,6 +128,7 @@ impl RunningNode {
             subscriptions,
             referrals,
             calendar,
+            requests,
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);
@@ -151,6 +154,7 @@ impl RunningNode {
             tokio::spawn(crate::quic::subscription::keep_subscribed(shared.clone())),
             tokio::spawn(crate::quic::referral::deliver_loop(shared.clone())),
             tokio::spawn(crate::poller::poll_sources(shared.clone())),
+            tokio::spawn(crate::quic::request::keep_asking(shared.clone())),
         ];
         // Peers that took in a newer directory while this node was down hand it over now.
         crate::quic::directory::announce(&shared);
@@ -231,7 +235,9 @@ fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
 
 async fn reload_loop(shared: Arc<Shared>) {
     let crls = shared.cfg.tls.crls.clone();
-    let rules: Vec<PathBuf> = shared.cfg.catalog.iter().chain(&shared.cfg.grants).cloned().collect();
+    let managed = std::iter::once(&shared.cfg.approved_grants);
+    let rules: Vec<PathBuf> =
+        shared.cfg.catalog.iter().chain(&shared.cfg.grants).chain(managed).cloned().collect();
     let mut seen = mtimes(&crls);
     let mut seen_rules = mtimes(&rules);
     let own = [shared.cfg.tls.cert.clone(), shared.cfg.tls.key.clone()];

@@ -75,6 +75,9 @@ pub enum NodeError {
     /// The working-day calendar file could not be read or has mistakes.
     #[error(transparent)]
     Calendar(#[from] crate::calendar::CalendarError),
+    /// The sharing request store could not be opened.
+    #[error(transparent)]
+    Requests(#[from] crate::governance::store::StoreError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -85,10 +88,15 @@ pub enum NodeError {
     },
 }
 
-/// Reads the config's grant files, checking dataset names against `catalog`, and builds the
-/// policy snapshot.
+/// Reads the config's grant files and the grants file the gateway manages from approved
+/// sharing requests (if there is one yet), checking dataset names against `catalog`, and builds
+/// the policy snapshot.
 pub fn load_policy(cfg: &Config, catalog: &Catalog) -> Result<Policy, NodeError> {
-    let texts = read_all(&cfg.grants).map_err(|(path, source)| GrantsError::Read { path, source })?;
+    let mut paths = cfg.grants.clone();
+    if cfg.approved_grants.exists() {
+        paths.push(cfg.approved_grants.clone());
+    }
+    let texts = read_all(&paths).map_err(|(path, source)| GrantsError::Read { path, source })?;
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let known: Vec<&str> = catalog.datasets().iter().map(|d| d.id.as_str()).collect();
     let set = parse_grants(&refs, Some(&known)).map_err(GrantsError::Invalid)?;
@@ -239,6 +247,8 @@ pub struct Shared {
     pub referrals: Arc<crate::referrals::ReferralStore>,
     /// The working-day calendar referral and request deadlines are counted in.
     pub calendar: crate::calendar::WorkCalendar,
+    /// Sharing requests this node made or received (`state_dir/requests.db`).
+    pub requests: Arc<crate::governance::store::RequestStore>,
 }
 
 impl Shared {

@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod directory;
 pub mod provider;
 pub mod referral;
+pub mod request;
 pub mod serve;
 pub mod subscription;
 

@@ -211,6 +211,10 @@ async fn serve_stream(
         crate::quic::referral::serve_step(shared, peer, send, m).await;
         return;
     }
+    if let Message::SharingRequest { .. } = &req {
+        crate::quic::request::serve(shared, peer, send, req).await;
+        return;
+    }
     let mut answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     if let Message::Welcome { audit_key, .. } = &mut answer {
         *audit_key = welcome_audit_key(&shared);

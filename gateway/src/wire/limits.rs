@@ -36,6 +36,8 @@ pub const MAX_SOFTWARE: usize = 128;
 /// A referral's free text (subject, instructions, reason, notes, result, feedback, reference):
 /// a case handed over is described in a few paragraphs; the record itself is the case.
 pub const MAX_REFERRAL_TEXT: usize = 8 * 1024;
+/// A signature in hex: an ECDSA P-256 signature is at most 72 bytes DER, 64 fixed.
+pub const MAX_SIGNATURE: usize = 2 * 72;
 
 /// Directories a `directory-offer` may list: one per scope, and a federation has one root
 /// directory plus one per region CA that signs its own (a city's districts and a few more);
@@ -134,6 +136,17 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
         Message::EventsRequest { exchange, dataset, purpose, filters, .. } => {
             text("exchange", exchange, 32)?;
             check_asked(dataset, purpose, filters)
+        }
+        Message::SharingRequest { exchange, dataset, purpose, fields, reason, signature, .. } => {
+            text("exchange", exchange, 32)?;
+            check_asked(dataset, purpose, &[])?;
+            text("reason", reason, crate::governance::request::MAX_REASON)?;
+            text("signature", signature, MAX_SIGNATURE)?;
+            let max = crate::governance::request::MAX_FIELDS;
+            if fields.len() > max {
+                return Err(RequestError::TooMany { field: "fields", count: fields.len(), max });
+            }
+            fields.iter().enumerate().try_for_each(|(i, f)| text(format!("fields[{i}]"), f, MAX_FILTER_FIELD))
         }
         Message::DirectoryOffer { have } => {
             if have.len() > MAX_DIRECTORY_SCOPES {

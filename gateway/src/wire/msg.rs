@@ -150,6 +150,8 @@ impl Message {
         "directory",
         "referral",
         "referral-ack",
+        "sharing-request",
+        "sharing-answer",
     ];
 
     /// This message's kind, as it appears on the wire (one of [`Message::KINDS`]).
@@ -171,6 +173,8 @@ impl Message {
             Message::EventsTrailer { .. } => "events-trailer",
             Message::Referral { .. } => "referral",
             Message::ReferralAck { .. } => "referral-ack",
+            Message::SharingRequest { .. } => "sharing-request",
+            Message::SharingAnswer { .. } => "sharing-answer",
         }
     }
 }
@@ -342,6 +346,58 @@ pub enum Message {
         exchange: String,
         /// The step acknowledged.
         seq: u64,
+    },
+    /// A sharing request (docs/governance.md), signed by the consumer. Sent again, unchanged,
+    /// until the provider has answered it for good: the provider stores it once (by its
+    /// exchange id) and every time answers with where it stands.
+    SharingRequest {
+        /// The request's exchange id (32 lowercase hex digits), chosen by the consumer.
+        exchange: String,
+        /// The dataset id.
+        dataset: String,
+        /// The purpose of use.
+        purpose: String,
+        /// Fields the consumer needs (empty: the whole dataset).
+        fields: Vec<String>,
+        /// Unix seconds until which the consumer asks to use the data.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+        /// Why the consumer needs the data.
+        reason: String,
+        /// The consumer's signature (hex) over the request's summary.
+        signature: String,
+    },
+    /// Answer to `SharingRequest`: where the request stands, signed by the provider.
+    SharingAnswer {
+        /// The request's exchange id.
+        exchange: String,
+        /// `pending`, `approved`, `refused` or `revoked`.
+        state: String,
+        /// Unix seconds by which the provider must answer.
+        deadline: i64,
+        /// The steward's reason (refusals and revocations).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The grant an approval wrote.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant: Option<String>,
+        /// The grant's clearance.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clearance: Option<u8>,
+        /// Unix seconds the grant ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+        /// Records per day the grant allows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quota: Option<u64>,
+        /// Unix seconds of the steward's decision.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answered: Option<i64>,
+        /// The provider's signature (hex) over the answer's summary.
+        signature: String,
+        /// Where the provider recorded receiving the request in its audit log (first answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit_seq: Option<u64>,
     },
     /// A typed failure with a message a steward can act on.
     Error {
