@@ -126,11 +126,13 @@ pub fn reconcile_witnessed(logs: &[(String, Vec<Entry>)], heads: &BTreeMap<Strin
     for (_, entries) in logs {
         for e in entries {
             let Some(id) = &e.exchange else { continue };
-            let sides = by_id.entry((id.clone(), batch_of(e))).or_default();
+            // Other kinds with an exchange id (a sharing request's `governance` steps) carry
+            // no records to reconcile; they must not stand as a transfer with no sides.
+            let key = (id.clone(), batch_of(e));
             if is_provider_kind(e.kind) {
-                sides.provider.push(e.clone());
+                by_id.entry(key).or_default().provider.push(e.clone());
             } else if e.kind == Some(Kind::RequestOut) {
-                sides.consumer.push(e.clone());
+                by_id.entry(key).or_default().consumer.push(e.clone());
             }
         }
     }
@@ -437,6 +439,15 @@ mod tests {
         c[0].decision = Some("incomplete".into());
         let r = run(p, c);
         assert!(r.exchanges[0].disagreements[0].contains("consumer says \"incomplete\""), "{r:?}");
+    }
+
+    #[test]
+    fn governance_steps_under_an_exchange_id_are_not_transfers() {
+        // A sharing request's steps on both sides: no records moved, nothing to pair.
+        let received = e(Kind::Governance, P, C, "g1", "received");
+        let requested = e(Kind::Governance, C, P, "g1", "requested");
+        let r = run(vec![received], vec![requested]);
+        assert!(r.reconciled && r.exchanges.is_empty(), "{r:?}");
     }
     /// The provider's heads over `leaves`, at every size, with its verifier.
     fn heads_of(leaves: &[Hash], key: &ring::signature::Ed25519KeyPair) -> BTreeMap<String, Heads> {

@@ -46,6 +46,13 @@ impl ApiError {
     }
 }
 
+/// `code: message`, as the CLI prints an API error.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -415,6 +422,13 @@ fn error_line(code: ApiCode, message: &str) -> String {
 async fn metrics(State(st): State<ApiState>) -> Response {
     let cfg = &st.shared.cfg;
     let files = crate::metrics::Observed { cert: &cfg.tls.cert, audit_dir: &cfg.audit_dir };
+    let store = st.shared.requests.clone();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match tokio::task::spawn_blocking(move || store.list(None, now)).await {
+        Ok(Ok(held)) => st.shared.metrics.set_requests(&held),
+        Ok(Err(e)) => tracing::warn!(error = %e, "sharing request gauges not updated"),
+        Err(e) => tracing::warn!(error = %e, "sharing request gauges not updated"),
+    }
     let text = st.shared.metrics.render(&files, std::time::SystemTime::now());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

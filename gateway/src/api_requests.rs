@@ -150,7 +150,14 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let c = parse_create_body(&body).map_err(bad)?;
-    if st.shared.address_of(&c.peer).is_err() {
+    let held = make(&st.shared, c).await?;
+    Ok((StatusCode::CREATED, Json(held)).into_response())
+}
+
+/// Makes a sharing request of this node: signed, audited (`requested`) and stored; the
+/// background loop sends it.
+pub async fn make(shared: &Shared, c: CreateRequest) -> Result<Held, ApiError> {
+    if shared.address_of(&c.peer).is_err() {
         return Err(ApiError::new(
             ApiCode::UnknownPeer,
             format!("{} is neither under [[peers]] in the config nor in the federation directory", c.peer),
@@ -161,7 +168,7 @@ pub(crate) async fn create(
         .ok_or_else(|| ApiError::new(ApiCode::Internal, "no system randomness for an exchange id"))?;
     let req = SharingRequest {
         exchange,
-        consumer: st.shared.cfg.node.clone(),
+        consumer: shared.cfg.node.clone(),
         provider: c.peer,
         dataset: c.dataset,
         purpose: c.purpose,
@@ -170,20 +177,18 @@ pub(crate) async fn create(
         reason: c.reason,
     };
     req.check(now).map_err(bad)?;
-    let signature = st
-        .shared
+    let signature = shared
         .signer
         .sign(&req.message())
         .map_err(|e| ApiError::new(ApiCode::Internal, format!("cannot sign the request: {e}")))?;
     let signature = fedgate_catalog::hex(&signature);
-    let mut e = crate::quic::request::entry(&st.shared, &req, &req.provider, "requested");
+    let mut e = crate::quic::request::entry(shared, &req, &req.provider, "requested");
     e.reason = Some(req.reason.clone());
     e.signature = Some(signature.clone());
     e.detail = Some(format!("sharing request; fields [{}]", req.fields.join(", ")));
-    st.shared.audit.append(e).await.map_err(|e| ApiError::new(ApiCode::Internal, e.to_string()))?;
-    let store = st.shared.requests.clone();
-    let held = blocking(move || store.create_outgoing(&req, &signature, now)).await?;
-    Ok((StatusCode::CREATED, Json(held)).into_response())
+    shared.audit.append(e).await.map_err(|e| ApiError::new(ApiCode::Internal, e.to_string()))?;
+    let store = shared.requests.clone();
+    blocking(move || store.create_outgoing(&req, &signature, now)).await
 }
 
 /// Query of `GET /v1/requests`.
@@ -231,11 +236,19 @@ pub(crate) async fn show(
 ) -> Result<Response, ApiError> {
     let id = id_of(id)?;
     let store = st.shared.requests.clone();
+    let rid = id.clone();
     let held = blocking(move || {
         let now = unix_now();
-        store.get(&id, Role::Incoming, now).or_else(|_| store.get(&id, Role::Outgoing, now))
+        match store.get(&rid, Role::Incoming, now) {
+            Err(StoreError::Unknown { .. }) => store.get(&rid, Role::Outgoing, now),
+            other => other,
+        }
     })
-    .await?;
+    .await
+    .map_err(|e| match e.code() {
+        ApiCode::NotFound => ApiError::new(ApiCode::NotFound, format!("no request {id} at this gateway")),
+        _ => e,
+    })?;
     Ok(Json(held).into_response())
 }
 
@@ -287,19 +300,27 @@ pub(crate) async fn approve(
     let (store, rid) = (st.shared.requests.clone(), id.clone());
     let held = blocking(move || store.get(&rid, Role::Incoming, now)).await?;
     let a = parse_approval(&body, &held, now).map_err(bad)?;
-    let (store, rid, approval) = (st.shared.requests.clone(), id.clone(), a.clone());
+    Ok(Json(approve_request(&st.shared, &id, a).await?).into_response())
+}
+
+/// The steward approves incoming request `id` with `a`: stored, audited (`approve`), written
+/// into the managed grants file and in force before this returns.
+pub async fn approve_request(shared: &Shared, id: &str, a: Approval) -> Result<Held, ApiError> {
+    let now = unix_now();
+    check_approval(&a, now).map_err(bad)?;
+    let (store, rid, approval) = (shared.requests.clone(), id.to_owned(), a.clone());
     let held = blocking(move || store.approve(&rid, &approval, now)).await?;
     let mut detail = format!("grant until {}", rfc3339(a.until));
     if let Some(q) = a.quota {
         detail.push_str(&format!(", quota {q}/day"));
     }
-    let mut e = steward_entry(&st.shared, &held, "approve")?;
+    let mut e = steward_entry(shared, &held, "approve")?;
     e.grant = held.grant.clone();
     e.clearance = Some(a.clearance);
     e.rows = Some(a.rows.clone());
     e.detail = Some(detail);
-    in_force(&st.shared, e).await?;
-    Ok(Json(held).into_response())
+    in_force(shared, e).await?;
+    Ok(held)
 }
 
 /// `POST /v1/requests/{id}/refuse`: a pending request refused, with the reason the consumer

@@ -242,7 +242,7 @@ pub fn run(cmd: Command) -> Result<(), CliError> {
                 until: until.as_deref().map(|t| parse_time(t, Bound::End)).transpose()?,
                 peer,
                 dataset,
-                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop, shred)")))).transpose()?,
+                kind: kind.as_deref().map(|k| Kind::parse(k).ok_or_else(|| other(format!("unknown kind {k:?} (request-in, transfer-end, request-out, deny, cert-reject, reload, start, stop, shred, governance)")))).transpose()?,
                 purpose,
                 decision,
                 exchange: exchange.as_deref().map(exchange_prefix).transpose()?,
@@ -661,7 +661,7 @@ fn exchange_prefix(s: &str) -> Result<String, CliError> {
 
 /// Which end of a day a bare date stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bound {
+pub(crate) enum Bound {
     /// `--since D`: from the start of D.
     Start,
     /// `--until D`: through the end of D (so the bound is the start of the next day).
@@ -670,7 +670,7 @@ enum Bound {
 
 /// RFC 3339, or a YYYY-MM-DD date meaning a whole day in UTC+8 (as grant dates do); as Unix
 /// milliseconds.
-fn parse_time(s: &str, bound: Bound) -> Result<i64, CliError> {
+pub(crate) fn parse_time(s: &str, bound: Bound) -> Result<i64, CliError> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);

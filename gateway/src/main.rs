@@ -126,6 +126,12 @@ enum Command {
     /// approve (writes a grant in force at once), refuse, revoke.
     #[command(subcommand)]
     Requests(fedgate_gateway::request_cli::RequestsCommand),
+    /// Usage statistics per dataset and peer: sharing requests (approved, refused, pending,
+    /// overdue, answer times), queries, records sent and received, subscriptions.
+    ///
+    /// Counted from the node's own audit log and state folder; works with the gateway running
+    /// or stopped.
+    Stats(fedgate_gateway::stats_cli::StatsArgs),
     /// Print a completion script for SHELL on stdout, generated from these very options.
     ///
     /// e.g. `fedgate completions bash > /etc/bash_completion.d/fedgate`.
@@ -461,6 +467,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Referral(c) => fedgate_gateway::referral_cli::run(c).map_err(|e| anyhow::anyhow!(e)),
         Command::Request(a) => fedgate_gateway::request_cli::request(a).map_err(|e| anyhow::anyhow!(e)),
         Command::Requests(c) => fedgate_gateway::request_cli::requests(c).map_err(|e| anyhow::anyhow!(e)),
+        Command::Stats(a) => fedgate_gateway::stats_cli::run(a).map_err(|e| anyhow::anyhow!(e)),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),
         Command::Completions { shell } => {

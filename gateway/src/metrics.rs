@@ -52,6 +52,13 @@ struct PeerLabels {
     peer: String,
 }
 
+/// Sharing requests as labels: this node's side and where they stand.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    role: String,
+    state: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -76,6 +83,8 @@ pub struct Metrics {
     cert_expiry: TimeGauge,
     checkpoint_time: TimeGauge,
     checkpoint_age: TimeGauge,
+    requests: Family<RequestLabels, Gauge>,
+    requests_overdue: Family<RequestLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,6 +123,8 @@ impl Metrics {
             cert_expiry: Gauge::default(),
             checkpoint_time: Gauge::default(),
             checkpoint_age: Gauge::default(),
+            requests: Family::default(),
+            requests_overdue: Family::default(),
         };
         let r = &mut m.registry;
         let version = BuildLabels { version: env!("CARGO_PKG_VERSION").into() };
@@ -131,6 +142,16 @@ impl Metrics {
             m.decision_seconds.clone(),
         );
         r.register("transfers", "Transfers this node asked peers for, by outcome code.", m.transfers.clone());
+        r.register(
+            "sharing_requests",
+            "Sharing requests this node made (outgoing) or received (incoming), by state.",
+            m.requests.clone(),
+        );
+        r.register(
+            "sharing_requests_overdue",
+            "Sharing requests still unanswered past their deadline.",
+            m.requests_overdue.clone(),
+        );
         r.register(
             "transfer_duration_seconds",
             "Time from sending a query to a peer to its verified end or failure.",
@@ -232,6 +253,21 @@ impl Metrics {
     /// A peer certificate refused at the handshake.
     pub fn certificate_rejected(&self) {
         self.certs_rejected.inc();
+    }
+
+    /// Sets the sharing-request gauges from the requests as the store holds them now (read at
+    /// each scrape: they are states, not events, and survive restarts).
+    pub fn set_requests(&self, held: &[crate::governance::store::Held]) {
+        self.requests.clear();
+        self.requests_overdue.clear();
+        for h in held {
+            let role = h.role.as_str().to_owned();
+            let labels = RequestLabels { role: role.clone(), state: h.state.as_str().to_owned() };
+            self.requests.get_or_create(&labels).inc();
+            if h.overdue {
+                self.requests_overdue.get_or_create(&RequestLabels { role, state: "pending".into() }).inc();
+            }
+        }
     }
 
     /// OpenMetrics text, after reading the gauges from `files` as of `now`.

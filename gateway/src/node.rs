@@ -36,6 +36,16 @@ impl RunningNode {
     pub async fn start(cfg: Config) -> Result<RunningNode, NodeError> {
         let id = load_identity(&cfg)?;
         let catalog = load_catalog(&cfg)?;
+        // The managed grants file is rewritten from the request store first: a steward's
+        // decision stored just before a crash is in force after the restart, whatever the file
+        // held then.
+        let requests =
+            Arc::new(crate::governance::store::RequestStore::open(&cfg.state_dir.join("requests.db"))?);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        crate::governance::store::write_grants_file(
+            &cfg.approved_grants,
+            &requests.approved_grants(&cfg.node, now)?,
+        )?;
         let policy = load_policy(&cfg, &catalog)?;
         let checked = check_sources(&cfg, &catalog).await?;
         let secret = |p: &std::path::Path| crate::secret::ensure(p).map_err(|e| file_err(p, e.to_string()));
@@ -107,8 +117,6 @@ impl RunningNode {
         let referrals =
             Arc::new(crate::referrals::ReferralStore::open(&cfg.state_dir.join("referrals.db"), &cfg.node)?);
         let calendar = crate::calendar::for_config(&cfg)?;
-        let requests =
-            Arc::new(crate::governance::store::RequestStore::open(&cfg.state_dir.join("requests.db"))?);
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),

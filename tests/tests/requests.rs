@@ -211,6 +211,24 @@ async fn an_approved_request_is_a_grant_in_force_at_once_and_both_logs_pair_by_i
         .into_iter()
         .any(|e| e.kind == Some(Kind::RequestIn) && e.grant.as_deref() == Some(&*format!("request-{id}")));
     assert!(served, "the query was allowed by the approved grant");
+
+    // Statistics from each side's own log and state; the provider's also in /metrics.
+    let stats = fedgate_gateway::stats_cli::collect(provider.config(), None).unwrap();
+    let row = stats.iter().find(|r| r.dataset == "cases" && r.peer == CONSUMER).unwrap();
+    assert_eq!((row.requests_in, row.approvals, row.pending), (1, 1, 0), "{row:?}");
+    assert_eq!((row.queries_in, row.queries_denied, row.records_sent), (2, 1, 1), "{row:?}");
+    assert!(row.answer_secs_mean.is_some(), "{row:?}");
+    let stats = fedgate_gateway::stats_cli::collect(consumer.config(), None).unwrap();
+    let row = stats.iter().find(|r| r.dataset == "cases" && r.peer == PROVIDER).unwrap();
+    assert_eq!(
+        (row.requests_out, row.approvals, row.queries_out, row.records_received),
+        (1, 1, 2, 1),
+        "{row:?}"
+    );
+    let (status, metrics) = api(&provider, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains(r#"fedgate_sharing_requests{role="incoming",state="approved"} 1"#), "{text}");
     drop(fed);
 }
 
@@ -278,9 +296,17 @@ async fn requests_survive_restarts_of_either_side_and_revocation_stops_a_subscri
     let consumer = restart(&consumer_cfg).await;
     let provider = restart(&provider_cfg).await;
     wait_for(&provider, &id, "state", "pending").await;
-    // The provider restarts with the request pending; approval after it works.
+    // The provider restarts with the request pending; approval after it works. A managed
+    // grants file out of step with the store (a crash between a decision and the file's
+    // rewrite) is rewritten from the store before any rule is loaded.
+    let managed = provider.config().approved_grants.clone();
     provider.shutdown().await;
+    let stale = "[[grant]]\nid = \"request-stale\"\nto = \"court@wuxi.xinwu\"\ndatasets = [\"cases\"]\npurposes = [\"dispute-mediation\"]\nclearance = 1\n";
+    std::fs::write(&managed, stale).unwrap();
     let provider = restart(&provider_cfg).await;
+    assert!(!std::fs::read_to_string(&managed).unwrap().contains("[[grant]]"));
+    let (status, v) = query(&consumer).await;
+    assert_eq!(status, 403, "no grant from a stale file: {v}");
     let (status, v) = api(&provider, "POST", &format!("/v1/requests/{id}/approve"), r#"{"days":30}"#).await;
     assert_eq!(status, 200, "{v}");
     wait_for(&consumer, &id, "state", "approved").await;

@@ -7,8 +7,10 @@
 //! seed), which `fedgate serve --config` starts as is. It
 //! then starts every gateway in this process and runs a showcase of queries — records in clear,
 //! masked, row-scoped, and a denial — and of subscriptions (the grid office and the Guangrui
-//! committee receive a new hotline ticket, masked and scoped), and exits (or keeps serving with
-//! `--serve`; the two subscriptions stay and resume whenever those nodes run).
+//! committee receive a new hotline ticket, masked and scoped) and of a sharing request (the
+//! court applies for family-dispute data, the women's federation approves it with a quota, the
+//! court's query succeeds), and exits (or keeps serving with `--serve`; the two subscriptions
+//! stay and resume whenever those nodes run).
 
 mod content;
 pub mod data;
@@ -376,83 +378,86 @@ fn cell(s: &str) -> String {
 }
 
 async fn showcase(running: &[RunningNode], records: u64) -> Result<()> {
-    let by_id = |id: &str| running.iter().find(|n| n.config().node.to_string() == id);
     for (i, case) in CASES.iter().enumerate() {
-        let (Some(consumer), Some(provider)) = (by_id(case.consumer), by_id(case.provider)) else { continue };
+        run_case(running, &(i + 1).to_string(), case, records).await?;
+    }
+    Ok(())
+}
+
+/// Runs one showcase query, numbered `label`, and prints what arrived.
+async fn run_case(running: &[RunningNode], label: &str, case: &Case, records: u64) -> Result<()> {
+    let by_id = |id: &str| running.iter().find(|n| n.config().node.to_string() == id);
+    let (Some(consumer), Some(provider)) = (by_id(case.consumer), by_id(case.provider)) else {
+        return Ok(());
+    };
+    println!(
+        "\n[{}] {} asks {} for `{}` ({})",
+        label, case.consumer, case.provider, case.dataset, case.purpose
+    );
+    println!("    {}", case.what);
+    let pc = consumer.peer(&provider.config().node).await?;
+    let query = crate::exchange::Query::asked(case.dataset, case.purpose, Vec::new(), case.limit)
+        .map_err(anyhow::Error::msg)?;
+    let exchange = query.exchange.clone();
+    let mut t = match Transfer::begin(&pc, &consumer.config().node, query, Default::default()).await {
+        Ok(t) => t,
+        Err(e) => {
+            println!("    DENIED: {e}");
+            let mut entry = consumer.shared().audit_entry(fedgate_audit::Kind::RequestOut);
+            entry.counterpart = Some(case.provider.into());
+            entry.dataset = Some(case.dataset.into());
+            entry.purpose = Some(case.purpose.into());
+            e.refusal_receipt(&mut entry);
+            entry.exchange = exchange;
+            consumer.shared().audit.append(entry).await?;
+            return Ok(());
+        }
+    };
+    println!("    {}", t.reason());
+    let fields = t.fields().to_vec();
+    let idx: Vec<usize> = case.show.iter().filter_map(|f| fields.iter().position(|g| g == f)).collect();
+    let mut rows = Vec::new();
+    let mut regions = std::collections::BTreeSet::new();
+    let region_idx = fields.iter().position(|f| f == "region");
+    let mut n = 0u64;
+    while let Some(batch) = t.next_batch().await? {
+        for rec in batch {
+            n += 1;
+            if let Some(fedgate_catalog::Value::Text(r)) = region_idx.and_then(|i| rec.get(i)) {
+                regions.insert(r.split('.').take(3).collect::<Vec<_>>().join("."));
+            }
+            if rows.len() < 3 {
+                rows.push(idx.iter().map(|&i| cell(&rec[i].to_string())).collect::<Vec<_>>());
+            }
+        }
+    }
+    let header: Vec<&str> = idx.iter().map(|&i| fields[i].as_str()).collect();
+    for line in crate::render::table(&header, &rows).lines() {
+        println!("    {line}");
+    }
+    let dropped: Vec<&str> = case.show.iter().filter(|f| !fields.iter().any(|g| g == *f)).copied().collect();
+    if !dropped.is_empty() {
+        println!("    (not sent: {})", dropped.join(", "));
+    }
+    consumer
+        .shared()
+        .audit
+        .append(t.receipt(consumer.shared().audit_entry(fedgate_audit::Kind::RequestOut)))
+        .await?;
+    let summary = t.summary().map(|s| format!("digest {}…", &s.digest[..12])).unwrap_or_default();
+    // The provider signs whether it cut the result short; say so rather than imply a whole.
+    let cut = match t.summary().and_then(|s| s.truncated) {
+        Some(why) if why.by_provider() => format!("; CUT SHORT by the provider's {}", why.as_str()),
+        Some(_) => "; more records match (stopped at the limit)".into(),
+        None => String::new(),
+    };
+    if case.limit.is_none() {
         println!(
-            "\n[{}] {} asks {} for `{}` ({})",
-            i + 1,
-            case.consumer,
-            case.provider,
-            case.dataset,
-            case.purpose
+            "    received {n} of {records} records, all under: {}; trailer verified, {summary}{cut}",
+            regions.into_iter().collect::<Vec<_>>().join(", ")
         );
-        println!("    {}", case.what);
-        let pc = consumer.peer(&provider.config().node).await?;
-        let query = crate::exchange::Query::asked(case.dataset, case.purpose, Vec::new(), case.limit)
-            .map_err(anyhow::Error::msg)?;
-        let exchange = query.exchange.clone();
-        let mut t = match Transfer::begin(&pc, &consumer.config().node, query, Default::default()).await {
-            Ok(t) => t,
-            Err(e) => {
-                println!("    DENIED: {e}");
-                let mut entry = consumer.shared().audit_entry(fedgate_audit::Kind::RequestOut);
-                entry.counterpart = Some(case.provider.into());
-                entry.dataset = Some(case.dataset.into());
-                entry.purpose = Some(case.purpose.into());
-                e.refusal_receipt(&mut entry);
-                entry.exchange = exchange;
-                consumer.shared().audit.append(entry).await?;
-                continue;
-            }
-        };
-        println!("    {}", t.reason());
-        let fields = t.fields().to_vec();
-        let idx: Vec<usize> = case.show.iter().filter_map(|f| fields.iter().position(|g| g == f)).collect();
-        let mut rows = Vec::new();
-        let mut regions = std::collections::BTreeSet::new();
-        let region_idx = fields.iter().position(|f| f == "region");
-        let mut n = 0u64;
-        while let Some(batch) = t.next_batch().await? {
-            for rec in batch {
-                n += 1;
-                if let Some(fedgate_catalog::Value::Text(r)) = region_idx.and_then(|i| rec.get(i)) {
-                    regions.insert(r.split('.').take(3).collect::<Vec<_>>().join("."));
-                }
-                if rows.len() < 3 {
-                    rows.push(idx.iter().map(|&i| cell(&rec[i].to_string())).collect::<Vec<_>>());
-                }
-            }
-        }
-        let header: Vec<&str> = idx.iter().map(|&i| fields[i].as_str()).collect();
-        for line in crate::render::table(&header, &rows).lines() {
-            println!("    {line}");
-        }
-        let dropped: Vec<&str> =
-            case.show.iter().filter(|f| !fields.iter().any(|g| g == *f)).copied().collect();
-        if !dropped.is_empty() {
-            println!("    (not sent: {})", dropped.join(", "));
-        }
-        consumer
-            .shared()
-            .audit
-            .append(t.receipt(consumer.shared().audit_entry(fedgate_audit::Kind::RequestOut)))
-            .await?;
-        let summary = t.summary().map(|s| format!("digest {}…", &s.digest[..12])).unwrap_or_default();
-        // The provider signs whether it cut the result short; say so rather than imply a whole.
-        let cut = match t.summary().and_then(|s| s.truncated) {
-            Some(why) if why.by_provider() => format!("; CUT SHORT by the provider's {}", why.as_str()),
-            Some(_) => "; more records match (stopped at the limit)".into(),
-            None => String::new(),
-        };
-        if case.limit.is_none() {
-            println!(
-                "    received {n} of {records} records, all under: {}; trailer verified, {summary}{cut}",
-                regions.into_iter().collect::<Vec<_>>().join(", ")
-            );
-        } else {
-            println!("    {n} record(s); trailer signature and {summary} verified{cut}");
-        }
+    } else {
+        println!("    {n} record(s); trailer signature and {summary} verified{cut}");
     }
     Ok(())
 }
@@ -545,6 +550,62 @@ async fn showcase_subscriptions(running: &[RunningNode], records: u64) -> Result
     Ok(())
 }
 
+/// A sharing request (共享申请): the district court, denied family-dispute data above, applies
+/// for it; the women's federation's steward approves it for 30 days with a daily quota (a grant
+/// in force at once); the court's query then succeeds.
+async fn showcase_requests(running: &[RunningNode], records: u64) -> Result<()> {
+    use crate::governance::request::{rfc3339, Approval};
+    let by_id = |id: &str| running.iter().find(|n| n.config().node.to_string() == id);
+    let (Some(court), Some(federation)) = (by_id("court@wuxi.xinwu"), by_id("womens-federation@wuxi")) else {
+        return Ok(());
+    };
+    let label = CASES.len() + 2;
+    println!("\n[{label}] court@wuxi.xinwu applies to womens-federation@wuxi for `family-disputes` (dispute-mediation)");
+    let ask = crate::api_requests::CreateRequest {
+        peer: federation.config().node.clone(),
+        dataset: "family-disputes".into(),
+        purpose: "dispute-mediation".into(),
+        fields: ["case_id", "region", "applicant_name", "dispute_type"].map(String::from).to_vec(),
+        until: None,
+        reason: "mediation of family dispute case (2026) 锡新民初 17".into(),
+    };
+    let made = crate::api_requests::make(court.shared(), ask).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::quic::request::ask(court.shared(), &made).await.map_err(anyhow::Error::msg)?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let got = federation.shared().requests.get(&made.id, crate::governance::store::Role::Incoming, now)?;
+    println!(
+        "    signed request {}… stored and audited by both; answer due {} (5 working days)",
+        &made.id[..8],
+        got.deadline.map_or_else(String::new, rfc3339)
+    );
+    let approval = Approval {
+        clearance: got.clearance.unwrap_or(1),
+        until: now + 30 * 86_400,
+        quota: Some(50),
+        rows: "own".into(),
+    };
+    let approved = crate::api_requests::approve_request(federation.shared(), &made.id, approval)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "    the federation's steward approves for 30 days, 50 records a day: grant `{}` in force at once",
+        approved.grant.as_deref().unwrap_or("?")
+    );
+    crate::quic::request::ask(court.shared(), &made).await.map_err(anyhow::Error::msg)?;
+    let seen = court.shared().requests.get(&made.id, crate::governance::store::Role::Outgoing, now)?;
+    println!("    the court's gateway verifies the signed answer: {}", seen.state.as_str());
+    let case = Case {
+        consumer: "court@wuxi.xinwu",
+        provider: "womens-federation@wuxi",
+        dataset: "family-disputes",
+        purpose: "dispute-mediation",
+        limit: Some(3),
+        show: &["case_id", "region", "applicant_name", "dispute_type"],
+        what: "the same query as before, now under the approved grant",
+    };
+    run_case(running, &format!("{label}b"), &case, records).await
+}
+
 /// Builds the federation, starts it, shows it working, and exits or keeps serving.
 pub async fn run(opts: Options) -> Result<()> {
     let built = build(&opts.dir, opts.records, opts.force)?;
@@ -565,6 +626,7 @@ pub async fn run(opts: Options) -> Result<()> {
     show_directory(&running);
     showcase(&running, opts.records).await?;
     showcase_subscriptions(&running, opts.records).await?;
+    showcase_requests(&running, opts.records).await?;
     if opts.serve {
         let cfg = opts.dir.join("mediation-center@wuxi/gateway.toml");
         println!("\nfederation running. From another terminal, for example:");

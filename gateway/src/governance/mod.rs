@@ -2,6 +2,7 @@
 //! and the grants approvals write.
 //!
 //! - [`request`]: the pure core: what each side signs, intake, approvals as grants.
+//! - [`stats`]: usage statistics per dataset and peer from the audit log and the stores.
 //! - [`store`]: both sides' requests, durably (`state_dir/requests.db`), and the grants file the
 //!   gateway manages from the approvals (`state_dir/approved-grants.toml`).
 //!
@@ -9,6 +10,7 @@
 //! [`crate::request_cli`].
 
 pub mod request;
+pub mod stats;
 pub mod store;
 
 /// The moment an answer to a request received at `received` (Unix seconds) is due: the end of

@@ -325,13 +325,16 @@ impl RequestStore {
         })
     }
 
-    /// The consumer's requests whose answer may still change: not yet answered, or approved
-    /// (a revocation is an answer too).
+    /// The consumer's requests whose answer may still change: not yet answered, or approved and
+    /// not yet expired (a revocation is an answer too).
     pub fn to_ask(&self, now: i64) -> Result<Vec<Held>, StoreError> {
         Ok(self
             .list(Some(Role::Outgoing), now)?
             .into_iter()
-            .filter(|h| h.state.awaits_answer() || h.state == State::Approved)
+            .filter(|h| {
+                h.state.awaits_answer()
+                    || (h.state == State::Approved && h.grant_until.is_none_or(|u| u > now))
+            })
             .collect())
     }
 
@@ -356,7 +359,7 @@ impl RequestStore {
                     a.until,
                     a.quota.and_then(|q| i64::try_from(q).ok()),
                     a.answered,
-                    signature
+                    Some(signature).filter(|s| !s.is_empty())
                 ],
             )
         })?;

@@ -418,7 +418,31 @@ mod tests {
                 witness: None,
             },
         ];
-        for m in samples().into_iter().chain(all).chain(witnessing()) {
+        let governance = [
+            Message::SharingRequest {
+                exchange: "0".repeat(32),
+                dataset: "d".into(),
+                purpose: "p".into(),
+                fields: vec!["f".into()],
+                until: Some(1),
+                reason: "r".into(),
+                signature: "00".into(),
+            },
+            Message::SharingAnswer {
+                exchange: "0".repeat(32),
+                state: "pending".into(),
+                deadline: 1,
+                reason: None,
+                grant: None,
+                clearance: None,
+                until: None,
+                quota: None,
+                answered: None,
+                signature: "00".into(),
+                audit_seq: Some(3),
+            },
+        ];
+        for m in samples().into_iter().chain(all).chain(witnessing()).chain(governance) {
             let v: ciborium::Value = ciborium::de::from_reader(&encode(&m)[4..]).unwrap();
             let inner = v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("m")).unwrap().1.clone();
             let kind = match &inner {

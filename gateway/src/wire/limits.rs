@@ -233,6 +233,33 @@ mod tests {
     }
 
     #[test]
+    fn sharing_requests_are_capped_field_by_field() {
+        let req = |reason: String, fields: Vec<String>| Message::SharingRequest {
+            exchange: "0".repeat(32),
+            dataset: "ds".into(),
+            purpose: "audit".into(),
+            fields,
+            until: None,
+            reason,
+            signature: "00".into(),
+        };
+        assert_eq!(check_request(&req("why".into(), vec![])), Ok(()));
+        let long = "r".repeat(crate::governance::request::MAX_REASON + 1);
+        assert!(
+            matches!(check_request(&req(long, vec![])), Err(RequestError::TooLong { ref field, .. }) if field == "reason")
+        );
+        let many = (0..=crate::governance::request::MAX_FIELDS).map(|i| format!("f{i}")).collect();
+        assert!(matches!(
+            check_request(&req("why".into(), many)),
+            Err(RequestError::TooMany { field: "fields", .. })
+        ));
+        let wide = vec!["f".repeat(MAX_FILTER_FIELD + 1)];
+        assert!(
+            matches!(check_request(&req("why".into(), wide)), Err(RequestError::TooLong { ref field, .. }) if field == "fields[0]")
+        );
+    }
+
+    #[test]
     fn caps_name_the_field_and_never_echo_the_value() {
         let huge = "d".repeat(1_100_000);
         let err = check_request(&query(&huge, vec![], None)).unwrap_err();
