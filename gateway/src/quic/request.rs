@@ -280,19 +280,24 @@ async fn answered(
         Ok(other) => return Err(format!("expected a sharing answer, got {}", other.kind())),
         Err(e) => return Err(e.to_string()),
     };
-    let (store, id, a, sig) =
-        (shared.requests.clone(), req.exchange.clone(), answer.clone(), signature.clone());
-    if blocking(move || store.record_answer(&id, &a, &sig)).await? {
-        let mut e = entry(shared, req, &req.provider, answer.state.as_str());
-        e.reason = answer.reason.clone();
-        e.grant = answer.grant.clone();
-        e.clearance = answer.clearance;
-        e.provider_entry = provider_entry;
-        e.signature = Some(signature).filter(|s| !s.is_empty());
-        e.detail = Some(describe(&answer));
-        shared.audit.append(e).await.map_err(|e| e.to_string())?;
-        tracing::info!(exchange = %req.exchange, provider = %req.provider, state = answer.state.as_str(), "sharing request answered");
+    let (store, id) = (shared.requests.clone(), req.exchange.clone());
+    let held = blocking(move || store.get(&id, Role::Outgoing, now)).await?;
+    if held.state != State::Unsent && held.answer() == answer {
+        return Ok(());
     }
+    // Audited before it is stored: a crash in between costs a second entry at the next ask,
+    // never a missing one (and a reader who sees the new state finds its entry).
+    let mut e = entry(shared, req, &req.provider, answer.state.as_str());
+    e.reason = answer.reason.clone();
+    e.grant = answer.grant.clone();
+    e.clearance = answer.clearance;
+    e.provider_entry = provider_entry;
+    e.signature = Some(signature.clone()).filter(|s| !s.is_empty());
+    e.detail = Some(describe(&answer));
+    shared.audit.append(e).await.map_err(|e| e.to_string())?;
+    let (store, id, a) = (shared.requests.clone(), req.exchange.clone(), answer.clone());
+    blocking(move || store.record_answer(&id, &a, &signature)).await?;
+    tracing::info!(exchange = %req.exchange, provider = %req.provider, state = answer.state.as_str(), "sharing request answered");
     Ok(())
 }
 
