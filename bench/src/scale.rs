@@ -64,6 +64,10 @@ struct Opts {
     /// Events published (in batches of 100) for the throughput figure.
     #[arg(long, default_value_t = 5_000)]
     throughput_events: u64,
+    /// Rows inserted straight into the first provider's source table, one every 100 ms, for the
+    /// latency of changes found by cursor polling (`cursor = "received_at"`, default interval).
+    #[arg(long, default_value_t = 0)]
+    poll_events: u64,
     /// Concurrent catalog requests during discovery.
     #[arg(long, default_value_t = 32)]
     discovery_in_flight: usize,
@@ -290,6 +294,10 @@ fn generate(dir: &Path, gateways: u64, records: u64) -> Result<Vec<Node>> {
             text.push_str(&format!(
                 "\n[[sources]]\ndataset = \"{ds}\"\nsqlite = \"records.db\"\ntable = \"records\"\n"
             ));
+            if i == 1 {
+                // The subscription figures' provider also finds changes by polling.
+                text.push_str("cursor = \"received_at\"\n");
+            }
         }
         let config = ndir.join("gateway.toml");
         std::fs::write(&config, text)?;

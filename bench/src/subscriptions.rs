@@ -36,7 +36,7 @@ pub(super) fn run(nodes: &[Node], apis: &[config::Config], running: &[Gateway], 
         let held = Client::new(&apis[i])?.send_json("/v1/subscriptions", Some(&body))?;
         subs.push((i, held["id"].as_str().context("no subscription id")?.to_owned()));
     }
-    let total = o.latency_events + o.throughput_events;
+    let total = o.latency_events + o.throughput_events + o.poll_events;
     let reads: Vec<Arc<Reads>> = subs.iter().map(|_| Arc::default()).collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = subs
@@ -73,16 +73,7 @@ fn measure(
         std::thread::sleep(Duration::from_millis(20));
     }
     wait_all(reads, o.latency_events, Duration::from_secs(60))?;
-    let mut lat = Vec::new();
-    for r in reads {
-        let at = r.at.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, t) in &sent {
-            if let Some((_, got)) = at.iter().find(|(i, _)| i == id) {
-                lat.push(got.duration_since(*t).as_secs_f64());
-            }
-        }
-    }
-    lat.sort_by(f64::total_cmp);
+    let lat = latencies(reads, &sent);
     println!(
         "subscription latency, publish API -> {k} subscribing application(s): {} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lat.len(),
@@ -114,7 +105,79 @@ fn measure(
         (p1 - p0) / (events * k as f64) * 1e6,
         (s1 - s0) / (events * k as f64) * 1e6,
     );
+    if o.poll_events > 0 {
+        polled(p, reads, o)?;
+    }
     Ok(())
+}
+
+/// Latency of changes found by cursor polling (figure 3): rows inserted into the provider's source
+/// table (the department's own application writing its database), 100 ms apart.
+fn polled(p: &Publisher, reads: &[Arc<Reads>], o: &Opts) -> Result<()> {
+    let conn = rusqlite::Connection::open(&p.source)?;
+    let field = |name: &str| p.ds.fields.iter().position(|f| f.name == name).context("hotline field");
+    let (ticket, received) = (field("ticket_id")?, field("received_at")?);
+    let placeholders: Vec<String> = (1..=p.ds.fields.len()).map(|i| format!("?{i}")).collect();
+    let insert = format!("INSERT INTO records VALUES ({})", placeholders.join(", "));
+    let before = o.latency_events + o.throughput_events;
+    let mut sent = Vec::new();
+    let mut rng = Rng::new(5);
+    for k in 0..o.poll_events {
+        let mut rec = data::record(&mut rng, &p.ds, 2_000_000 + k, "wuxi");
+        rec[ticket] = fedgate_catalog::Value::Text(format!("POLL-{k:06}"));
+        let now = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
+        rec[received] = fedgate_catalog::Value::Text(format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+08:00",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.microsecond()
+        ));
+        let vals: Vec<rusqlite::types::Value> = rec
+            .into_iter()
+            .map(|v| match v {
+                fedgate_catalog::Value::Null => rusqlite::types::Value::Null,
+                fedgate_catalog::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(b)),
+                fedgate_catalog::Value::Int(i) => rusqlite::types::Value::Integer(i),
+                fedgate_catalog::Value::Text(s) => rusqlite::types::Value::Text(s),
+            })
+            .collect();
+        let t = Instant::now();
+        conn.execute(&insert, rusqlite::params_from_iter(vals))?;
+        // The poller publishes rows in cursor order, so this row's event id is known.
+        sent.push((before + k + 1, t));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_all(reads, before + o.poll_events, Duration::from_secs(60))?;
+    let lat = latencies(reads, &sent);
+    println!(
+        "subscription latency, row committed to the source -> {} application(s), cursor polling every 2 s (the default): {} events, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        reads.len(),
+        lat.len(),
+        percentile(&lat, 0.5) * 1e3,
+        percentile(&lat, 0.99) * 1e3,
+        lat.last().copied().unwrap_or(0.0) * 1e3
+    );
+    Ok(())
+}
+
+/// For every subscriber and every sent event, read time minus send time, sorted.
+fn latencies(reads: &[Arc<Reads>], sent: &[(u64, Instant)]) -> Vec<f64> {
+    let mut lat = Vec::new();
+    for r in reads {
+        let at = r.at.lock().unwrap_or_else(|e| e.into_inner());
+        let by_id: std::collections::HashMap<u64, Instant> = at.iter().copied().collect();
+        for (id, t) in sent {
+            if let Some(got) = by_id.get(id) {
+                lat.push(got.duration_since(*t).as_secs_f64());
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    lat
 }
 
 fn wait_all(reads: &[Arc<Reads>], n: u64, within: Duration) -> Result<()> {
@@ -171,6 +234,8 @@ fn read_all(
 /// The provider's application: publishes generated tickets through its gateway's API.
 struct Publisher {
     client: Client,
+    /// The provider's source table (SQLite), for the polling figure.
+    source: PathBuf,
     path: String,
     ds: fedgate_catalog::Dataset,
     keys: Vec<String>,
@@ -185,6 +250,7 @@ impl Publisher {
         let names: Vec<String> = ds.fields.iter().map(|f| f.name.clone()).collect();
         Ok(Publisher {
             client: Client::new(cfg)?,
+            source: provider.config.with_file_name("records.db"),
             path: format!("/v1/datasets/{dataset}/events"),
             keys: fedgate_gateway::render::json_keys(&names),
             ds,
