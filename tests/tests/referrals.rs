@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::api::{api, http, token};
 use common::*;
 use fedgate_audit::{self as audit, AuditKeys, Entry};
 use fedgate_gateway::node::RunningNode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const HOTLINE: &str = "hotline12345@wuxi";
 const GRID: &str = "grid@wuxi.liangxi.chongan";
@@ -31,45 +29,6 @@ actions = ["refer"]
 purposes = ["dispute-mediation"]
 clearance = 2
 "#;
-
-async fn http(addr: SocketAddr, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.into()
-    };
-    (status, body)
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
-}
-
-async fn api(n: &RunningNode, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let token = std::fs::read_to_string(&n.config().api_token).unwrap().trim().to_owned();
-    let (status, text) = http(n.api_addr(), &token, method, path, body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
 
 async fn ok(n: &RunningNode, method: &str, path: &str, body: &str) -> Value {
     let (status, v) = api(n, method, path, body).await;
@@ -169,7 +128,7 @@ async fn a_case_goes_down_three_levels_and_the_result_comes_back_to_the_hotline(
     assert_eq!((sent["state"].as_str(), sent["party"].as_str()), (Some("sent"), Some("sender")));
 
     // The grid office's application learns of it from its events, the case masked for it.
-    let token = std::fs::read_to_string(&grid.config().api_token).unwrap().trim().to_owned();
+    let token = token(&grid);
     let (status, lines) =
         http(grid.api_addr(), &token, "GET", "/v1/referrals/events?after=0&wait_ms=10000", "").await;
     assert_eq!(status, 200, "{lines}");

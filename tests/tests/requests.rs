@@ -5,17 +5,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::api::{api, http, token};
 use common::*;
 use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
 use fedgate_gateway::config;
 use fedgate_gateway::node::RunningNode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const PROVIDER: &str = "womens-federation@wuxi";
 const CONSUMER: &str = "court@wuxi.xinwu";
@@ -29,46 +27,6 @@ datasets = ["cases"]
 purposes = ["law-enforcement"]
 clearance = 2
 "#;
-
-async fn http(addr: SocketAddr, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.into()
-    };
-    (status, body)
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
-}
-
-async fn api(n: &RunningNode, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let token = std::fs::read_to_string(&n.config().api_token).unwrap().trim().to_owned();
-    let (status, text) = http(n.api_addr(), &token, method, path, body).await;
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
 
 fn entries(node: &RunningNode) -> Vec<Entry> {
     let cfg = node.config();
@@ -351,7 +309,7 @@ async fn publish(p: &RunningNode, case: &str) {
 /// Reads a subscription's items until `want` have arrived or it ended (or 20 s).
 async fn events(s: &RunningNode, id: &str, want: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let token = std::fs::read_to_string(&s.config().api_token).unwrap().trim().to_owned();
+    let token = token(s);
     let mut got: Vec<Value> = Vec::new();
     while got.len() < want && Instant::now() < deadline {
         let from = got.last().and_then(|v| v["@id"].as_u64()).unwrap_or(0);

@@ -1,6 +1,8 @@
 //! Shared fixtures: a small federation with real certificates, gateways on 127.0.0.1 port 0.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
