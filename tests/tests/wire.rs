@@ -192,7 +192,7 @@ async fn r11_8_unsupported_versus_malformed_at_the_wire() {
     let unsupported = [
         frame_of(&envelope(2, Value::Text("catalog-request".into()))),
         frame_of(&envelope(1, Value::Text("subscribe".into()))),
-        frame_of(&envelope(1, Value::Map(vec![(Value::Text("referral".into()), Value::Null)]))),
+        frame_of(&envelope(1, Value::Map(vec![(Value::Text("no-such-kind".into()), Value::Null)]))),
     ];
     for bytes in unsupported {
         assert_eq!(code_of(&raw(&pc, &bytes).await), ErrorCode::Unsupported);
