@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fedgate_catalog::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api_body;
 use crate::error::ApiCode;
@@ -506,4 +506,40 @@ mod tests {
         assert_eq!(v["@error"], "transfer from x failed verification: digest");
         assert_eq!(v["code"], "unverified");
     }
+}
+
+/// The exchange id in a path (a subscription, referral or request id), checked: anything but 32
+/// hex digits names nothing here, so it is a 404 naming `what` was looked for.
+pub(crate) fn exchange_id_in_path(
+    id: Result<UrlPath<String>, PathRejection>,
+    what: &str,
+) -> Result<String, ApiError> {
+    let UrlPath(id) = id.map_err(|e| bad_request(e.body_text()))?;
+    checked_exchange_id(id, what)
+}
+
+/// `id` if it is an exchange id (32 hex digits), else a 404 naming `what` was looked for.
+pub(crate) fn checked_exchange_id(id: String, what: &str) -> Result<String, ApiError> {
+    if !crate::exchange::valid_exchange_id(&id) {
+        return Err(ApiError::new(
+            ApiCode::NotFound,
+            format!("no {what} {id:?} at this gateway (ids are 32 hex digits)"),
+        ));
+    }
+    Ok(id)
+}
+
+/// `?after=ID&wait_ms=N&limit=N` of a long-poll events read (subscriptions, referrals).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsParams {
+    /// Only what came after this id.
+    #[serde(default)]
+    pub(crate) after: u64,
+    /// How long to wait for the first line when there is none yet.
+    #[serde(default)]
+    pub(crate) wait_ms: Option<u64>,
+    /// At most this many lines.
+    #[serde(default)]
+    pub(crate) limit: Option<usize>,
 }

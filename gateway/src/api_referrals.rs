@@ -10,10 +10,9 @@ use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{Map, Value as Json_};
 
-use crate::api::{ApiError, ApiState};
+use crate::api::{ApiError, ApiState, EventsParams};
 use crate::error::ApiCode;
 use crate::referral_ops::{self, CaseSpec, NewReferral, OpError, Receiver};
 use crate::referrals::{step_json, Referral, ReferralError};
@@ -279,18 +278,11 @@ pub(crate) async fn list(State(st): State<ApiState>) -> Result<Response, ApiErro
 }
 
 fn id_of(id: Result<UrlPath<String>, PathRejection>) -> Result<String, ApiError> {
-    let UrlPath(id) = id.map_err(|e| bad(e.body_text()))?;
-    check_id(id)
+    crate::api::exchange_id_in_path(id, "referral")
 }
 
 fn check_id(id: String) -> Result<String, ApiError> {
-    if !crate::exchange::valid_exchange_id(&id) {
-        return Err(ApiError::new(
-            ApiCode::NotFound,
-            format!("no referral {id:?} at this gateway (ids are 32 hex digits)"),
-        ));
-    }
-    Ok(id)
+    crate::api::checked_exchange_id(id, "referral")
 }
 
 /// `GET /v1/referrals/{id}`: the referral, its case, its history, and the referrals it was
@@ -359,18 +351,6 @@ pub(crate) async fn step(
     })?;
     let r = referral_ops::take(&st.shared, &id, step).await.map_err(op_error)?;
     Ok(Json(referral_json(&r, t.unix_timestamp())).into_response())
-}
-
-/// `?after=N&wait_ms=N&limit=N` of an events read.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EventsParams {
-    #[serde(default)]
-    after: u64,
-    #[serde(default)]
-    wait_ms: Option<u64>,
-    #[serde(default)]
-    limit: Option<usize>,
 }
 
 /// `GET /v1/referrals/events`: JSON Lines of every referral step stored here after event

@@ -219,14 +219,7 @@ pub(crate) async fn list(
 }
 
 fn id_of(id: Result<UrlPath<String>, PathRejection>) -> Result<String, ApiError> {
-    let UrlPath(id) = id.map_err(|e| bad(e.body_text()))?;
-    if !crate::exchange::valid_exchange_id(&id) {
-        return Err(ApiError::new(
-            ApiCode::NotFound,
-            format!("no request {id:?} at this gateway (ids are 32 hex digits)"),
-        ));
-    }
-    Ok(id)
+    crate::api::exchange_id_in_path(id, "request")
 }
 
 /// `GET /v1/requests/{id}`: one request, incoming or outgoing.

@@ -11,9 +11,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fedgate_catalog::NodeId;
-use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState};
+use crate::api::{ApiError, ApiState, EventsParams};
 use crate::error::ApiCode;
 use crate::exchange::subscription::Subscription;
 use crate::subscriptions::{StoreError, SubState};
@@ -160,14 +159,7 @@ pub(crate) async fn list(State(st): State<ApiState>) -> Result<Response, ApiErro
 }
 
 fn id_of(id: Result<UrlPath<String>, PathRejection>) -> Result<String, ApiError> {
-    let UrlPath(id) = id.map_err(|e| bad(e.body_text()))?;
-    if !crate::exchange::valid_exchange_id(&id) {
-        return Err(ApiError::new(
-            ApiCode::NotFound,
-            format!("no subscription {id:?} at this gateway (ids are 32 hex digits)"),
-        ));
-    }
-    Ok(id)
+    crate::api::exchange_id_in_path(id, "subscription")
 }
 
 /// `DELETE /v1/subscriptions/{id}`: no more rounds; what arrived stays readable.
@@ -192,18 +184,6 @@ pub(crate) async fn cancel(
         .await;
     }
     Ok(Json(held).into_response())
-}
-
-/// `?after=ID&wait_ms=N&limit=N` of an events read.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EventsParams {
-    #[serde(default)]
-    after: u64,
-    #[serde(default)]
-    wait_ms: Option<u64>,
-    #[serde(default)]
-    limit: Option<usize>,
 }
 
 /// `GET /v1/subscriptions/{id}/events`: JSON Lines of what arrived after `after`, waiting up to
