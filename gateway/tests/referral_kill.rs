@@ -4,97 +4,12 @@
 //! ends, and the receiver's application saw each step exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod served;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn fedgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fedgate")).args(args).output().expect("run fedgate")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A `fedgate serve` child, SIGKILLed when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(cfg: &Path) -> Served {
-    let served = Served(
-        Command::new(env!("CARGO_BIN_EXE_fedgate"))
-            .args(["serve", "--config", s(cfg)])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let api = fedgate_gateway::config::load(cfg).unwrap().api;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(api).is_ok() {
-            return served;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gateway for {} did not start", cfg.display());
-}
-
-/// SIGKILL, then a fresh process on the same folder.
-fn kill_and_restart(p: &mut Served, cfg: &Path) {
-    p.0.kill().unwrap();
-    p.0.wait().unwrap();
-    *p = serve(cfg);
-}
-
-struct Api {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-impl Api {
-    fn new(cfg: &Path) -> Api {
-        let c = fedgate_gateway::config::load(cfg).unwrap();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Api {
-            base: format!("http://{}", c.api),
-            token: std::fs::read_to_string(&c.api_token).unwrap().trim().to_owned(),
-            agent,
-        }
-    }
-
-    fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
-        let r = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {}", self.token))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.into_body().read_to_string().unwrap())
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {}", self.token))
-            .call()
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.into_body().read_to_string().unwrap())
-    }
-}
+use served::*;
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
