@@ -180,16 +180,14 @@ fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
 impl EventLog {
     /// Opens (creating) the event log at `path`, its folder created too.
     pub fn open(path: &Path, backlog: Backlog) -> Result<EventLog, EventError> {
-        let db = |source| EventError::Db { path: path.to_owned(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| EventError::Folder { path: dir.to_owned(), source })?;
-        }
-        let conn = Connection::open(path).map_err(db)?;
         // WAL with full sync: a published event or an acknowledged cursor survives SIGKILL and
         // power loss once the call returns.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = crate::state_db::open(
+            path,
+            SCHEMA,
+            |path, source| EventError::Folder { path, source },
+            |source| EventError::Db { path: path.to_owned(), source },
+        )?;
         let changed = tokio::sync::watch::Sender::new(0);
         Ok(EventLog { path: path.to_owned(), conn: Mutex::new(conn), backlog, changed })
     }

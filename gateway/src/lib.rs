@@ -66,6 +66,7 @@ pub mod source;
 pub mod source_check;
 pub mod sources;
 pub mod state;
+mod state_db;
 pub mod stats_cli;
 pub mod subscribe_cli;
 pub mod subscriptions;

@@ -181,14 +181,12 @@ pub struct ReferralStore {
 impl ReferralStore {
     /// Opens (creating) the store of node `local` at `path`.
     pub fn open(path: &Path, local: &NodeId) -> Result<ReferralStore, ReferralError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| ReferralError::Folder { path: dir.to_owned(), source })?;
-        }
-        let db = |source| ReferralError::Db { path: path.to_owned(), source };
-        let conn = Connection::open(path).map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = crate::state_db::open(
+            path,
+            SCHEMA,
+            |path, source| ReferralError::Folder { path, source },
+            |source| ReferralError::Db { path: path.to_owned(), source },
+        )?;
         let changed = tokio::sync::watch::Sender::new(0);
         Ok(ReferralStore { path: path.to_owned(), local: local.clone(), conn: Mutex::new(conn), changed })
     }

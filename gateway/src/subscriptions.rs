@@ -151,14 +151,12 @@ pub struct SubscriptionStore {
 impl SubscriptionStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<SubscriptionStore, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Folder { path: dir.to_owned(), source })?;
-        }
-        let db = |source| StoreError::Db { path: path.to_owned(), source };
-        let conn = Connection::open(path).map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = crate::state_db::open(
+            path,
+            SCHEMA,
+            |path, source| StoreError::Folder { path, source },
+            |source| StoreError::Db { path: path.to_owned(), source },
+        )?;
         let changed = tokio::sync::watch::Sender::new(0);
         Ok(SubscriptionStore { path: path.to_owned(), conn: Mutex::new(conn), changed })
     }

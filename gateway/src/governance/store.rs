@@ -197,14 +197,12 @@ pub struct RequestStore {
 impl RequestStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<RequestStore, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::File { path: dir.to_owned(), source })?;
-        }
-        let db = |source| StoreError::Db { path: path.to_owned(), source };
-        let conn = Connection::open(path).map_err(db)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = crate::state_db::open(
+            path,
+            SCHEMA,
+            |path, source| StoreError::File { path, source },
+            |source| StoreError::Db { path: path.to_owned(), source },
+        )?;
         Ok(RequestStore { path: path.to_owned(), conn: Mutex::new(conn), changed: Default::default() })
     }
 
