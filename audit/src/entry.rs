@@ -55,6 +55,9 @@ pub enum Kind {
     /// A sharing request made, received or answered, or its grant revoked (the steward's
     /// decisions included): the exchange id pairs both sides' entries.
     Governance,
+    /// A referral step taken here or received from the peer (also a refused one): the exchange
+    /// id and [`Entry::step`] pair both sides' entries.
+    Referral,
 }
 
 impl Kind {
@@ -71,6 +74,7 @@ impl Kind {
             Kind::Stop => "stop",
             Kind::Shred => "shred",
             Kind::Governance => "governance",
+            Kind::Referral => "referral",
         }
     }
 
@@ -87,6 +91,7 @@ impl Kind {
             Kind::Stop,
             Kind::Shred,
             Kind::Governance,
+            Kind::Referral,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -161,6 +166,19 @@ pub struct Entry {
     /// and that entry's inclusion proof, both verified against the provider's audit key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<crate::witness::Witness>,
+    /// In a long-lived exchange (a referral), the signed step this entry records: the same on
+    /// both sides, so an auditor pairs the author's entry with the receiver's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
+}
+
+/// A step of a long-lived exchange, as both sides' audit entries name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Its number within the exchange (1 is the `send`).
+    pub n: u64,
+    /// The node that took it and signed it.
+    pub by: String,
 }
 
 /// An entry too large to append even after [`Entry::bounded`] replaced its oversized fields.
@@ -511,6 +529,7 @@ mod tests {
             code: Some("quota-exceeded".into()),
             provider_entry: Some(20),
             signature: Some("ab".repeat(32)),
+            step: Some(Step { n: 3, by: "police@wuxi.liangxi".into() }),
             ..sample(1)
         };
         let back: Entry = ciborium::de::from_reader(cbor(&full).as_slice()).unwrap();

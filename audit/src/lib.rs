@@ -27,7 +27,7 @@ pub mod witness;
 
 use std::path::Path;
 
-pub use entry::{Entry, Kind};
+pub use entry::{Entry, Kind, Step};
 pub use export::{export, export_for};
 pub use keys::Reader;
 pub use log::{AuditError, AuditKeys, AuditLog, LogOptions, Recovery};

@@ -17,12 +17,12 @@ use crate::merkle::Hash;
 pub struct Exchange {
     /// The exchange id.
     pub exchange: String,
-    /// For a subscription batch, the ids it covers (`events 1..=256`); `None` for a query or a
-    /// subscription's decisions.
+    /// For a subscription batch, the ids it covers (`events 1..=256`); for a referral, the
+    /// step (`step 3`); `None` for a query or a subscription's decisions.
     pub batch: Option<String>,
-    /// The provider node.
+    /// The provider node (of a referral step: the node that took the step).
     pub provider: String,
-    /// The consumer node.
+    /// The consumer node (of a referral step: the node it was sent to).
     pub consumer: String,
     /// The dataset.
     pub dataset: Option<String>,
@@ -123,9 +123,17 @@ pub fn reconcile(logs: &[(String, Vec<Entry>)]) -> Report {
 pub fn reconcile_witnessed(logs: &[(String, Vec<Entry>)], heads: &BTreeMap<String, Heads>) -> Report {
     let nodes: Vec<&str> = logs.iter().map(|(n, _)| n.as_str()).collect();
     let mut by_id: BTreeMap<(String, Option<String>), Sides> = BTreeMap::new();
+    let mut steps: BTreeMap<(String, u64, String), Vec<Entry>> = BTreeMap::new();
     for (_, entries) in logs {
         for e in entries {
             let Some(id) = &e.exchange else { continue };
+            if e.kind == Some(Kind::Referral) {
+                // Only a step is said by both sides; a refused case is the sender's word alone.
+                if let Some(step) = &e.step {
+                    steps.entry((id.clone(), step.n, step.by.clone())).or_default().push(e.clone());
+                }
+                continue;
+            }
             // Other kinds with an exchange id (a sharing request's `governance` steps) carry
             // no records to reconcile; they must not stand as a transfer with no sides.
             let key = (id.clone(), batch_of(e));
@@ -136,8 +144,9 @@ pub fn reconcile_witnessed(logs: &[(String, Vec<Entry>)], heads: &BTreeMap<Strin
             }
         }
     }
-    let exchanges: Vec<Exchange> =
+    let mut exchanges: Vec<Exchange> =
         by_id.into_iter().map(|((id, batch), s)| judge(id, batch, &s, &nodes)).collect();
+    exchanges.extend(steps.into_iter().map(|((id, n, by), es)| judge_step(id, n, by, &es, &nodes)));
     let by_node: BTreeMap<&str, &[Entry]> = logs.iter().map(|(n, e)| (n.as_str(), e.as_slice())).collect();
     let witnessed: Vec<Witnessed> = logs
         .iter()
@@ -266,6 +275,46 @@ fn judge(exchange: String, batch: Option<String>, s: &Sides, nodes: &[&str]) -> 
         provider_says: last_p.and_then(|e| e.decision.clone()),
         consumer_says: receipt.and_then(|e| e.decision.clone()),
         records: (end.and_then(|e| e.records), receipt.and_then(|e| e.records)),
+        disagreements: why,
+        one_sided,
+    }
+}
+
+/// Judges one referral step: the node that took it and the node it went to must both have
+/// recorded it, as the same step with the same digest. (Only the receiver keeps the signature:
+/// the author signs each delivery attempt afresh.)
+fn judge_step(exchange: String, n: u64, by: String, entries: &[Entry], nodes: &[&str]) -> Exchange {
+    let to = entries
+        .iter()
+        .find_map(|e| if e.actor == by { e.counterpart.clone() } else { Some(e.actor.clone()) })
+        .unwrap_or_default();
+    let author = entries.iter().find(|e| e.actor == by);
+    let receiver = entries.iter().find(|e| e.actor == to);
+    let one_sided = !(nodes.contains(&by.as_str()) && nodes.contains(&to.as_str()));
+    let mut why = Vec::new();
+    if !one_sided {
+        match (author, receiver) {
+            (None, _) => why.push(format!("{by} (who took the step) has no entry for it")),
+            (_, None) => why.push(format!("{to} (who the step went to) has no entry for it")),
+            (Some(a), Some(r)) => {
+                if a.decision != r.decision {
+                    why.push(format!("step: {by} says {:?}, {to} says {:?}", a.decision, r.decision));
+                }
+                if a.content_digest != r.content_digest {
+                    why.push("digest: the step received is not the step taken".into());
+                }
+            }
+        }
+    }
+    Exchange {
+        exchange,
+        batch: Some(format!("step {n}")),
+        provider: by,
+        consumer: to,
+        dataset: entries.iter().find_map(|e| e.dataset.clone()),
+        provider_says: author.and_then(|e| e.decision.clone()),
+        consumer_says: receiver.and_then(|e| e.decision.clone()),
+        records: (author.and_then(|e| e.records), receiver.and_then(|e| e.records)),
         disagreements: why,
         one_sided,
     }
@@ -449,6 +498,59 @@ mod tests {
         let r = run(vec![received], vec![requested]);
         assert!(r.reconciled && r.exchanges.is_empty(), "{r:?}");
     }
+    fn step(actor: &str, other: &str, n: u64, by: &str, decision: &str) -> Entry {
+        Entry {
+            step: Some(crate::entry::Step { n, by: by.into() }),
+            content_digest: Some(format!("digest-{n}")),
+            ..e(Kind::Referral, actor, other, "r1", decision)
+        }
+    }
+
+    #[test]
+    fn each_referral_step_pairs_its_author_with_its_receiver() {
+        let sender = vec![
+            step(P, C, 1, P, "referral-send"),
+            step(P, C, 2, C, "referral-receive"),
+            step(P, C, 3, C, "referral-accept"),
+            // A refused case is the sender's word alone: no step, nothing to pair.
+            Entry { step: None, ..e(Kind::Referral, P, C, "r2", "deny") },
+        ];
+        let receiver = vec![
+            step(C, P, 1, P, "referral-send"),
+            step(C, P, 2, C, "referral-receive"),
+            step(C, P, 3, C, "referral-accept"),
+        ];
+        let r = run(sender.clone(), receiver.clone());
+        assert!(r.reconciled, "{r:?}");
+        assert_eq!(r.exchanges.len(), 3, "{r:?}");
+        let accept = &r.exchanges[2];
+        assert_eq!(
+            (accept.batch.as_deref(), accept.provider.as_str(), accept.consumer.as_str()),
+            (Some("step 3"), C, P)
+        );
+
+        // A side lost a step, recorded another one, or refused it: each is named.
+        let r = run(sender.clone(), receiver[..2].to_vec());
+        assert_eq!(
+            r.exchanges[2].disagreements,
+            vec![format!("{C} (who took the step) has no entry for it")]
+        );
+        let r = run(sender[..2].to_vec(), receiver.clone());
+        assert_eq!(
+            r.exchanges[2].disagreements,
+            vec![format!("{P} (who the step went to) has no entry for it")]
+        );
+        let mut forged = receiver.clone();
+        forged[1].content_digest = Some("other".into());
+        forged[2] = step(C, P, 3, C, "deny");
+        let r = run(sender, forged);
+        assert!(!r.reconciled);
+        assert_eq!(r.exchanges[1].disagreements, vec!["digest: the step received is not the step taken"]);
+        assert_eq!(r.exchanges[2].disagreements.len(), 1, "{r:?}");
+        let r = run(vec![], receiver);
+        assert!(r.exchanges[0].disagreements[0].contains("(who took the step) has no entry"), "{r:?}");
+    }
+
     /// The provider's heads over `leaves`, at every size, with its verifier.
     fn heads_of(leaves: &[Hash], key: &ring::signature::Ed25519KeyPair) -> BTreeMap<String, Heads> {
         use ring::signature::KeyPair;

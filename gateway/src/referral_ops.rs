@@ -220,7 +220,8 @@ async fn read_case(
     let d = match decided {
         Ok(d) => d,
         Err(crate::exchange::provider::Refusal(code, message)) => {
-            let mut e = shared.audit_entry(Kind::Deny);
+            // The receiver never hears of it: the sender's word alone, so no step to pair.
+            let mut e = shared.audit_entry(Kind::Referral);
             e.counterpart = Some(to.to_string());
             e.exchange = Some(exchange.to_owned());
             e.dataset = Some(spec.dataset.clone());

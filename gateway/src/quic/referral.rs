@@ -119,9 +119,10 @@ async fn refuse(
     why: String,
 ) {
     tracing::info!(peer = %who, exchange = %m.exchange, seq = m.seq, ?code, %why, "referral step refused");
-    let mut e = shared.audit_entry(Kind::RequestIn);
+    let mut e = shared.audit_entry(Kind::Referral);
     e.counterpart = Some(who.to_owned());
     e.exchange = Some(m.exchange.clone()).filter(|x| crate::exchange::valid_exchange_id(x));
+    e.step = Some(fedgate_audit::Step { n: m.seq, by: who.to_owned() });
     e.decision = Some("deny".into());
     e.code = Some(code.as_str().into());
     e.reason = Some(why.clone());
@@ -139,10 +140,10 @@ pub async fn audit_step(
     s: &StoredStep,
     decided: Option<&crate::exchange::referral::CaseGrant>,
 ) -> Result<(), String> {
-    let kind = if s.outgoing { Kind::RequestOut } else { Kind::RequestIn };
-    let mut e = shared.audit_entry(kind);
+    let mut e = shared.audit_entry(Kind::Referral);
     e.counterpart = Some(s.peer.clone());
     e.exchange = Some(s.exchange.clone());
+    e.step = Some(fedgate_audit::Step { n: s.seq, by: s.author.clone() });
     e.decision = Some(format!("referral-{}", s.step.name()));
     e.reason = Some(format!("step {} by {}; the referral is {}", s.seq, s.author, s.state));
     e.content_digest = Some(crate::exchange::referral::step_digest(&s.step));
