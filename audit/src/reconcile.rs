@@ -289,7 +289,11 @@ fn judge_step(exchange: String, n: u64, by: String, entries: &[Entry], nodes: &[
         .find_map(|e| if e.actor == by { e.counterpart.clone() } else { Some(e.actor.clone()) })
         .unwrap_or_default();
     let author = entries.iter().find(|e| e.actor == by);
-    let receiver = entries.iter().find(|e| e.actor == to);
+    // A delivery the receiver refused and a later one it took are both in its log; the step
+    // stands if it was taken in the end.
+    let theirs = || entries.iter().filter(|e| e.actor == to);
+    let receiver =
+        theirs().find(|e| author.is_some_and(|a| a.decision == e.decision)).or_else(|| theirs().next());
     let one_sided = !(nodes.contains(&by.as_str()) && nodes.contains(&to.as_str()));
     let mut why = Vec::new();
     if !one_sided {
@@ -543,10 +547,14 @@ mod tests {
         let mut forged = receiver.clone();
         forged[1].content_digest = Some("other".into());
         forged[2] = step(C, P, 3, C, "deny");
-        let r = run(sender, forged);
+        let r = run(sender.clone(), forged);
         assert!(!r.reconciled);
         assert_eq!(r.exchanges[1].disagreements, vec!["digest: the step received is not the step taken"]);
         assert_eq!(r.exchanges[2].disagreements.len(), 1, "{r:?}");
+        // A refused delivery followed by the step taken: the step stands.
+        let mut retried = sender.clone();
+        retried.insert(2, step(P, C, 3, C, "deny"));
+        assert!(run(retried, receiver.clone()).reconciled);
         let r = run(vec![], receiver);
         assert!(r.exchanges[0].disagreements[0].contains("(who took the step) has no entry"), "{r:?}");
     }

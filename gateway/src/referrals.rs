@@ -472,9 +472,19 @@ impl ReferralStore {
     }
 
     /// This node's audited steps the peer has not acknowledged, in the order they were taken:
-    /// what the outbox sends.
+    /// what the outbox sends. A referral's steps stop at its first step not yet audited: a
+    /// later step (an `accept` taken the moment the referral arrived) must not overtake an
+    /// earlier one (the automatic `receive` still being audited), or the peer refuses it.
     pub fn outbox(&self) -> Result<Vec<StoredStep>, ReferralError> {
-        self.steps_where("outgoing = 1 AND delivered = 0 AND audited = 1 ORDER BY event", params![])
+        let pending = self.steps_where("outgoing = 1 AND delivered = 0 ORDER BY event", params![])?;
+        let mut held_back = std::collections::HashSet::new();
+        let ready = pending.into_iter().filter(|s| {
+            if !s.audited {
+                held_back.insert(s.exchange.clone());
+            }
+            s.audited && !held_back.contains(&s.exchange)
+        });
+        Ok(ready.collect())
     }
 
     /// Steps with event numbers after `after`, at most `max`, in order.
@@ -754,6 +764,28 @@ mod tests {
             }
             self.outbox().unwrap()
         }
+    }
+
+    #[test]
+    fn a_step_taken_before_the_automatic_receive_is_audited_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (node("hotline12345@wuxi"), node("grid@wuxi.liangxi.chongan"));
+        let sa = ReferralStore::open(&dir.path().join("a/referrals.db"), &a).unwrap();
+        let sb = ReferralStore::open(&dir.path().join("b/referrals.db"), &b).unwrap();
+        sa.send(X, &b, send(None), 1).unwrap();
+        sa.send(Y, &b, send(None), 1).unwrap();
+        deliver(&sa, &sb, &a);
+        // The receive steps are stored, not audited yet; the operator accepts X at once and
+        // that step is audited first.
+        let accept = sb.take(X, Step::Accept, 2).unwrap();
+        sb.mark_audited(X, accept.seq).unwrap();
+        sb.mark_audited(Y, 2).unwrap();
+        let ready = || -> Vec<(String, u64)> {
+            sb.outbox().unwrap().into_iter().map(|s| (s.exchange, s.seq)).collect()
+        };
+        assert_eq!(ready(), vec![(Y.to_owned(), 2)], "X's accept must not overtake X's receive");
+        sb.mark_audited(X, 2).unwrap();
+        assert_eq!(ready(), vec![(X.to_owned(), 2), (Y.to_owned(), 2), (X.to_owned(), 3)]);
     }
 
     #[test]

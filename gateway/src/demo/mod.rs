@@ -9,7 +9,9 @@
 //! masked, row-scoped, and a denial — and of subscriptions (the grid office and the Guangrui
 //! committee receive a new hotline ticket, masked and scoped) and of a sharing request (the
 //! court applies for family-dispute data, the women's federation approves it with a quota, the
-//! court's query succeeds), and exits (or keeps serving with `--serve`; the two subscriptions
+//! court's query succeeds) and of referrals (the hotline hands a ticket to the grid office the
+//! directory names for Chong'an, which passes it to the Guangrui committee; the result comes back
+//! up; another referral runs overdue), and exits (or keeps serving with `--serve`; the two subscriptions
 //! stay and resume whenever those nodes run).
 
 mod content;
@@ -606,6 +608,188 @@ async fn showcase_requests(running: &[RunningNode], records: u64) -> Result<()> 
     run_case(running, &format!("{label}b"), &case, records).await
 }
 
+/// Waits (up to 15 s) until `node` holds referral `id` in a state `done` accepts.
+async fn referral_reaches(
+    node: &RunningNode,
+    id: &str,
+    done: impl Fn(crate::exchange::referral::State) -> bool,
+) -> Result<crate::referrals::Referral> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match node.shared().referrals.get(id) {
+            Ok(r) if done(r.state) => return Ok(r),
+            _ if std::time::Instant::now() > deadline => {
+                bail!("{}: referral {id} did not arrive in 15 s", node.config().node)
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// A ticket of the hotline's own source inside `region`, to attach to a referral as its case.
+fn ticket_in(hotline: &RunningNode, region: &str) -> Option<String> {
+    let source = hotline.config().sources.iter().find(|s| s.dataset == "hotline-tickets")?;
+    let crate::config::SourceKind::Sqlite(path) = &source.kind else { return None };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let sql = format!(
+        "SELECT ticket_id FROM \"{}\" WHERE region = ?1 OR region LIKE ?1 || '.%' ORDER BY ticket_id LIMIT 1",
+        source.table
+    );
+    conn.query_row(&sql, [region], |row| row.get(0)).ok()
+}
+
+/// Prints a referral's steps as `node` holds them (what `fedgate referral show` prints).
+fn print_history(node: &RunningNode, id: &str) -> Result<()> {
+    let steps = node.shared().referrals.history(id)?;
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            vec![s.seq.to_string(), s.step.name().to_owned(), s.author.clone(), s.state.as_str().to_owned()]
+        })
+        .collect();
+    println!("    {} holds {}… (`fedgate referral show` there):", node.config().node, &id[..8]);
+    for line in crate::render::table(&["step", "what", "by", "then"], &rows).lines() {
+        println!("      {line}");
+    }
+    Ok(())
+}
+
+/// Referrals (交办 → 受理 → 办理 → 反馈 → 办结): the hotline hands a ticket to "the grid office
+/// responsible for Chong'an street" (found in the directory); the grid office passes it down to
+/// the Guangrui mediation committee, which resolves it; the result flows back up to the hotline,
+/// which closes it. A second referral, to the district police, runs past its deadline.
+async fn showcase_referrals(running: &[RunningNode]) -> Result<Option<String>> {
+    use crate::exchange::referral::State;
+    use crate::referral_ops::{self as ops, CaseSpec, NewReferral, Receiver};
+    use crate::wire::referral::Step;
+    let by_id = |id: &str| running.iter().find(|n| n.config().node.to_string() == id);
+    let (Some(hotline), Some(grid), Some(committee), Some(police)) = (
+        by_id("hotline12345@wuxi"),
+        by_id("grid@wuxi.liangxi.chongan"),
+        by_id("mediation@wuxi.liangxi.chongan.guangrui"),
+        by_id("police@wuxi.liangxi"),
+    ) else {
+        return Ok(None);
+    };
+    let label = CASES.len() + 3;
+    let err = |e: ops::OpError| anyhow::anyhow!("{e}");
+    let now = OffsetDateTime::now_utc();
+    let street: Region = "wuxi.liangxi.chongan".parse()?;
+    println!("\n[{label}] hotline12345@wuxi refers a ticket to \"grid for {street}\" (交办), due in 5 working days");
+
+    // The overdue one first, so its (short, for the demo) deadline passes while the chain runs.
+    let late = ops::send(
+        hotline.shared(),
+        NewReferral {
+            to: Receiver::Node(police.config().node.clone()),
+            reference: "12345-2026-0041".into(),
+            subject: "反映夜间施工扰民 / night-time construction noise".into(),
+            instructions: "核查并反馈 / check and report back".into(),
+            deadline: now.unix_timestamp() + 1,
+            case: None,
+        },
+    )
+    .await
+    .map_err(err)?;
+
+    let case = ticket_in(hotline, street.as_str()).map(|ticket| CaseSpec {
+        dataset: "hotline-tickets".into(),
+        purpose: "dispute-mediation".into(),
+        filters: vec![("ticket_id".into(), ticket)],
+    });
+    let sent = ops::send(
+        hotline.shared(),
+        NewReferral {
+            to: Receiver::Responsible { department: "grid".into(), region: street.clone() },
+            reference: "12345-2026-0042".into(),
+            subject: "邻里噪音纠纷 / neighbours' noise dispute".into(),
+            instructions: "核实情况并组织调解，办结后反馈 / verify, mediate, report the result".into(),
+            deadline: hotline.shared().calendar.add_working_days(now, 5).unix_timestamp(),
+            case,
+        },
+    )
+    .await
+    .map_err(err)?;
+    let id = sent.exchange.clone();
+    println!("    the directory names {} for {street}; signed referral {}… sent", sent.peer, &id[..8]);
+    referral_reaches(grid, &id, |s| s == State::Received).await?;
+    if let Some(c) = grid.shared().referrals.case(&id)? {
+        let show = ["ticket_id", "region", "caller_name", "caller_mobile"];
+        let idx: Vec<usize> = show.iter().filter_map(|f| c.fields.iter().position(|g| g == f)).collect();
+        let row = vec![idx.iter().map(|&i| cell(&c.record[i].to_string())).collect::<Vec<_>>()];
+        let header: Vec<&str> = idx.iter().map(|&i| c.fields[i].as_str()).collect();
+        println!("    the grid office's gateway stores it (received); its case, desensitized for the grid office as a query would be:");
+        for line in crate::render::table(&header, &row).lines() {
+            println!("      {line}");
+        }
+    }
+    ops::take(grid.shared(), &id, Step::Accept).await.map_err(err)?;
+    let child = ops::forward(
+        grid.shared(),
+        &id,
+        NewReferral {
+            to: Receiver::Node(committee.config().node.clone()),
+            reference: "chongan-grid-0042".into(),
+            subject: "3号楼噪音纠纷 / noise dispute, building 3".into(),
+            instructions: "上门调解 / mediate on site".into(),
+            deadline: grid.shared().calendar.add_working_days(now, 3).unix_timestamp(),
+            case: None,
+        },
+    )
+    .await
+    .map_err(err)?;
+    println!(
+        "    the grid office accepts it (受理) and passes it down to {} as {}…",
+        child.peer,
+        &child.exchange[..8]
+    );
+    referral_reaches(committee, &child.exchange, |s| s == State::Received).await?;
+    for step in [
+        Step::Accept,
+        Step::Update { notes: "已约双方面谈 / both parties invited to talk".into() },
+        Step::Resolve {
+            result: "双方达成调解协议 / mediation agreement signed".into(),
+            feedback: "施工时间调整为 8:00-18:00 / works limited to 8:00-18:00".into(),
+        },
+    ] {
+        ops::take(committee.shared(), &child.exchange, step).await.map_err(err)?;
+    }
+    println!("    the committee accepts, updates and resolves it (办理 → 反馈)");
+    referral_reaches(hotline, &id, |s| s == State::Resolved).await?;
+    let result = hotline.shared().referrals.history(&id)?.into_iter().find_map(|s| match s.step {
+        Step::Resolve { result, feedback } => Some(format!("{result}; {feedback}")),
+        _ => None,
+    });
+    println!(
+        "    the result flows up through the grid office to the hotline (反馈): {}",
+        result.as_deref().unwrap_or("?")
+    );
+    ops::take(hotline.shared(), &id, Step::Close).await.map_err(err)?;
+    referral_reaches(grid, &id, |s| s == State::Closed).await?;
+    println!("    the hotline closes it (办结); every step is signed and audited on both ends:");
+    print_history(hotline, &id)?;
+    print_history(committee, &child.exchange)?;
+
+    referral_reaches(police, &late.exchange, |s| s == State::Received).await?;
+    let wait = (late.deadline + 1 - OffsetDateTime::now_utc().unix_timestamp()).max(0);
+    tokio::time::sleep(std::time::Duration::from_secs(wait as u64)).await;
+    let at = OffsetDateTime::now_utc().unix_timestamp();
+    for n in [hotline, police] {
+        let list = n.shared().referrals.list(at)?;
+        let first = list.first().filter(|r| r.exchange == late.exchange && r.overdue(at));
+        println!(
+            "    {}: `fedgate referral list` shows {} first, OVERDUE ({} to {}, still {})",
+            n.config().node,
+            first.map_or("?", |r| &r.exchange[..8]),
+            late.reference,
+            late.peer,
+            first.map_or("?", |r| r.state.as_str())
+        );
+    }
+    Ok(Some(id))
+}
+
 /// Builds the federation, starts it, shows it working, and exits or keeps serving.
 pub async fn run(opts: Options) -> Result<()> {
     let built = build(&opts.dir, opts.records, opts.force)?;
@@ -627,6 +811,7 @@ pub async fn run(opts: Options) -> Result<()> {
     showcase(&running, opts.records).await?;
     showcase_subscriptions(&running, opts.records).await?;
     showcase_requests(&running, opts.records).await?;
+    let referral = showcase_referrals(&running).await?;
     if opts.serve {
         let cfg = opts.dir.join("mediation-center@wuxi/gateway.toml");
         println!("\nfederation running. From another terminal, for example:");
@@ -637,6 +822,11 @@ pub async fn run(opts: Options) -> Result<()> {
         );
         println!("  fedgate query --config {} --peer hotline12345@wuxi --dataset hotline-tickets --purpose dispute-mediation --limit 5", cfg.display());
         println!("  fedgate policy explain --config {} --peer police@wuxi.liangxi --dataset hotline-tickets --purpose law-enforcement", opts.dir.join("hotline12345@wuxi/gateway.toml").display());
+        let hotline = opts.dir.join("hotline12345@wuxi/gateway.toml");
+        println!("  fedgate referral list --config {}", hotline.display());
+        if let Some(id) = referral {
+            println!("  fedgate referral show --config {} {id}", hotline.display());
+        }
         println!(
             "Ctrl-C stops. Each node also starts alone: fedgate serve --config DIR/<node-id>/gateway.toml"
         );
