@@ -137,6 +137,7 @@ impl RunningNode {
             referrals,
             calendar,
             requests,
+            arrivals: Default::default(),
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);

@@ -249,6 +249,8 @@ pub struct Shared {
     pub calendar: crate::calendar::WorkCalendar,
     /// Sharing requests this node made or received (`state_dir/requests.db`).
     pub requests: Arc<crate::governance::store::RequestStore>,
+    /// Peers that connected lately: the referral outbox retries them at once.
+    pub arrivals: crate::quic::referral::Arrivals,
 }
 
 impl Shared {

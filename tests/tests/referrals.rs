@@ -235,3 +235,58 @@ async fn a_case_without_a_grant_is_refused_and_audited_and_overdue_referrals_com
     }
     drop(fed);
 }
+
+/// Starts `cfg` on the address a node that just stopped held (its socket may linger briefly).
+async fn start_on_freed_port(cfg: fedgate_gateway::config::Config) -> RunningNode {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match RunningNode::start(cfg.clone()).await {
+            Ok(n) => return n,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{}: {e}; retrying", cfg.node);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{}: {e}", cfg.node),
+        }
+    }
+}
+
+/// A receiver that was away (here: its address answered by another node, so every delivery
+/// fails at once and the sender's pause grows to 8 s) gets the pending referral as soon as it
+/// is back and connects, not when the sender's pause ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_comes_back_gets_its_referral_at_once_not_after_the_backoff() {
+    let Three { fed, hotline, grid, committee } = three().await;
+    let grid_cfg = grid.config().clone();
+    grid.shutdown().await;
+    // Another node on the grid office's address: the hotline's handshakes fail at once.
+    let impostor = "police@wuxi.liangxi";
+    let path = fed.node_folder_with(impostor, &fed.issue(impostor), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{}\"", grid_cfg.listen));
+    std::fs::write(&path, text).unwrap();
+    let away = start_on_freed_port(fedgate_gateway::config::load(&path).unwrap()).await;
+
+    let sent = ok(
+        &hotline,
+        "POST",
+        "/v1/referrals",
+        &format!(r#"{{"to":"{GRID}","reference":"12345-0009","subject":"s","instructions":"i"}}"#),
+    )
+    .await;
+    let id = sent["exchange"].as_str().unwrap().to_owned();
+    // Failures at 0, 0.5, 1.5, 3.5 and 7.5 s: by 9 s the next try is not before 15.5 s.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let (_, v) = api(&hotline, "GET", &format!("/v1/referrals/{id}"), "").await;
+    assert_eq!(v["state"], "sent", "the impostor must not have taken it: {v}");
+    away.shutdown().await;
+
+    let grid = start_on_freed_port(grid_cfg).await;
+    let back = Instant::now();
+    grid.shared().peer_catalog(&HOTLINE.parse().unwrap()).await.unwrap();
+    wait_state(&grid, &id, "received").await;
+    let took = back.elapsed();
+    assert!(took < Duration::from_secs(4), "delivered {took:?} after the grid office came back");
+    drop((committee, fed));
+}

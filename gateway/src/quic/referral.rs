@@ -184,6 +184,30 @@ pub async fn audit_pending(shared: &Shared) {
     }
 }
 
+/// Peers that opened a connection to this node since the outbox last looked. A peer that comes
+/// back (restarted, its network restored) gets its pending steps at once, not after the pause
+/// its absence built up (up to [`MAX_RETRY`]).
+#[derive(Default)]
+pub struct Arrivals {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Arrivals {
+    /// Notes that `peer` connected (an authenticated inbound connection).
+    pub fn arrived(&self, peer: &NodeId) {
+        let new = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.to_string());
+        if new {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The peers noted since the last call.
+    fn take(&self) -> std::collections::HashSet<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// When each peer may be tried again, and how long the next pause is.
 #[derive(Default)]
 struct Backoff {
@@ -202,6 +226,11 @@ impl Backoff {
 
     fn next_due(&self) -> Option<tokio::time::Instant> {
         self.peers.values().map(|(at, _)| *at).min()
+    }
+
+    /// Forgets the pauses of peers that came back.
+    fn came_back(&mut self, peers: std::collections::HashSet<String>) {
+        self.peers.retain(|p, _| !peers.contains(p));
     }
 }
 
@@ -251,7 +280,9 @@ pub(crate) async fn deliver_loop(shared: Arc<Shared>) {
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep_until(wake) => {}
+            _ = shared.arrivals.notify.notified() => {}
         }
+        backoff.came_back(shared.arrivals.take());
     }
 }
 
@@ -319,4 +350,27 @@ async fn send_once(
         signature: fedgate_catalog::hex(&signature),
     };
     link::request_one(pc, &m).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_comes_back_is_tried_at_once_the_others_keep_their_pause() {
+        let now = tokio::time::Instant::now();
+        let mut b = Backoff::default();
+        for _ in 0..8 {
+            b.failed("grid@wuxi.liangxi.chongan", now);
+            b.failed("police@wuxi.liangxi", now);
+        }
+        assert_eq!(b.peers["grid@wuxi.liangxi.chongan"].1, MAX_RETRY);
+        assert!(!b.ready("grid@wuxi.liangxi.chongan", now + Duration::from_secs(29)));
+        let arrivals = Arrivals::default();
+        arrivals.arrived(&"grid@wuxi.liangxi.chongan".parse().unwrap());
+        b.came_back(arrivals.take());
+        assert!(b.ready("grid@wuxi.liangxi.chongan", now));
+        assert!(!b.ready("police@wuxi.liangxi", now + Duration::from_secs(29)));
+        assert!(arrivals.take().is_empty(), "taken once");
+    }
 }

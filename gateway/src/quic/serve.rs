@@ -72,6 +72,7 @@ async fn accepted(shared: &Arc<Shared>, result: Result<PeerConnection, link::Inb
         Ok(pc) => {
             shared.metrics.connection_accepted(&pc.peer.node().to_string());
             tracing::info!(peer = %pc.peer.node(), addr = %pc.conn.remote_address(), "peer connected");
+            shared.arrivals.arrived(pc.peer.node());
             tokio::spawn(serve_connection(shared.clone(), pc));
         }
         Err(r) => {
