@@ -30,6 +30,7 @@ use fedgate_gateway::client::{self, AnswerLine, Client};
 use fedgate_gateway::config;
 use fedgate_gateway::demo::data::{self, Rng};
 
+mod referrals;
 mod subscriptions;
 
 const HUB: &str = "mediation-center@wuxi";
@@ -68,6 +69,13 @@ struct Opts {
     /// latency of changes found by cursor polling (`cursor = "received_at"`, default interval).
     #[arg(long, default_value_t = 0)]
     poll_events: u64,
+    /// Referrals the hub sends the first provider for the throughput figure, each taken through
+    /// send, receive, accept, resolve and close by the two applications (0: no referral figures).
+    #[arg(long, default_value_t = 0)]
+    referrals: u64,
+    /// Referrals sent one at a time (20 ms apart) for the latency figure, before the throughput.
+    #[arg(long, default_value_t = 200)]
+    referral_latency: u64,
     /// Concurrent catalog requests during discovery.
     #[arg(long, default_value_t = 32)]
     discovery_in_flight: usize,
@@ -226,6 +234,10 @@ fn run(o: Opts) -> Result<()> {
     report_rss(&running);
     if o.subscribers > 0 {
         subscriptions::run(&nodes, &apis, &running, &o)?;
+        report_rss(&running);
+    }
+    if o.referrals > 0 {
+        referrals::run(&nodes, &apis, &running, &o)?;
         report_rss(&running);
     }
     Ok(())
