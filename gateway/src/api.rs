@@ -142,6 +142,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, token
         .route("/v1/requests/{id}/approve", axum::routing::post(crate::api_requests::approve))
         .route("/v1/requests/{id}/refuse", axum::routing::post(crate::api_requests::refuse))
         .route("/v1/requests/{id}/revoke", axum::routing::post(crate::api_requests::revoke))
+        .route("/v1/objections", get(crate::api_objections::list).post(crate::api_objections::create))
+        .route("/v1/objections/{id}", get(crate::api_objections::show))
+        .route("/v1/objections/{id}/accept", axum::routing::post(crate::api_objections::accept))
+        .route("/v1/objections/{id}/reject", axum::routing::post(crate::api_objections::reject))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -377,8 +381,14 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
                     records.len() as u64,
                 );
                 let mut text = Vec::with_capacity(records.len() * 600);
+                let marked =
+                    t.fields().last().is_some_and(|f| f == crate::governance::objection::MARKER_FIELD);
                 for r in &records {
-                    crate::render::json_line(&keys, r, &mut text);
+                    if marked {
+                        crate::render::json_line_marked(&keys, r, &mut text);
+                    } else {
+                        crate::render::json_line(&keys, r, &mut text);
+                    }
                 }
                 return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, keys, t0))));
             }

@@ -34,9 +34,9 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-type Object = serde_json::Map<String, serde_json::Value>;
+pub(crate) type Object = serde_json::Map<String, serde_json::Value>;
 
-fn object(bytes: &[u8], known: &[&str]) -> Result<Object, String> {
+pub(crate) fn object(bytes: &[u8], known: &[&str]) -> Result<Object, String> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     let serde_json::Value::Object(obj) = v else {

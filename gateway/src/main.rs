@@ -126,6 +126,16 @@ enum Command {
     /// approve (writes a grant in force at once), refuse, revoke.
     #[command(subcommand)]
     Requests(fedgate_gateway::request_cli::RequestsCommand),
+    /// Object to a record a peer shares with this node (数据异议): file, list, show.
+    ///
+    /// The gateway signs the objection, audits it, and sends it until the provider's steward
+    /// decides; meanwhile every delivery of the record carries the `@objection` marker.
+    #[command(subcommand)]
+    Objection(fedgate_gateway::objection_cli::ObjectionCommand),
+    /// Objections to this node's records, for its steward: list, show, accept (correcting the
+    /// source; subscribers get the record as an update), reject with a reason.
+    #[command(subcommand)]
+    Objections(fedgate_gateway::objection_cli::ObjectionsCommand),
     /// Usage statistics per dataset and peer: sharing requests (approved, refused, pending,
     /// overdue, answer times), queries, records sent and received, subscriptions.
     ///
@@ -467,6 +477,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Referral(c) => fedgate_gateway::referral_cli::run(c).map_err(|e| anyhow::anyhow!(e)),
         Command::Request(a) => fedgate_gateway::request_cli::request(a).map_err(|e| anyhow::anyhow!(e)),
         Command::Requests(c) => fedgate_gateway::request_cli::requests(c).map_err(|e| anyhow::anyhow!(e)),
+        Command::Objection(c) => fedgate_gateway::objection_cli::objection(c).map_err(|e| anyhow::anyhow!(e)),
+        Command::Objections(c) => {
+            fedgate_gateway::objection_cli::objections(c).map_err(|e| anyhow::anyhow!(e))
+        }
         Command::Stats(a) => fedgate_gateway::stats_cli::run(a).map_err(|e| anyhow::anyhow!(e)),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),

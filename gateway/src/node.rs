@@ -117,6 +117,10 @@ impl RunningNode {
         let referrals =
             Arc::new(crate::referrals::ReferralStore::open(&cfg.state_dir.join("referrals.db"), &cfg.node)?);
         let calendar = crate::calendar::for_config(&cfg)?;
+        let objections = Arc::new(crate::governance::objection_store::ObjectionStore::open(
+            &cfg.state_dir.join("objections.db"),
+        )?);
+        let marks = crate::governance::objection::Marks::load(objections.open_marks()?);
         let shared = Arc::new(Shared {
             cfg,
             link: link.clone(),
@@ -138,6 +142,8 @@ impl RunningNode {
             calendar,
             requests,
             arrivals: Default::default(),
+            objections,
+            marks,
         });
         shared.sources.reset(&checked.unreachable);
         let mut start = shared.audit_entry(Kind::Start);
@@ -164,6 +170,7 @@ impl RunningNode {
             tokio::spawn(crate::quic::referral::deliver_loop(shared.clone())),
             tokio::spawn(crate::poller::poll_sources(shared.clone())),
             tokio::spawn(crate::quic::request::keep_asking(shared.clone())),
+            tokio::spawn(crate::quic::objection::keep_asking(shared.clone())),
         ];
         // Peers that took in a newer directory while this node was down hand it over now.
         crate::quic::directory::announce(&shared);

@@ -674,15 +674,7 @@ pub fn record_json(fields: &[String], record: &[Value]) -> serde_json::Value {
     let m = fields
         .iter()
         .zip(record)
-        .map(|(f, v)| {
-            let j = match v {
-                Value::Null => serde_json::Value::Null,
-                Value::Bool(b) => (*b).into(),
-                Value::Int(i) => (*i).into(),
-                Value::Text(s) => s.as_str().into(),
-            };
-            (f.clone(), j)
-        })
+        .map(|(f, v)| (f.clone(), crate::governance::objection::field_json(f, v)))
         .collect();
     serde_json::Value::Object(m)
 }

@@ -361,6 +361,24 @@ pub fn json_line(keys: &[String], rec: &[fedgate_catalog::Value], out: &mut Vec<
     out.extend_from_slice(b"}\n");
 }
 
+/// [`json_line`] for a delivery whose last field is the objection marker column
+/// ([`crate::governance::objection::MARKER_FIELD`]): the marker is written as the JSON object it
+/// stands for (or null), not as the text it travels as.
+pub fn json_line_marked(keys: &[String], rec: &[fedgate_catalog::Value], out: &mut Vec<u8>) {
+    let (Some((_, fields)), Some((marker, values))) = (keys.split_last(), rec.split_last()) else {
+        return json_line(keys, rec, out);
+    };
+    json_line(fields, values, out);
+    out.truncate(out.len() - 2);
+    if !fields.is_empty() {
+        out.push(b',');
+    }
+    let m = crate::governance::objection::MARKER_FIELD;
+    out.extend_from_slice(format!("{}:", serde_json::Value::String(m.into())).as_bytes());
+    let _ = serde_json::to_writer(&mut *out, &crate::governance::objection::field_json(m, marker));
+    out.extend_from_slice(b"}\n");
+}
+
 /// One certificate as JSON, for `fedgate pki show --format json`: the fields of the text form,
 /// with times in RFC 3339 and whole days left before it expires (negative once expired) at
 /// `now`.
@@ -479,6 +497,22 @@ mod tests {
         r.record(&line, &rec).unwrap();
         r.finish("(1 record)").unwrap();
         (String::from_utf8(buf).unwrap(), line)
+    }
+
+    #[test]
+    fn a_marked_record_carries_its_marker_as_an_object() {
+        use fedgate_catalog::Value;
+        let keys = json_keys(&["id".into(), "@objection".into()]);
+        let marker = r#"{"id":"ab","field":"mobile","status":"open","open":1}"#;
+        let mut out = Vec::new();
+        json_line_marked(&keys, &[Value::Int(1), Value::Text(marker.into())], &mut out);
+        json_line_marked(&keys, &[Value::Int(2), Value::Null], &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["@objection"]["field"], "mobile");
+        assert_eq!(lines[0]["id"], 1);
+        assert!(lines[1]["@objection"].is_null());
+        assert_eq!(text.lines().count(), 2);
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub enum NodeError {
     /// The sharing request store could not be opened.
     #[error(transparent)]
     Requests(#[from] crate::governance::store::StoreError),
+    /// The objection store cannot be opened.
+    #[error(transparent)]
+    Objections(#[from] crate::governance::objection_store::ObjectionStoreError),
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {
@@ -251,6 +254,10 @@ pub struct Shared {
     pub requests: Arc<crate::governance::store::RequestStore>,
     /// Peers that connected lately: the referral outbox retries them at once.
     pub arrivals: crate::quic::referral::Arrivals,
+    /// Objections this node filed or received (`state_dir/objections.db`).
+    pub objections: Arc<crate::governance::objection_store::ObjectionStore>,
+    /// The open objections to this node's records, which every delivery marks.
+    pub marks: crate::governance::objection::Marks,
 }
 
 impl Shared {

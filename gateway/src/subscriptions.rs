@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use fedgate_catalog::{NodeId, Value};
+use fedgate_catalog::NodeId;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use thiserror::Error;
@@ -337,13 +337,7 @@ pub fn event_json(fields: &[String], e: &crate::events::Event) -> serde_json::Va
         .unwrap_or_default();
     m.insert("@time".into(), time.into());
     for (f, v) in fields.iter().zip(&e.record) {
-        let j = match v {
-            Value::Null => serde_json::Value::Null,
-            Value::Bool(b) => (*b).into(),
-            Value::Int(i) => (*i).into(),
-            Value::Text(s) => s.as_str().into(),
-        };
-        m.insert(f.clone(), j);
+        m.insert(f.clone(), crate::governance::objection::field_json(f, v));
     }
     serde_json::Value::Object(m)
 }
@@ -357,7 +351,12 @@ mod tests {
     fn batch(first: u64, last: u64, ids: &[u64]) -> VerifiedBatch {
         let events = ids
             .iter()
-            .map(|&id| Event { id, op: Op::Insert, time: 0, record: vec![Value::Int(id as i64)] })
+            .map(|&id| Event {
+                id,
+                op: Op::Insert,
+                time: 0,
+                record: vec![fedgate_catalog::Value::Int(id as i64)],
+            })
             .collect();
         VerifiedBatch {
             span: Span { first, last, gap: None },

@@ -23,6 +23,7 @@
 //! entry type; never on the QUIC driver, the node or the local API.
 
 pub mod consumer;
+pub mod objection;
 #[cfg(test)]
 pub(crate) mod pair;
 pub mod provider;

@@ -133,6 +133,7 @@ pub(crate) struct Pair {
     sources: Vec<SourceConfig>,
     pub(crate) gate: SourceGate,
     pub(crate) quotas: Arc<QuotaLedger>,
+    pub(crate) marks: crate::governance::objection::Marks,
     signer: NodeSigner,
     /// The provider as the consumer verified it from its certificate.
     provider_peer: VerifiedPeer,
@@ -187,6 +188,7 @@ impl Pair {
             sources,
             gate: SourceGate::default(),
             quotas: Arc::default(),
+            marks: Default::default(),
             signer: NodeSigner::new(&key).unwrap(),
             provider_peer,
             deadlines: Deadlines::default(),
@@ -237,6 +239,7 @@ impl Pair {
             gate: &self.gate,
             masking_secret: b"pair harness masking secret",
             quotas: &self.quotas,
+            marks: &self.marks,
             entry,
         }
     }
@@ -480,6 +483,77 @@ mod tests {
             "{decided:?}"
         );
         assert_eq!(ended.grant, decided.grant);
+    }
+
+    #[test]
+    fn records_under_an_open_objection_carry_the_marker_and_only_they() {
+        use crate::governance::objection::{field_json, Mark, MARKER_FIELD};
+        let mut pair = Pair::new(CENTRE, 6);
+        let r = pair.run(family());
+        assert_eq!(r.fields.last().map(String::as_str), Some("kind"), "no open objection: no column");
+        let id = "a".repeat(32);
+        pair.marks.add(
+            "family-disputes",
+            "C000001",
+            Mark { id: id.clone(), field: "mobile".into(), received: 1 },
+        );
+        let r = pair.run(family());
+        assert!(r.result.is_ok(), "{:?}", r.result);
+        assert_eq!(r.fields.last().map(String::as_str), Some(MARKER_FIELD));
+        assert_eq!(r.records.len(), 6);
+        for rec in &r.records {
+            let marker = field_json(MARKER_FIELD, rec.last().unwrap());
+            if rec[0] == Value::Text("C000001".into()) {
+                assert_eq!(marker["id"], id.as_str());
+                assert_eq!(
+                    (marker["field"].as_str(), marker["status"].as_str()),
+                    (Some("mobile"), Some("open"))
+                );
+            } else {
+                assert!(marker.is_null(), "{rec:?}");
+            }
+            assert_eq!(rec.len(), r.fields.len());
+        }
+        pair.marks.remove("family-disputes", "C000001", &id);
+        assert_eq!(pair.run(family()).fields.last().map(String::as_str), Some("kind"), "decided: gone");
+    }
+
+    #[test]
+    fn only_a_record_the_objector_may_receive_can_be_objected_to() {
+        use crate::exchange::objection::decide_record;
+        use crate::governance::objection::Objection;
+        let pair = Pair::new(CENTRE, 6);
+        let objection = |consumer: &str, key: &str| Objection {
+            exchange: "b".repeat(32),
+            consumer: consumer.parse().unwrap(),
+            provider: PROVIDER.parse().unwrap(),
+            dataset: "family-disputes".into(),
+            purpose: "dispute-mediation".into(),
+            key: key.into(),
+            field: "mobile".into(),
+            reason: "wrong".into(),
+            proposed: None,
+        };
+        let found = |consumer: &str, key: &str| {
+            let o = objection(consumer, key);
+            let read = decide_record(&pair.context(), &o.consumer, &o, key, pair.unix_now)?;
+            let mut got = Vec::new();
+            crate::source::read_sqlite_with(&pair.db, &read.query, &read.transform(), &mut |b| {
+                got.extend(b);
+                true
+            })
+            .unwrap();
+            Ok::<_, super::super::provider::Refusal>(got)
+        };
+        // The centre sees every row: its record is found, as the source holds it.
+        let got = found(CENTRE, "C000001").unwrap();
+        assert_eq!(got, rows(6)[1..2]);
+        // The community sees only its own region: a record elsewhere is not found for it.
+        assert_eq!(found(COMMUNITY, "C000000").unwrap().len(), 1);
+        assert!(found(COMMUNITY, "C000002").unwrap().is_empty());
+        // No grant at all: refused as a query would be.
+        let refused = found("court@wuxi.xinwu", "C000001").unwrap_err();
+        assert_eq!(refused.0, ErrorCode::Denied);
     }
 
     fn family_exchange(r: &Run) -> Option<String> {

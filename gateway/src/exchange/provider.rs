@@ -26,6 +26,7 @@ use ring::digest::{Context, SHA256};
 
 use super::{source_failure_message, trailer_message, QuotaLedger};
 use crate::config::{SourceConfig, SourceKind};
+use crate::governance::objection::{Marking, MARKER_FIELD};
 use crate::source::{SourceError, SourceQuery, Transform};
 use crate::sources::SourceGate;
 use crate::wire::{self, ErrorCode, Message, Truncation};
@@ -51,6 +52,8 @@ pub struct ProviderContext<'a> {
     /// A fresh entry by this node with the digests of the rules in force; every audit entry of
     /// the session starts from it.
     pub entry: Entry,
+    /// Open objections to this node's records: deliveries mark the records they name.
+    pub marks: &'a crate::governance::objection::Marks,
 }
 
 /// A query as the consumer asked it.
@@ -95,6 +98,9 @@ pub struct SourceRead {
     /// The read, scope and filters pushed down.
     pub query: SourceQuery,
     pub(super) plan: Arc<Plan>,
+    /// The dataset's open objections when decided, if it has any: records then carry the
+    /// marker column.
+    pub(super) marking: Option<Arc<Marking>>,
 }
 
 impl SourceRead {
@@ -102,7 +108,34 @@ impl SourceRead {
     /// field desensitized for this consumer. The same code path whatever carries the records.
     pub fn transform(&self) -> Transform {
         let plan = self.plan.clone();
-        Arc::new(move |rec: Record| plan.in_scope(&rec).then(|| plan.apply(&rec)))
+        match self.marking.clone() {
+            None => Arc::new(move |rec: Record| plan.in_scope(&rec).then(|| plan.apply(&rec))),
+            Some(m) => Arc::new(move |rec: Record| plan.in_scope(&rec).then(|| m.deliver(&plan, &rec))),
+        }
+    }
+
+    /// The fields each delivered record carries, in order: the plan's, then the marker column
+    /// if the dataset had open objections when this was decided.
+    pub fn fields(&self) -> Vec<String> {
+        delivered_fields(&self.plan, self.marking.as_deref())
+    }
+}
+
+/// The fields a delivery under `plan` carries: the marker column last when `marking` is set.
+pub(super) fn delivered_fields(plan: &Plan, marking: Option<&Marking>) -> Vec<String> {
+    let mut fields = plan.fields().to_vec();
+    if marking.is_some() {
+        fields.push(MARKER_FIELD.to_owned());
+    }
+    fields
+}
+
+impl Marking {
+    /// `raw` desensitized by `plan`, with its marker (or null) as the last value.
+    pub(super) fn deliver(&self, plan: &Plan, raw: &Record) -> Record {
+        let mut out = plan.apply(raw);
+        out.push(self.value(raw));
+        out
     }
 }
 
@@ -110,7 +143,7 @@ impl SourceRead {
 #[must_use = "every action must be executed, in order"]
 pub enum ProviderAction {
     /// Start reading the source; feed what it yields to [`ProviderSession::handle_source`].
-    Read(SourceRead),
+    Read(Box<SourceRead>),
     /// Stop the source read: nothing more of it will be sent.
     StopRead,
     /// Append this entry durably, then answer with [`ProviderSession::handle_appended`].
@@ -318,7 +351,10 @@ pub fn decide_for(
     let limit = cap.map(|(n, _)| n.saturating_add(1).min(i64::MAX as u64));
     let query = SourceQuery::new(ds, &src.table, allowed.rows.clone(), filters, limit);
     let obligations = allowed.fields.iter().map(|(f, o)| format!("{f}={}", o.name())).collect();
-    let read = SourceRead { kind: src.kind.clone(), query, plan };
+    let marking = ctx.marks.for_dataset(dataset).and_then(|m| {
+        ds.fields.iter().position(|f| f.name == ds.primary_key).map(|pk| Arc::new(Marking::new(pk, m)))
+    });
+    let read = SourceRead { kind: src.kind.clone(), query, plan, marking };
     let rows = match &allowed.rows {
         fedgate_policy::RowScope::All => "all".to_owned(),
         fedgate_policy::RowScope::Within(r) => format!("within {r}"),
@@ -539,14 +575,13 @@ impl ProviderSession {
         e.clearance = Some(a.clearance);
         e.rows = Some(a.rows.clone());
         self.grant = a.grant;
-        self.header =
-            Some(Message::Header { fields: a.read.plan.fields().to_vec(), reason: a.reason.clone() });
+        self.header = Some(Message::Header { fields: a.read.fields(), reason: a.reason.clone() });
         self.reason = a.reason;
         self.quota = a.quota;
         self.cap = a.cap;
         // The read starts before the decision entry is durable: the fsync overlaps the query
         // instead of adding to it.
-        self.actions.push_back(ProviderAction::Read(a.read));
+        self.actions.push_back(ProviderAction::Read(Box::new(a.read)));
         self.actions.push_back(ProviderAction::Append(Box::new(e)));
         self.state = State::RecordingDecision;
     }

@@ -347,12 +347,8 @@ pub fn decide_case(
         // One case is one record of the quota, used or not.
         quota.settle(receiver, 1);
     }
-    let grant = CaseGrant {
-        fields: a.read.plan.fields().to_vec(),
-        reason: a.reason,
-        obligations: a.obligations,
-        grant: a.grant,
-    };
+    let grant =
+        CaseGrant { fields: a.read.fields(), reason: a.reason, obligations: a.obligations, grant: a.grant };
     Ok(CaseDecision { read: a.read, grant })
 }
 

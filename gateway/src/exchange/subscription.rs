@@ -161,6 +161,7 @@ enum PubState {
 /// Everything of the decision a round's batches need.
 struct Granted {
     plan: Arc<Plan>,
+    marking: Option<Arc<crate::governance::objection::Marking>>,
     filters: Vec<(usize, Value)>,
     quota: Option<Reservation>,
     entry: Entry,
@@ -222,7 +223,7 @@ impl PublisherSession {
                     q.settle(&self.peer, 0);
                 }
                 let (filters, entry) = granted_parts(&a, g.entry.clone());
-                (g.plan, g.filters, g.entry) = (a.read.plan, filters, entry);
+                (g.plan, g.marking, g.filters, g.entry) = (a.read.plan, a.read.marking, filters, entry);
                 true
             }
             // The round's own reservation is what used the quota up: it stands.
@@ -261,7 +262,8 @@ impl PublisherSession {
 
     fn allow(&mut self, a: Allowed, entry: Entry, acked: u64) {
         let (filters, entry) = granted_parts(&a, entry);
-        self.granted = Some(Granted { plan: a.read.plan, filters, quota: a.quota, entry });
+        let (plan, marking) = (a.read.plan, a.read.marking);
+        self.granted = Some(Granted { plan, marking, filters, quota: a.quota, entry });
         self.actions.push_back(PublisherAction::Ack { upto: acked });
         self.actions.push_back(PublisherAction::Read { after: acked, max: MAX_BATCH, wait: true });
         self.state = PubState::Reading;
@@ -306,7 +308,11 @@ impl PublisherSession {
             }
             last = ev.id;
             if shown {
-                events.push(Event { record: g.plan.apply(&ev.record), ..ev });
+                let record = match &g.marking {
+                    None => g.plan.apply(&ev.record),
+                    Some(m) => m.deliver(&g.plan, &ev.record),
+                };
+                events.push(Event { record, ..ev });
             }
         }
         if last == self.sent_to {
@@ -314,7 +320,7 @@ impl PublisherSession {
         }
         let span = Span { first: self.sent_to + 1, last, gap: slice.gap };
         let count = events.len() as u64;
-        let fields = g.plan.fields().to_vec();
+        let fields = super::provider::delivered_fields(&g.plan, g.marking.as_deref());
         let frame = wire::encode(&Message::Events { first: span.first, last, gap: span.gap, fields, events });
         let digest = fedgate_catalog::hex(digest(&SHA256, &frame[4..]).as_ref());
         let mut e = g.entry.clone();

@@ -92,6 +92,7 @@ struct SubPair {
     sources: Vec<SourceConfig>,
     gate: SourceGate,
     quotas: Arc<QuotaLedger>,
+    pub(crate) marks: crate::governance::objection::Marks,
     signer: NodeSigner,
     provider_peer: VerifiedPeer,
     events: EventLog,
@@ -146,6 +147,7 @@ impl SubPair {
             sources,
             gate: SourceGate::default(),
             quotas: Arc::default(),
+            marks: Default::default(),
             signer: NodeSigner::new(&key).unwrap(),
             provider_peer,
             events,
@@ -199,6 +201,7 @@ impl SubPair {
             gate: &self.gate,
             masking_secret: b"pair harness masking secret",
             quotas: &self.quotas,
+            marks: &self.marks,
             entry: Entry { actor: PROVIDER.into(), ..Entry::default() },
         }
     }

@@ -6,9 +6,15 @@
 //! - [`store`]: both sides' requests, durably (`state_dir/requests.db`), and the grants file the
 //!   gateway manages from the approvals (`state_dir/approved-grants.toml`).
 //!
+//! - [`objection`]: objections (数据异议), pure: what each side signs, intake, the marker set.
+//! - [`objection_store`]: both sides' objections, durably (`state_dir/objections.db`).
+//!
 //! The QUIC driver is [`crate::quic::request`], the local API [`crate::api_requests`], the CLI
 //! [`crate::request_cli`].
 
+pub mod objection;
+pub mod objection_source;
+pub mod objection_store;
 pub mod request;
 pub mod stats;
 pub mod store;

@@ -4,6 +4,7 @@
 
 pub mod consumer;
 pub mod directory;
+pub mod objection;
 pub mod provider;
 pub mod referral;
 pub mod request;
@@ -35,6 +36,7 @@ pub(crate) fn provider_context<'a>(
         masking_secret: shared.masking_secret(),
         quotas: &shared.quotas,
         entry: shared.audit_entry(kind),
+        marks: &shared.marks,
     }
 }
 

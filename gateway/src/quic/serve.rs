@@ -216,6 +216,10 @@ async fn serve_stream(
         crate::quic::request::serve(shared, peer, send, req).await;
         return;
     }
+    if let Message::Objection { .. } = &req {
+        crate::quic::objection::serve(shared, peer, send, req).await;
+        return;
+    }
     let mut answer = answer_request(shared.link.local(), &shared.catalog(), &peer, &req);
     if let Message::Welcome { audit_key, .. } = &mut answer {
         *audit_key = welcome_audit_key(&shared);

@@ -441,6 +441,25 @@ mod tests {
                 signature: "00".into(),
                 audit_seq: Some(3),
             },
+            Message::Objection {
+                exchange: "0".repeat(32),
+                dataset: "d".into(),
+                purpose: "p".into(),
+                key: "k".into(),
+                field: "f".into(),
+                reason: "r".into(),
+                proposed: Some("v".into()),
+                signature: "00".into(),
+            },
+            Message::ObjectionAnswer {
+                exchange: "0".repeat(32),
+                state: "open".into(),
+                reason: None,
+                corrected: false,
+                answered: None,
+                signature: "00".into(),
+                audit_seq: Some(3),
+            },
         ];
         for m in samples().into_iter().chain(all).chain(witnessing()).chain(governance) {
             let v: ciborium::Value = ciborium::de::from_reader(&encode(&m)[4..]).unwrap();

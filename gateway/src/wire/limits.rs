@@ -148,6 +148,16 @@ pub fn check_request(msg: &Message) -> Result<(), RequestError> {
             }
             fields.iter().enumerate().try_for_each(|(i, f)| text(format!("fields[{i}]"), f, MAX_FILTER_FIELD))
         }
+        Message::Objection { exchange, dataset, purpose, key, field, reason, proposed, signature } => {
+            use crate::governance::objection::{MAX_REASON, MAX_VALUE};
+            text("exchange", exchange, 32)?;
+            check_asked(dataset, purpose, &[])?;
+            text("key", key, MAX_VALUE)?;
+            text("field", field, MAX_FILTER_FIELD)?;
+            text("reason", reason, MAX_REASON)?;
+            text("signature", signature, MAX_SIGNATURE)?;
+            proposed.as_deref().map_or(Ok(()), |p| text("proposed", p, MAX_VALUE))
+        }
         Message::DirectoryOffer { have } => {
             if have.len() > MAX_DIRECTORY_SCOPES {
                 return Err(RequestError::TooMany {

@@ -152,6 +152,8 @@ impl Message {
         "referral-ack",
         "sharing-request",
         "sharing-answer",
+        "objection",
+        "objection-answer",
     ];
 
     /// This message's kind, as it appears on the wire (one of [`Message::KINDS`]).
@@ -175,6 +177,8 @@ impl Message {
             Message::ReferralAck { .. } => "referral-ack",
             Message::SharingRequest { .. } => "sharing-request",
             Message::SharingAnswer { .. } => "sharing-answer",
+            Message::Objection { .. } => "objection",
+            Message::ObjectionAnswer { .. } => "objection-answer",
         }
     }
 }
@@ -396,6 +400,49 @@ pub enum Message {
         /// The provider's signature (hex) over the answer's summary.
         signature: String,
         /// Where the provider recorded receiving the request in its audit log (first answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit_seq: Option<u64>,
+    },
+    /// An objection to one record (docs/governance.md, "Objections"), signed by the consumer.
+    /// Sent again, unchanged, until the provider's steward has decided it: the provider stores
+    /// it once (by its exchange id) and every time answers with where it stands.
+    Objection {
+        /// The objection's exchange id (32 lowercase hex digits), chosen by the consumer.
+        exchange: String,
+        /// The dataset id.
+        dataset: String,
+        /// The purpose the consumer receives the record for.
+        purpose: String,
+        /// The record's primary key, as text.
+        key: String,
+        /// The field held to be wrong.
+        field: String,
+        /// Why.
+        reason: String,
+        /// The value the consumer holds right, if it says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proposed: Option<String>,
+        /// The consumer's signature (hex) over the objection's summary.
+        signature: String,
+    },
+    /// Answer to `Objection`: where it stands, signed by the provider.
+    ObjectionAnswer {
+        /// The objection's exchange id.
+        exchange: String,
+        /// `open`, `accepted` or `rejected`.
+        state: String,
+        /// The steward's reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// True if and only if accepting it changed the record at the source.
+        #[serde(default)]
+        corrected: bool,
+        /// Unix seconds of the steward's decision.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answered: Option<i64>,
+        /// The provider's signature (hex) over the answer's summary.
+        signature: String,
+        /// Where the provider recorded receiving the objection in its audit log (first answer).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         audit_seq: Option<u64>,
     },
