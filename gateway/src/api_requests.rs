@@ -327,12 +327,25 @@ pub(crate) async fn refuse(
     require_json(&headers)?;
     let id = id_of(id)?;
     let reason = reason_of(&body).map_err(bad)?;
-    let (store, why) = (st.shared.requests.clone(), reason.clone());
-    let held = blocking(move || store.refuse(&id, &why, unix_now())).await?;
-    let mut e = steward_entry(&st.shared, &held, "refuse")?;
-    e.reason = Some(reason);
-    st.shared.audit.append(e).await.map_err(|e| ApiError::new(ApiCode::Internal, e.to_string()))?;
-    Ok(Json(held).into_response())
+    Ok(Json(refuse_request(&st.shared, &id, &reason).await?).into_response())
+}
+
+fn check_reason(r: &str) -> Result<(), ApiError> {
+    if r.trim().is_empty() || r.len() > crate::governance::request::MAX_REASON {
+        return Err(bad("`reason` must say why, in at most 2048 bytes"));
+    }
+    Ok(())
+}
+
+/// The steward refuses pending incoming request `id`: stored and audited (`refuse`).
+pub async fn refuse_request(shared: &Shared, id: &str, reason: &str) -> Result<Held, ApiError> {
+    check_reason(reason)?;
+    let (store, rid, why) = (shared.requests.clone(), id.to_owned(), reason.to_owned());
+    let held = blocking(move || store.refuse(&rid, &why, unix_now())).await?;
+    let mut e = steward_entry(shared, &held, "refuse")?;
+    e.reason = Some(reason.to_owned());
+    shared.audit.append(e).await.map_err(|e| ApiError::new(ApiCode::Internal, e.to_string()))?;
+    Ok(held)
 }
 
 /// `POST /v1/requests/{id}/revoke`: an approved request's grant withdrawn at once.
@@ -345,13 +358,20 @@ pub(crate) async fn revoke(
     require_json(&headers)?;
     let id = id_of(id)?;
     let reason = reason_of(&body).map_err(bad)?;
-    let (store, why) = (st.shared.requests.clone(), reason.clone());
-    let held = blocking(move || store.revoke(&id, &why, unix_now())).await?;
-    let mut e = steward_entry(&st.shared, &held, "revoke")?;
+    Ok(Json(revoke_request(&st.shared, &id, &reason).await?).into_response())
+}
+
+/// The steward revokes approved incoming request `id`: stored, audited (`revoke`), and its
+/// grant out of force before this returns.
+pub async fn revoke_request(shared: &Shared, id: &str, reason: &str) -> Result<Held, ApiError> {
+    check_reason(reason)?;
+    let (store, rid, why) = (shared.requests.clone(), id.to_owned(), reason.to_owned());
+    let held = blocking(move || store.revoke(&rid, &why, unix_now())).await?;
+    let mut e = steward_entry(shared, &held, "revoke")?;
     e.grant = held.grant.clone();
-    e.reason = Some(reason);
-    in_force(&st.shared, e).await?;
-    Ok(Json(held).into_response())
+    e.reason = Some(reason.to_owned());
+    in_force(shared, e).await?;
+    Ok(held)
 }
 
 fn steward_entry(shared: &Shared, held: &Held, decision: &str) -> Result<fedgate_audit::Entry, ApiError> {

@@ -105,6 +105,7 @@ pub async fn run(path: &Path, now: OffsetDateTime, dial_peers: bool) -> Vec<Find
         Err(e) => f.error(e.to_string()),
     }
     secrets(&cfg, &mut f);
+    console(&cfg, &mut f);
     let identity = certificates(&cfg, now, &mut f);
     // Without a valid catalog every source would look wrong: one mistake, one error.
     if let Some(catalog) = &catalog {
@@ -213,6 +214,31 @@ fn mode_0600(p: &Path, m: &std::fs::Metadata, f: &mut Findings) {
 
 #[cfg(not(unix))]
 fn mode_0600(_: &Path, _: &std::fs::Metadata, _: &mut Findings) {}
+
+/// The console: its account file opens, and it has accounts (else no one can log in); one on
+/// an address other than loopback is plain HTTP, so it is warned about.
+fn console(cfg: &Config, f: &mut Findings) {
+    use crate::console::accounts::AccountStore;
+    let Some(addr) = cfg.console else { return };
+    let at = |m: String| cfg.diagnostic(cfg.console_at, m).to_string();
+    let path = AccountStore::path_in(&cfg.state_dir);
+    if !path.exists() {
+        f.warn(at("`console` is on but has no accounts yet: add one with `fedgate user add`".into()));
+    } else {
+        match AccountStore::open(&path).and_then(|s| s.list()) {
+            Ok(l) if l.is_empty() => {
+                f.warn(at("`console` is on but has no accounts: add one with `fedgate user add`".into()))
+            }
+            Ok(_) => {}
+            Err(e) => f.error(at(format!("`console`: the account file cannot be read: {e}"))),
+        }
+    }
+    if !addr.ip().is_loopback() {
+        f.warn(at(format!(
+            "`console` {addr} is not a loopback address: the console speaks plain HTTP, so put a TLS reverse proxy in front of it"
+        )));
+    }
+}
 
 /// The node's identity as serve loads it, plus expiry warnings for every certificate and CRL.
 fn certificates(cfg: &Config, now: OffsetDateTime, f: &mut Findings) -> Option<state::Identity> {

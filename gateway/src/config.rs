@@ -116,6 +116,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Local HTTP API address.
     pub api: SocketAddr,
+    /// The web console's address (`console = "HOST:PORT"`); no console when absent.
+    pub console: Option<SocketAddr>,
+    /// Where `console = ...` is written.
+    pub console_at: Pos,
     /// TLS material.
     pub tls: TlsFiles,
     /// How often CRL files are checked for changes.
@@ -234,6 +238,7 @@ const TOP_KEYS: &[&str] = &[
     "directory",
     "calendar",
     "requests",
+    "console",
 ];
 const CALENDAR_KEYS: &[&str] = &["file"];
 const REQUESTS_KEYS: &[&str] = &["answer_days"];
@@ -263,6 +268,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let node = root.parse::<NodeId>(&mut src, "node");
     let listen = addr(&root, &mut src, "listen");
     let api = addr(&root, &mut src, "api");
+    let console = root.get("console").and_then(|_| addr(&root, &mut src, "console"));
+    let console_at = root.get("console").map_or(Pos::default(), |v| pos(text, v.span().start));
     let reload_secs = match root.opt_int(&mut src, "reload_secs") {
         Some((n, _)) if (1..=86_400).contains(&n) => n as u64,
         Some((_, span)) => {
@@ -316,6 +323,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             node,
             listen,
             api,
+            console,
+            console_at,
             tls,
             reload_interval: Duration::from_secs(reload_secs),
             peers,
@@ -603,6 +612,19 @@ address = "127.0.0.1:7402"
         assert!(err.contains("g.toml:3:1: unknown key `lisen`, did you mean `listen`?"), "{err}");
         assert!(err.contains("missing required key `listen`"), "{err}");
         assert!(err.contains("g.toml:14:11: `address` must be HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn the_console_is_off_unless_asked_and_a_bad_address_is_located() {
+        assert_eq!(parse(Path::new("g.toml"), GOOD).unwrap().console, None);
+        let on = GOOD
+            .replace("api = \"127.0.0.1:7501\"", "api = \"127.0.0.1:7501\"\nconsole = \"127.0.0.1:7601\"");
+        let c = parse(Path::new("g.toml"), &on).unwrap();
+        assert_eq!(c.console, Some("127.0.0.1:7601".parse().unwrap()));
+        assert_eq!(c.console_at, Pos { line: 5, col: 11 });
+        let bad = on.replace("127.0.0.1:7601", "localhost:7601");
+        let err = parse(Path::new("g.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("g.toml:5:11: `console` must be HOST:PORT"), "{err}");
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub struct Link {
     dialling: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     live: Mutex<HashMap<usize, quinn::Connection>>,
     rejections: Mutex<RejectionTally>,
+    contacts: crate::contacts::Contacts,
 }
 
 /// An inbound handshake that failed: the first of its (source, reason) in the current interval;
@@ -252,12 +253,18 @@ impl Link {
             dialling: Mutex::default(),
             live: Mutex::default(),
             rejections: Mutex::new(RejectionTally::new(Instant::now(), flood::INTERVAL)),
+            contacts: Default::default(),
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// When each peer was last reached and whether a connection with it is open.
+    pub fn contacts(&self) -> &crate::contacts::Contacts {
+        &self.contacts
     }
 
     /// This node's id.
@@ -394,6 +401,7 @@ impl Link {
             _ => ("handshake-failed", e),
         })?;
         self.track(&conn);
+        self.contacts.connected(peer.node(), &conn);
         Ok(PeerConnection { conn, peer, identity, audit_key: None })
     }
 
@@ -454,7 +462,10 @@ impl Link {
         }
         let fresh = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(peer, addr))
             .await
-            .map_err(|_| LinkError::Timeout { peer: peer.to_string(), after: CONNECT_TIMEOUT })??;
+            .map_err(|_| LinkError::Timeout { peer: peer.to_string(), after: CONNECT_TIMEOUT })
+            .and_then(|r| r)
+            .inspect_err(|e| self.contacts.failed(peer, &e.to_string()))?;
+        self.contacts.connected(peer, &fresh.conn);
         self.outbound.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone(), fresh.clone());
         Ok(fresh)
     }

@@ -142,6 +142,14 @@ enum Command {
     /// Counted from the node's own audit log and state folder; works with the gateway running
     /// or stopped.
     Stats(fedgate_gateway::stats_cli::StatsArgs),
+    /// Web console accounts: add, change the password of, remove, list.
+    ///
+    /// Accounts live in the node's state folder (console.db, mode 0600) with Argon2id password
+    /// hashes; the console is served on `console = "HOST:PORT"` of gateway.toml. The password
+    /// is asked for at a prompt, or read from --password-file FILE (`-`: standard input) in
+    /// scripts. e.g. `fedgate user add --config gateway.toml --role steward wang.li`.
+    #[command(subcommand)]
+    User(fedgate_gateway::user_cli::UserCommand),
     /// Print a completion script for SHELL on stdout, generated from these very options.
     ///
     /// e.g. `fedgate completions bash > /etc/bash_completion.d/fedgate`.
@@ -481,6 +489,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Objections(c) => {
             fedgate_gateway::objection_cli::objections(c).map_err(|e| anyhow::anyhow!(e))
         }
+        Command::User(c) => fedgate_gateway::user_cli::run(c).map_err(|e| anyhow::anyhow!(e)),
         Command::Stats(a) => fedgate_gateway::stats_cli::run(a).map_err(|e| anyhow::anyhow!(e)),
         Command::Audit(cmd) => Ok(fedgate_gateway::audit_cli::run(cmd)?),
         Command::Directory(cmd) => Ok(fedgate_gateway::directory_cli::run(cmd)?),

@@ -28,6 +28,7 @@ pub use crate::wire::limits::REQUEST_TIMEOUT;
 pub struct RunningNode {
     shared: Arc<Shared>,
     api_addr: std::net::SocketAddr,
+    console_addr: Option<std::net::SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -110,6 +111,10 @@ impl RunningNode {
             .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let api_addr =
             api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
+        let console = match cfg.console {
+            Some(addr) => Some(start_console(&cfg, addr).await?),
+            None => None,
+        };
         let events =
             Arc::new(crate::events::EventLog::open(&cfg.state_dir.join("events.db"), cfg.events_backlog)?);
         let subscriptions =
@@ -160,7 +165,7 @@ impl RunningNode {
             }
         ));
         shared.audit.append(start).await?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(shared.clone())),
             tokio::spawn(rejection_summaries(shared.clone())),
             tokio::spawn(reload_loop(shared.clone())),
@@ -172,6 +177,10 @@ impl RunningNode {
             tokio::spawn(crate::quic::request::keep_asking(shared.clone())),
             tokio::spawn(crate::quic::objection::keep_asking(shared.clone())),
         ];
+        let console_addr = console.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        if let Some((listener, accounts)) = console {
+            tasks.push(tokio::spawn(crate::console::serve(listener, shared.clone(), accounts)));
+        }
         // Peers that took in a newer directory while this node was down hand it over now.
         crate::quic::directory::announce(&shared);
         tracing::info!(
@@ -180,7 +189,12 @@ impl RunningNode {
             api = %api_addr,
             "gateway listening"
         );
-        Ok(RunningNode { shared, api_addr, tasks })
+        Ok(RunningNode { shared, api_addr, console_addr, tasks })
+    }
+
+    /// The web console's address actually bound, if the config asks for a console.
+    pub fn console_addr(&self) -> Option<std::net::SocketAddr> {
+        self.console_addr
     }
 
     /// The QUIC address actually bound.
@@ -243,6 +257,18 @@ impl RunningNode {
             tracing::error!(error = %e, "final audit checkpoint failed");
         }
     }
+}
+
+/// Binds the console and opens its accounts; either failing stops the start, naming which.
+async fn start_console(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, Arc<crate::console::accounts::AccountStore>), NodeError> {
+    let err = |why: String| NodeError::Console { addr, why };
+    let path = crate::console::accounts::AccountStore::path_in(&cfg.state_dir);
+    let accounts = crate::console::accounts::AccountStore::open(&path).map_err(|e| err(e.to_string()))?;
+    let listener = crate::console::bind(addr).await.map_err(|e| err(e.to_string()))?;
+    Ok((listener, Arc::new(accounts)))
 }
 
 fn mtimes(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {

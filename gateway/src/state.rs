@@ -81,6 +81,14 @@ pub enum NodeError {
     /// The objection store cannot be opened.
     #[error(transparent)]
     Objections(#[from] crate::governance::objection_store::ObjectionStoreError),
+    /// The web console could not be set up (its address, its account file).
+    #[error("console on {addr}: {why}")]
+    Console {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        why: String,
+    },
     /// The local API could not be set up.
     #[error("local API on {addr}: {why}")]
     Api {

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod api;
+pub mod console;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

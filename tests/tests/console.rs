@@ -1,0 +1,465 @@
+//! The web console against real gateways on loopback (mutual-TLS QUIC, real PKI, SQLite state,
+//! the real audit log): logins, sessions, CSRF, roles enforced on every page and action, a
+//! sharing request approved by clicking through the console and in force for a real query,
+//! and every login and change in the audit log with the account's name.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::api::api;
+use common::console::{csrf_in, Client};
+use common::*;
+use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
+use fedgate_gateway::console::accounts::{AccountStore, Role};
+use fedgate_gateway::node::RunningNode;
+
+const PROVIDER: &str = "womens-federation@wuxi";
+const CONSUMER: &str = "court@wuxi.xinwu";
+const PASSWORD: &str = "console test password";
+
+/// The steward's own grants: nothing for the court.
+const GRANTS: &str = r#"
+[[grant]]
+id = "police-cases"
+to = { department = "police" }
+datasets = ["cases"]
+purposes = ["law-enforcement"]
+clearance = 2
+"#;
+
+struct Setup {
+    _fed: Federation,
+    provider: RunningNode,
+    consumer: RunningNode,
+}
+
+impl Setup {
+    fn console(&self) -> Client {
+        Client::new(self.provider.console_addr().expect("the provider serves a console"))
+    }
+
+    async fn logged_in(&self, name: &str) -> Client {
+        let mut c = self.console();
+        let a = c.login(name, PASSWORD).await;
+        assert_eq!(a.status, 303, "{name} logs in: {}", a.body);
+        c
+    }
+}
+
+async fn setup() -> Setup {
+    let fed = Federation::new();
+    let sources = fed.sqlite_sources(&["cases"]);
+    let conn = rusqlite::Connection::open(fed.dir.path().join("sources.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO cases VALUES ('C001', 'wuxi.xinwu', '王小明'), ('C002', 'wuxi.liangxi', '李四');",
+    )
+    .unwrap();
+    let cat = fed.file("cases.catalog.toml", &dataset("cases", PROVIDER, "conditional"));
+    let grants = fed.file("cases.grants.toml", GRANTS);
+    let extra = format!(
+        "console = \"127.0.0.1:0\"\ncatalog = [{:?}]\ngrants = [{:?}]\n{sources}",
+        path_str(&cat),
+        path_str(&grants)
+    );
+    let provider = fed.start_with(PROVIDER, &extra).await;
+    let accounts = AccountStore::open(&AccountStore::path_in(&provider.config().state_dir)).unwrap();
+    for (name, role) in
+        [("wang.steward", Role::Steward), ("li.operator", Role::Operator), ("zhao.auditor", Role::Auditor)]
+    {
+        accounts.add(name, role, PASSWORD, 0).unwrap();
+    }
+    let consumer = fed.start_with(CONSUMER, &peer_entry(&provider)).await;
+    Setup { _fed: fed, provider, consumer }
+}
+
+fn entries(node: &RunningNode) -> Vec<Entry> {
+    let cfg = node.config();
+    let reader = AuditKeys::load_reader(&cfg.audit_key).unwrap();
+    let mut out = Vec::new();
+    audit::entries(&cfg.audit_dir, &reader, |e| {
+        out.push(e);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+fn console_entries(node: &RunningNode) -> Vec<(String, String)> {
+    entries(node)
+        .into_iter()
+        .filter(|e| {
+            e.kind == Some(Kind::Governance)
+                && e.decision.as_deref().is_some_and(|d| d.starts_with("console-"))
+        })
+        .map(|e| (e.decision.unwrap_or_default(), e.detail.unwrap_or_default()))
+        .collect()
+}
+
+const ASK: &str = r#"{"peer":"womens-federation@wuxi","dataset":"cases","purpose":"dispute-mediation","fields":["case_id","party_name"],"reason":"家事纠纷 <script>alert(1)</script> (2026) 锡新民初 17"}"#;
+
+/// The consumer applies; returns the request id once the provider holds it.
+async fn apply(s: &Setup) -> String {
+    let (status, v) = api(&s.consumer, "POST", "/v1/requests", ASK).await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = api(&s.provider, "GET", &format!("/v1/requests/{id}"), "").await;
+        if status == 200 && v["state"] == "pending" {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "the provider never held request {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn query(consumer: &RunningNode) -> (u16, serde_json::Value) {
+    let body = r#"{"peer":"womens-federation@wuxi","dataset":"cases","purpose":"dispute-mediation"}"#;
+    api(consumer, "POST", "/v1/query", body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_need_a_login_and_the_session_cookie_is_httponly_and_samesite_strict() {
+    let s = setup().await;
+    let mut c = s.console();
+    let a = c.get("/").await;
+    assert_eq!((a.status, a.header("location")), (303, Some("/login")), "no session: to the login page");
+    let a = c.get("/audit").await;
+    assert_eq!(a.status, 303);
+
+    let a = c.login("wang.steward", PASSWORD).await;
+    assert_eq!(a.status, 303, "{}", a.body);
+    let session =
+        a.all("set-cookie").into_iter().find(|v| v.starts_with("fedgate_session=")).unwrap().to_owned();
+    let id = session.split(';').next().unwrap().trim_start_matches("fedgate_session=");
+    assert_eq!(id.len(), 64, "256 random bits: {session}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.split("; ").any(|f| f == flag), "{flag} missing: {session}");
+    }
+    let a = c.get("/").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("概览") && a.body.contains(PROVIDER), "zh-CN by default");
+    for (h, want) in
+        [("x-frame-options", "DENY"), ("cache-control", "no-store"), ("x-content-type-options", "nosniff")]
+    {
+        assert_eq!(a.header(h), Some(want), "{h}");
+    }
+    assert!(a.header("content-security-policy").is_some_and(|v| v.contains("default-src 'none'")));
+
+    // English on request, remembered in a cookie.
+    let a = c.get("/?lang=en").await;
+    assert!(a.body.contains("Overview") && !a.body.contains("概览"), "{}", a.body);
+    let a = c.get("/catalog").await;
+    assert!(a.body.contains("Catalog") && a.body.contains("party_name"), "{}", a.body);
+
+    // A forged cookie is no session.
+    let mut forged = s.console();
+    forged.cookies.insert("fedgate_session".into(), "0".repeat(64));
+    assert_eq!(forged.get("/").await.status, 303);
+
+    // Logged out, the old cookie no longer works.
+    let token = c.csrf().await;
+    let old = c.cookies.get("fedgate_session").cloned().unwrap();
+    assert_eq!(c.post("/logout", &[("csrf", &token)]).await.status, 303);
+    let mut replay = s.console();
+    replay.cookies.insert("fedgate_session".into(), old);
+    assert_eq!(replay.get("/").await.status, 303, "a logged-out session is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_without_the_csrf_token_or_with_a_wrong_one_is_403() {
+    let s = setup().await;
+    let id = apply(&s).await;
+    let mut c = s.logged_in("wang.steward").await;
+    let token = c.csrf().await;
+    let approve = format!("/requests/{id}/approve");
+    let a = c.post(&approve, &[("clearance", "3"), ("days", "30")]).await;
+    assert_eq!(a.status, 403, "no token: {}", a.body);
+    let wrong = "f".repeat(64);
+    let a = c.post(&approve, &[("csrf", &wrong), ("clearance", "3"), ("days", "30")]).await;
+    assert_eq!(a.status, 403, "wrong token: {}", a.body);
+    let a = c.request("POST", &approve, "").await;
+    assert_eq!(a.status, 403, "no body at all");
+    let (_, v) = api(&s.provider, "GET", &format!("/v1/requests/{id}"), "").await;
+    assert_eq!(v["state"], "pending", "nothing was approved: {v}");
+    // Another session's token is a wrong token.
+    let mut other = s.logged_in("wang.steward").await;
+    let other_token = other.csrf().await;
+    assert_ne!(other_token, token);
+    assert_eq!(c.post(&approve, &[("csrf", &other_token)]).await.status, 403);
+    assert_eq!(c.post("/logout", &[]).await.status, 403, "logging out needs the token too");
+
+    // The login form: its token must match its cookie.
+    let mut fresh = s.console();
+    let form = fresh.get("/login").await;
+    let login_token = csrf_in(&form.body).unwrap();
+    fresh.cookies.clear();
+    let a = fresh
+        .post("/login", &[("csrf", &login_token), ("name", "wang.steward"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(a.status, 403, "no login cookie: {}", a.body);
+    let mut fresh = s.console();
+    fresh.get("/login").await;
+    let a = fresh.post("/login", &[("csrf", "x"), ("name", "wang.steward"), ("password", PASSWORD)]).await;
+    assert_eq!(a.status, 403, "wrong login token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_lock_the_account_for_a_while_but_not_the_others() {
+    let s = setup().await;
+    let mut c = s.console();
+    for i in 0..5 {
+        let a = c.login("li.operator", "not the password").await;
+        assert_eq!(a.status, 401, "attempt {i}: {}", a.body);
+        assert!(a.body.contains("账号或密码错误"), "{}", a.body);
+        assert!(!a.all("set-cookie").iter().any(|v| v.starts_with("fedgate_session")));
+    }
+    let a = c.login("li.operator", PASSWORD).await;
+    assert_eq!(a.status, 429, "locked, even with the right password: {}", a.body);
+    assert!(a.header("retry-after").is_some_and(|v| v.parse::<u64>().unwrap() > 60));
+    let a = s.console().login("zhao.auditor", PASSWORD).await;
+    assert_eq!(a.status, 303, "another account is not locked");
+    // Unknown accounts fail the same way as wrong passwords.
+    let a = s.console().login("nobody", PASSWORD).await;
+    assert_eq!(a.status, 401);
+    let logged = console_entries(&s.provider);
+    let failed = logged.iter().filter(|(d, _)| d == "console-login-failed").count();
+    assert_eq!(failed, 6, "every checked failure is audited: {logged:?}");
+    assert!(logged
+        .iter()
+        .any(|(d, x)| d == "console-login-failed" && x.contains("li.operator") && x.contains("127.0.0.1")));
+    assert!(logged.iter().any(|(d, x)| d == "console-login" && x.contains("zhao.auditor (auditor)")));
+}
+
+/// Every page and action, with the one role allowed it (None: everyone).
+fn routes(id: &str) -> Vec<(&'static str, String, Option<Role>)> {
+    vec![
+        ("GET", "/".into(), None),
+        ("GET", "/catalog".into(), Some(Role::Steward)),
+        ("GET", "/grants".into(), Some(Role::Steward)),
+        ("POST", "/grants/explain".into(), Some(Role::Steward)),
+        ("GET", "/requests".into(), Some(Role::Steward)),
+        ("POST", format!("/requests/{id}/refuse"), Some(Role::Steward)),
+        ("POST", format!("/requests/{id}/approve"), Some(Role::Steward)),
+        ("POST", format!("/requests/{id}/revoke"), Some(Role::Steward)),
+        ("GET", "/subscriptions".into(), Some(Role::Operator)),
+        ("GET", "/referrals".into(), Some(Role::Operator)),
+        ("GET", format!("/referrals/{id}"), Some(Role::Operator)),
+        ("GET", "/audit".into(), Some(Role::Auditor)),
+        ("GET", "/audit/entry/0".into(), Some(Role::Auditor)),
+        ("GET", "/audit/proof/0".into(), Some(Role::Auditor)),
+        ("POST", "/audit/verify".into(), Some(Role::Auditor)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_gets_403_on_the_other_roles_pages_and_actions() {
+    let s = setup().await;
+    let id = apply(&s).await;
+    for (name, role) in
+        [("wang.steward", Role::Steward), ("li.operator", Role::Operator), ("zhao.auditor", Role::Auditor)]
+    {
+        let mut c = s.logged_in(name).await;
+        let token = c.csrf().await;
+        for (method, path, allowed) in routes(&id) {
+            let a = match method {
+                "GET" => c.get(&path).await,
+                _ => c.post(&path, &[("csrf", &token), ("reason", "role test")]).await,
+            };
+            if allowed.is_none_or(|r| r == role) {
+                assert_ne!(a.status, 403, "{name} may {method} {path}: {}", a.body);
+            } else {
+                assert_eq!(a.status, 403, "{name} must not {method} {path}: {}", a.body);
+            }
+        }
+        // The menu shows only the role's pages.
+        let home = c.get("/").await.body;
+        assert_eq!(home.contains("href=\"/audit\""), role == Role::Auditor, "{name}");
+        assert_eq!(home.contains("href=\"/requests\""), role == Role::Steward, "{name}");
+    }
+    // The steward's refusal above was the only change; the others were refused before acting.
+    let (_, v) = api(&s.provider, "GET", &format!("/v1/requests/{id}"), "").await;
+    assert_eq!(v["state"], "refused", "{v}");
+    assert_eq!(v["answer_reason"], "role test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_reads_the_log_but_no_record_through_any_route() {
+    let s = setup().await;
+    let id = apply(&s).await;
+    let mut steward = s.logged_in("wang.steward").await;
+    let token = steward.csrf().await;
+    let a = steward
+        .post(&format!("/requests/{id}/approve"), &[("csrf", &token), ("clearance", "3"), ("days", "30")])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (status, v) = query(&s.consumer).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.as_str().unwrap_or_default().contains("王小明"), "records did flow: {v}");
+
+    let mut c = s.logged_in("zhao.auditor").await;
+    let token = c.csrf().await;
+    let mut bodies = Vec::new();
+    let n = entries(&s.provider).len();
+    for path in [
+        "/",
+        "/audit",
+        "/audit?text=%E7%8E%8B",
+        "/catalog",
+        "/grants",
+        "/requests",
+        "/subscriptions",
+        "/referrals",
+    ] {
+        bodies.push((path.to_owned(), c.get(path).await));
+    }
+    for seq in 0..n {
+        bodies.push((format!("/audit/entry/{seq}"), c.get(&format!("/audit/entry/{seq}")).await));
+        bodies.push((format!("/audit/proof/{seq}"), c.get(&format!("/audit/proof/{seq}")).await));
+    }
+    bodies.push(("/audit/verify".into(), c.post("/audit/verify", &[("csrf", &token)]).await));
+    for (path, a) in &bodies {
+        for record in ["王小明", "李四", "C001", "C002"] {
+            assert!(!a.body.contains(record), "{path} shows record content {record}: {}", a.body);
+        }
+    }
+    let audit = &bodies.iter().find(|(p, _)| p == "/audit").unwrap().1;
+    assert_eq!(audit.status, 200);
+    assert!(
+        audit.body.contains("transfer-end") && audit.body.contains(CONSUMER),
+        "the log is there: {}",
+        audit.body
+    );
+    let verify = &bodies.last().unwrap().1;
+    assert!(
+        verify.body.contains("id=\"verify-result\"") && verify.body.contains("校验通过"),
+        "{}",
+        verify.body
+    );
+    let proof = &bodies.iter().find(|(p, _)| p == "/audit/proof/1").unwrap().1;
+    assert_eq!(proof.status, 200);
+    assert!(proof.header("content-disposition").is_some_and(|v| v.contains("proof-1.json")));
+    let p: audit::InclusionProof = serde_json::from_str(&proof.body).unwrap();
+    let verifier = audit::read_verifier(&s.provider.config().audit_dir.join("signing.pub")).unwrap();
+    audit::check_proof(&p, &verifier).expect("the downloaded proof checks offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_approved_in_the_console_is_a_grant_in_force_for_a_real_query_and_audited() {
+    let s = setup().await;
+    let (status, v) = query(&s.consumer).await;
+    assert_eq!(status, 403, "denied before: {v}");
+    let id = apply(&s).await;
+    let mut c = s.logged_in("wang.steward").await;
+    let inbox = c.get("/requests").await;
+    assert_eq!(inbox.status, 200);
+    assert!(inbox.body.contains(&format!("/requests/{id}/approve")), "{}", inbox.body);
+    assert!(
+        inbox.body.contains("家事纠纷 &#60;script&#62;") || inbox.body.contains("家事纠纷 &lt;script&gt;"),
+        "escaped, Chinese intact: {}",
+        inbox.body
+    );
+    assert!(!inbox.body.contains("<script>alert"), "never run");
+    let token = csrf_in(&inbox.body).unwrap();
+    let a = c
+        .post(
+            &format!("/requests/{id}/approve"),
+            &[("csrf", &token), ("clearance", "3"), ("days", "30"), ("rows", "own")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("已批准"), "{}", a.body);
+    let (status, v) = query(&s.consumer).await;
+    assert_eq!(status, 200, "in force at once: {v}");
+    let text = v.as_str().unwrap_or_default();
+    assert!(text.contains("王小明") && !text.contains("李四"), "{text}");
+
+    // The explain form agrees, with per-field obligations.
+    let a = c
+        .post(
+            "/grants/explain",
+            &[
+                ("csrf", &token),
+                ("peer", CONSUMER),
+                ("dataset", "cases"),
+                ("purpose", "dispute-mediation"),
+                ("action", "read"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains(&format!("request-{id}")) && a.body.contains("party_name"), "{}", a.body);
+    let a = c
+        .post(
+            "/grants/explain",
+            &[
+                ("csrf", &token),
+                ("peer", "grid@wuxi.liangxi.chongan"),
+                ("dataset", "cases"),
+                ("purpose", "dispute-mediation"),
+                ("action", "read"),
+            ],
+        )
+        .await;
+    assert!(a.body.contains("拒绝"), "{}", a.body);
+    let a = c
+        .post(
+            "/grants/explain",
+            &[("csrf", &token), ("peer", "not a node"), ("dataset", "cases"), ("purpose", "x")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "a bad peer is a message on the page: {}", a.body);
+    assert!(a.body.contains("peer:"), "{}", a.body);
+
+    // Revoked in the console: gone for the next query.
+    let a = c.post(&format!("/requests/{id}/revoke"), &[("csrf", &token), ("reason", "案件已结")]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (status, _) = query(&s.consumer).await;
+    assert_eq!(status, 403, "revoked at once");
+
+    let logged = console_entries(&s.provider);
+    let by =
+        |d: &str| logged.iter().find(|(x, _)| x == d).map(|(_, detail)| detail.clone()).unwrap_or_default();
+    assert!(by("console-login").contains("wang.steward (steward)"), "{logged:?}");
+    assert!(
+        by("console-approve").contains("wang.steward") && by("console-approve").contains(&id),
+        "{logged:?}"
+    );
+    assert!(by("console-revoke").contains("wang.steward"), "{logged:?}");
+    let approve =
+        entries(&s.provider).into_iter().find(|e| e.decision.as_deref() == Some("console-approve")).unwrap();
+    assert_eq!(approve.exchange.as_deref(), Some(id.as_str()), "paired with the request by its id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_peers_expiries_the_log_and_the_volume_chart() {
+    let s = setup().await;
+    let id = apply(&s).await;
+    let mut steward = s.logged_in("wang.steward").await;
+    let token = steward.csrf().await;
+    steward
+        .post(&format!("/requests/{id}/approve"), &[("csrf", &token), ("clearance", "3"), ("days", "30")])
+        .await;
+    let (status, _) = query(&s.consumer).await;
+    assert_eq!(status, 200);
+    let mut c = s.logged_in("li.operator").await;
+    let a = c.get("/?lang=en").await;
+    assert_eq!(a.status, 200);
+    let b = &a.body;
+    assert!(b.contains("node.crt") && b.contains("crl.pem"), "{b}");
+    assert!(b.contains(CONSUMER) && b.contains("class=\"up\""), "the court dialled in: {b}");
+    assert!(b.contains("<svg") && b.contains("court@wuxi.xinwu · cases"), "the chart: {b}");
+    assert!(b.contains("id=\"audit-entries\""), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_account_is_logged_out_at_its_next_request() {
+    let s = setup().await;
+    let mut c = s.logged_in("li.operator").await;
+    assert_eq!(c.get("/subscriptions").await.status, 200);
+    let accounts = AccountStore::open(&AccountStore::path_in(&s.provider.config().state_dir)).unwrap();
+    accounts.remove("li.operator").unwrap();
+    assert_eq!(c.get("/subscriptions").await.status, 303);
+}
