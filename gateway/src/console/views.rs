@@ -429,6 +429,7 @@ pub fn kinds() -> Vec<&'static str> {
         Kind::Stop,
         Kind::Shred,
         Kind::Governance,
+        Kind::Referral,
     ]
     .into_iter()
     .map(Kind::as_str)
