@@ -76,10 +76,14 @@ pub struct BuiltNode {
     pub config: PathBuf,
 }
 
-fn free_addr() -> Result<(SocketAddr, SocketAddr)> {
+/// Free ports for a node's QUIC and API; the TCP listener is kept in `held` until every port
+/// is chosen, so no two nodes (or the console) are handed the same port.
+fn free_addr(held: &mut Vec<TcpListener>) -> Result<(SocketAddr, SocketAddr)> {
     // Ask the OS for ports that are free now; a demo started later re-checks when binding.
     let udp = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    let tcp = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let tcp = listener.local_addr()?;
+    held.push(listener);
     Ok((udp, tcp))
 }
 
@@ -132,9 +136,12 @@ pub fn build(dir: &Path, records: u64, force: bool) -> Result<Vec<BuiltNode>> {
     crl_sources.extend(DISTRICTS.iter().map(|d| dir.join("pki").join(d).join("crl.pem")));
 
     let mut addrs = Vec::new();
+    let mut held = Vec::new();
     for (id, _) in NODES {
-        addrs.push((id.parse::<NodeId>()?, free_addr()?));
+        addrs.push((id.parse::<NodeId>()?, free_addr(&mut held)?));
     }
+    let console = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    drop(held);
     write_directory(dir, &root, &cas, &addrs, now)?;
     let mut built = Vec::new();
     for (node, (quic, api)) in &addrs {
@@ -150,7 +157,7 @@ pub fn build(dir: &Path, records: u64, force: bool) -> Result<Vec<BuiltNode>> {
         }
         let (mut top, tables) = node_content(&ndir, node, records)?;
         if node.to_string() == CONSOLE_NODE {
-            top = format!("console = \"{}\"\n{top}", TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+            top = format!("console = \"{console}\"\n{top}");
         }
         // No [[peers]]: every node finds the others in the signed directory.
         let text = format!(
