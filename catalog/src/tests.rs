@@ -217,3 +217,23 @@ fn fuzz_seeds_parse() {
     }
     assert!(n >= 2, "seeds missing from {}", dir.display());
 }
+
+#[test]
+fn hex_round_trips_every_byte_and_matches_the_formatter() {
+    let all: Vec<u8> = (0..=255).collect();
+    let text = crate::hex(&all);
+    let reference: String = all.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(text, reference);
+    assert_eq!(crate::unhex(&text).unwrap(), all);
+    assert_eq!(crate::unhex(&text.to_uppercase()).unwrap(), all);
+    assert_eq!(crate::hex(&[]), "");
+    assert_eq!(crate::unhex(""), Some(vec![]));
+}
+
+#[test]
+fn unhex_refuses_anything_but_whole_bytes_of_hex_digits() {
+    // `+f` once passed (u8::from_str_radix takes a sign), and so did nothing else here.
+    for bad in ["f", "+f", "-f", "0g", "zz", " 0", "0 ", "é0", "0é", "abc"] {
+        assert_eq!(crate::unhex(bad), None, "{bad:?}");
+    }
+}
