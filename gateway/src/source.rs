@@ -163,6 +163,13 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     match kind {
         SourceKind::Sqlite(path) => {
+            if let Some(items) = read_sqlite_inline(path, &q, &transform) {
+                for item in items {
+                    // At most one batch and one error: the channel holds them.
+                    let _ = tx.try_send(item);
+                }
+                return rx;
+            }
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = read_sqlite(&path, &q, &transform, &tx) {
@@ -180,6 +187,62 @@ pub fn spawn(
         }
     }
     rx
+}
+
+/// Reads of at most this many rows may run on the calling thread: a one-record query by key is
+/// a few microseconds of SQLite and masking, less than handing it to the blocking pool and back
+/// (two thread wake-ups per query, profiled at 64 queries in flight).
+const INLINE_ROWS: u64 = 64;
+/// SQLite virtual-machine steps between checks of an inline read's budget.
+const INLINE_STEPS: std::os::raw::c_int = 1000;
+/// Checks an inline read may pass before it is interrupted and handed to the blocking pool
+/// instead (so a small LIMIT over a filter that scans a large table never holds the async
+/// thread for more than ~20 000 steps, tens of microseconds).
+const INLINE_CHECKS: u32 = 20;
+
+/// Reads a small query (a LIMIT of at most [`INLINE_ROWS`]) on the calling thread, through an
+/// idle pooled connection, within a budget of SQLite steps: the items [`spawn`] would have sent.
+/// `None` if it is not small, no connection is idle (opening one is file I/O, left to the
+/// blocking pool), or the read ran past its budget (then nothing it read is used).
+fn read_sqlite_inline(
+    path: &std::path::Path,
+    q: &SourceQuery,
+    transform: &Transform,
+) -> Option<Vec<Result<Vec<Record>, SourceError>>> {
+    if q.limit.is_none_or(|l| l > INLINE_ROWS) {
+        return None;
+    }
+    let conn = pool::checkout_idle(path)?;
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = over.clone();
+    let mut checks = 0u32;
+    conn.conn.progress_handler(
+        INLINE_STEPS,
+        Some(move || {
+            checks += 1;
+            let stop = checks > INLINE_CHECKS;
+            flag.store(stop, std::sync::atomic::Ordering::Relaxed);
+            stop
+        }),
+    );
+    let mut items = Vec::new();
+    let read = read_sqlite_on(&conn.conn, path, q, transform, &mut |batch| {
+        items.push(Ok(batch));
+        true
+    });
+    conn.conn.progress_handler(0, None::<fn() -> bool>);
+    match read {
+        Ok(()) => {
+            pool::checkin(path, conn);
+            Some(items)
+        }
+        // Interrupted: the read starts over on the blocking pool (the connection is dropped).
+        Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => None,
+        Err(e) => {
+            items.push(Err(e));
+            Some(items)
+        }
+    }
 }
 
 /// Idle read-only connections per SQLite file, reused across reads: opening the file and
@@ -217,22 +280,22 @@ mod pool {
         std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
     }
 
-    /// An idle connection to the file now at `path`, or a new one.
+    /// An idle connection to the file now at `path`, or a new one. Connections to a file since
+    /// replaced are closed on the way (quick: read-only, idle).
     pub(super) fn checkout(path: &Path) -> Result<Pooled, SourceError> {
-        let now = file_id(path);
-        let reused = {
-            let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
-            let list = idle.get_mut(path);
-            // Connections to a file since replaced are closed here (quick: read-only, idle).
-            list.and_then(|l| {
-                l.retain(|c| c.file.is_some() && c.file == now);
-                l.pop()
-            })
-        };
-        match reused {
+        match checkout_idle(path) {
             Some(c) => Ok(c),
-            None => Ok(Pooled { conn: open_sqlite(path)?, file: now }),
+            None => Ok(Pooled { conn: open_sqlite(path)?, file: file_id(path) }),
         }
+    }
+
+    /// An idle connection to the file now at `path`, if there is one (never opens the file).
+    pub(super) fn checkout_idle(path: &Path) -> Option<Pooled> {
+        let now = file_id(path);
+        let mut idle = idle().lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(path)?;
+        list.retain(|c| c.file.is_some() && c.file == now);
+        list.pop()
     }
 
     /// Returns a connection after a clean read.
@@ -682,5 +745,80 @@ mod tests {
         let err = read_sqlite_with(&path, &q, &(Arc::new(Some) as Transform), &mut |_| true).unwrap_err();
         assert!(err.to_string().contains("holds NULL"), "{err}");
         assert_eq!(pool::idle_count(&path), 0);
+    }
+
+    fn tickets(n: usize) -> String {
+        (0..n).map(|i| format!("('t{i:06}', 'wuxi', {i})")).collect::<Vec<_>>().join(", ")
+    }
+
+    fn ticket_query(filters: Vec<(String, Value)>, limit: u64) -> SourceQuery {
+        let mut q = query(RowScope::All, filters);
+        q.table = "tickets".into();
+        q.limit = Some(limit);
+        q
+    }
+
+    #[test]
+    fn a_small_read_runs_inline_on_an_idle_connection_and_matches_the_pooled_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        write_db(&path, &tickets(500));
+        let q = ticket_query(vec![("id".into(), Value::Text("t000042".into()))], 2);
+        let id = |r: Record| Some(r);
+        let transform: Transform = Arc::new(id);
+        // No idle connection yet: not inline (opening the file is left to the blocking pool).
+        assert!(read_sqlite_inline(&path, &q, &transform).is_none());
+        let mut pooled = Vec::new();
+        read_sqlite_with(&path, &q, &transform, &mut |b| {
+            pooled.push(b);
+            true
+        })
+        .unwrap();
+        let inline = read_sqlite_inline(&path, &q, &transform).expect("a keyed one-record read runs inline");
+        let inline: Vec<_> = inline.into_iter().map(Result::unwrap).collect();
+        assert_eq!(inline, pooled);
+        assert_eq!(inline[0].len(), 1);
+        assert_eq!(pool::idle_count(&path), 1, "the connection went back to the pool");
+        // A read past INLINE_ROWS is never tried inline.
+        assert!(read_sqlite_inline(&path, &ticket_query(vec![], INLINE_ROWS + 1), &transform).is_none());
+        // A source error comes back as the blocking read would send it.
+        let mut strict = ticket_query(vec![], 2);
+        strict.columns[2].0 = "no_such_column".into();
+        let items = read_sqlite_inline(&path, &strict, &transform).expect("an error is an answer");
+        assert!(matches!(items.as_slice(), [Err(SourceError::Query(_))]), "{items:?}");
+    }
+
+    #[test]
+    fn a_small_limit_over_a_long_scan_is_interrupted_and_read_by_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // `n` has no index: finding n = 19999 scans the whole table, far past the step budget;
+        // `id` has one, as a primary key would.
+        write_db(&path, &tickets(20_000));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE UNIQUE INDEX tickets_id ON tickets (id)").unwrap();
+        drop(conn);
+        let transform: Transform = Arc::new(Some);
+        read_all(&path);
+        let q = ticket_query(vec![("n".into(), Value::Int(19_999))], 2);
+        assert!(read_sqlite_inline(&path, &q, &transform).is_none(), "the scan ran inline to its end");
+        assert_eq!(pool::idle_count(&path), 0, "the interrupted connection is not reused");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rows: Vec<Record> = rt.block_on(async {
+            let mut rx = spawn(&SourceKind::Sqlite(path.clone()), q, transform);
+            let mut out = Vec::new();
+            while let Some(b) = rx.recv().await {
+                out.extend(b.unwrap());
+            }
+            out
+        });
+        assert_eq!(
+            rows,
+            vec![vec![Value::Text("t019999".into()), Value::Text("wuxi".into()), Value::Int(19_999)]]
+        );
+        // The inline path, through spawn: the answer is there before anything is awaited.
+        let keyed = ticket_query(vec![("id".into(), Value::Text("t000007".into()))], 2);
+        let mut rx = rt.block_on(async { spawn(&SourceKind::Sqlite(path.clone()), keyed, Arc::new(Some)) });
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 1);
     }
 }
