@@ -124,6 +124,81 @@ impl Checkpoint {
     }
 }
 
+/// Checkpoints whose signatures were verified, remembered by their exact note text and
+/// verifier: every exchange of one group commit carries the same signed note, so a consumer
+/// with many exchanges in flight would otherwise verify the same Ed25519 signature once per
+/// exchange. Verification is a pure function of (note, name, key), so answering a repeat from
+/// memory changes nothing but the cost; anything not byte-identical is verified afresh.
+/// Bounded: the last `cap` notes, oldest forgotten first.
+pub struct NoteMemo {
+    recent: std::sync::Mutex<std::collections::VecDeque<Remembered>>,
+    cap: usize,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for NoteMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoteMemo").field("cap", &self.cap).field("hits", &self.hits()).finish()
+    }
+}
+
+struct Remembered {
+    note: String,
+    name: String,
+    public: Vec<u8>,
+    checkpoint: Checkpoint,
+}
+
+impl NoteMemo {
+    /// An empty memo of the last `cap` verified notes.
+    pub const fn new(cap: usize) -> NoteMemo {
+        NoteMemo {
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            cap,
+            hits: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// [`Checkpoint::verify`], answered from memory when this exact note was verified with this
+    /// exact verifier before. Only successes are remembered.
+    pub fn verify(&self, note: &str, name: &str, public: &[u8]) -> Result<Checkpoint, NoteError> {
+        if let Some(cp) = self.recall(note, name, public) {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(cp);
+        }
+        let checkpoint = Checkpoint::verify(note, name, public)?;
+        if self.cap > 0 {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= self.cap {
+                recent.pop_front();
+            }
+            let remembered = Remembered {
+                note: note.to_owned(),
+                name: name.to_owned(),
+                public: public.to_vec(),
+                checkpoint: checkpoint.clone(),
+            };
+            recent.push_back(remembered);
+        }
+        Ok(checkpoint)
+    }
+
+    /// How many verifications were answered from memory.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn recall(&self, note: &str, name: &str, public: &[u8]) -> Option<Checkpoint> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        // Newest first: concurrent exchanges cite the latest group's note.
+        recent
+            .iter()
+            .rev()
+            .find(|r| r.note == note && r.name == name && r.public == public)
+            .map(|r| r.checkpoint.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +231,56 @@ mod tests {
                 assert!(Checkpoint::verify(&s, &name, &public).is_err(), "flip at {i} accepted");
             }
         }
+    }
+    #[test]
+    fn the_memo_answers_only_byte_identical_notes_under_the_same_key() {
+        let rng = ring::rand::SystemRandom::new();
+        let key = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+        let other =
+            Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+        let origin = "fedgate.audit/police@wuxi.liangxi";
+        let cp = Checkpoint { origin: origin.into(), size: 12, root: [9u8; 32] };
+        let note = cp.sign(&key);
+        let public = key.public_key().as_ref();
+        let memo = NoteMemo::new(4);
+        assert_eq!(memo.verify(&note, origin, public).unwrap(), cp);
+        assert_eq!(memo.hits(), 0);
+        assert_eq!(memo.verify(&note, origin, public).unwrap(), cp);
+        assert_eq!(memo.hits(), 1, "the repeat is answered from memory");
+        // A remembered note under another key or name is verified afresh, and fails.
+        assert!(memo.verify(&note, origin, other.public_key().as_ref()).is_err());
+        assert!(memo.verify(&note, "fedgate.audit/court@wuxi.xinwu", public).is_err());
+        // Any flipped byte is a different note: never answered from memory.
+        for i in 0..note.len() {
+            let mut bytes = note.clone().into_bytes();
+            bytes[i] ^= 0x01;
+            if let Ok(s) = String::from_utf8(bytes) {
+                assert!(memo.verify(&s, origin, public).is_err(), "flip at {i} accepted");
+            }
+        }
+        assert_eq!(memo.hits(), 1);
+    }
+
+    #[test]
+    fn the_memo_forgets_the_oldest_note_past_its_bound() {
+        let rng = ring::rand::SystemRandom::new();
+        let key = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+        let origin = "fedgate.audit/police@wuxi.liangxi";
+        let note = |size| Checkpoint { origin: origin.into(), size, root: [7u8; 32] }.sign(&key);
+        let public = key.public_key().as_ref();
+        let memo = NoteMemo::new(2);
+        for size in 1..=3 {
+            memo.verify(&note(size), origin, public).unwrap();
+        }
+        memo.verify(&note(3), origin, public).unwrap();
+        memo.verify(&note(2), origin, public).unwrap();
+        assert_eq!(memo.hits(), 2);
+        memo.verify(&note(1), origin, public).unwrap();
+        assert_eq!(memo.hits(), 2, "the first note was forgotten");
+        assert_eq!(memo.recent.lock().unwrap().len(), 2);
+        let none = NoteMemo::new(0);
+        none.verify(&note(1), origin, public).unwrap();
+        none.verify(&note(1), origin, public).unwrap();
+        assert_eq!(none.hits(), 0);
     }
 }

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, NoteError};
+use crate::checkpoint::{Checkpoint, NoteError, NoteMemo};
 use crate::merkle::{self, Hash, ProofError};
 
 /// The longest signed note accepted from a peer: a checkpoint is about 200 bytes; the cap
@@ -83,6 +83,26 @@ impl Witness {
         verifier: &(String, Vec<u8>),
         cited: Option<u64>,
     ) -> Result<Checkpoint, WitnessError> {
+        self.check_by(verifier, cited, |note| Checkpoint::verify(note, &verifier.0, &verifier.1))
+    }
+
+    /// [`Witness::check`], with the checkpoint's signature answered from `memo` when the same
+    /// note was verified with the same key before (the proof is always checked).
+    pub fn check_memo(
+        &self,
+        verifier: &(String, Vec<u8>),
+        cited: Option<u64>,
+        memo: &NoteMemo,
+    ) -> Result<Checkpoint, WitnessError> {
+        self.check_by(verifier, cited, |note| memo.verify(note, &verifier.0, &verifier.1))
+    }
+
+    fn check_by(
+        &self,
+        verifier: &(String, Vec<u8>),
+        cited: Option<u64>,
+        verify_note: impl FnOnce(&str) -> Result<Checkpoint, NoteError>,
+    ) -> Result<Checkpoint, WitnessError> {
         if self.checkpoint.len() > MAX_NOTE {
             return Err(WitnessError::Malformed(format!(
                 "checkpoint of {} bytes, at most {MAX_NOTE}",
@@ -98,7 +118,7 @@ impl Witness {
         if let Some(want) = cited.filter(|w| *w != self.entry) {
             return Err(WitnessError::OtherEntry { got: self.entry, want });
         }
-        let cp = Checkpoint::verify(&self.checkpoint, &verifier.0, &verifier.1)
+        let cp = verify_note(&self.checkpoint)
             .map_err(|error| WitnessError::Checkpoint { origin: verifier.0.clone(), error })?;
         let leaf =
             hash(&self.leaf).ok_or_else(|| WitnessError::Malformed("leaf is not 32 hex bytes".into()))?;
@@ -206,6 +226,27 @@ mod tests {
         let (mut w, v, _) = witness(&k, 6, 9);
         w.leaf = fedgate_catalog::hex(&leaves[5]);
         assert!(matches!(w.check(&v, Some(6)), Err(WitnessError::Proof { .. })));
+    }
+
+    #[test]
+    fn a_remembered_checkpoint_still_needs_a_proof_that_leads_to_it() {
+        let k = key();
+        let memo = NoteMemo::new(8);
+        let (w, v, leaves) = witness(&k, 6, 9);
+        w.check_memo(&v, Some(6), &memo).unwrap();
+        // Another entry of the same group: same note, its own proof.
+        let (w5, _, _) = witness(&k, 5, 9);
+        let w5 = Witness { checkpoint: w.checkpoint.clone(), ..w5 };
+        w5.check_memo(&v, Some(5), &memo).unwrap();
+        assert_eq!(memo.hits(), 1);
+        // The same note with a forged leaf: the note comes from memory, the proof fails.
+        let mut forged = w.clone();
+        forged.leaf = fedgate_catalog::hex(&leaves[2]);
+        assert!(matches!(forged.check_memo(&v, Some(6), &memo), Err(WitnessError::Proof { .. })));
+        assert_eq!(memo.hits(), 2);
+        // Under another key the remembered note is not taken.
+        let other = (ORIGIN.to_owned(), key().public_key().as_ref().to_vec());
+        assert!(matches!(w.check_memo(&other, Some(6), &memo), Err(WitnessError::Checkpoint { .. })));
     }
 
     #[test]

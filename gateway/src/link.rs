@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ring::hmac;
 
+use fedgate_audit::checkpoint::NoteMemo;
 use fedgate_catalog::NodeId;
 use fedgate_certs::tls::{FederationVerifier, TlsBuilder};
 use fedgate_certs::{PeerError, Role, VerifiedPeer};
@@ -141,6 +142,17 @@ pub struct PeerConnection {
     /// on connections this node dialled, to providers that send one): the checkpoints the
     /// peer's answers carry are checked against it.
     pub audit_key: Option<Arc<(String, Vec<u8>)>>,
+    /// The peer's checkpoints already verified on this connection: concurrent answers from one
+    /// group commit carry the same signed note, verified once.
+    pub notes: Arc<NoteMemo>,
+}
+
+/// Checkpoints remembered per connection: a group commit's note is shared by the exchanges
+/// in flight (64 in the benchmark), and the newest groups are the ones still arriving.
+const NOTES_PER_CONNECTION: usize = 16;
+
+fn memo() -> Arc<NoteMemo> {
+    Arc::new(NoteMemo::new(NOTES_PER_CONNECTION))
 }
 
 /// The TLS configurations for this node's current certificate and key.
@@ -402,7 +414,7 @@ impl Link {
         })?;
         self.track(&conn);
         self.contacts.connected(peer.node(), &conn);
-        Ok(PeerConnection { conn, peer, identity, audit_key: None })
+        Ok(PeerConnection { conn, peer, identity, audit_key: None, notes: memo() })
     }
 
     /// Re-derives the proof of identity from the connection's certificates.
@@ -497,7 +509,7 @@ impl Link {
             },
         })?;
         let verified = self.identify(&conn, Role::Server, Some(peer), &peer.to_string())?;
-        let mut pc = PeerConnection { conn, peer: verified, identity, audit_key: None };
+        let mut pc = PeerConnection { conn, peer: verified, identity, audit_key: None, notes: memo() };
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
             node: self.local.to_string(),

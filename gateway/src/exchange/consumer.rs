@@ -21,6 +21,7 @@ use super::{seconds, trailer_message, ExchangeError, Query, Wait};
 use crate::api_code::ApiCode;
 use crate::link::LinkError;
 use crate::wire::{self, Message, Truncation};
+use fedgate_audit::checkpoint::NoteMemo;
 use fedgate_audit::{Entry, Kind, Witness};
 
 /// What a completed transfer proved.
@@ -99,6 +100,8 @@ pub struct ConsumerSession {
     /// The provider's audit note verifier, as its certificate vouched for it on this
     /// connection; with it every trailer must carry a witness that checks.
     audit_key: Option<Arc<(String, Vec<u8>)>>,
+    /// Checkpoints of this provider already verified (shared by the connection's exchanges).
+    notes: Option<Arc<NoteMemo>>,
     /// The provider's checkpoint and inclusion proof for its entry, verified.
     witness: Option<Witness>,
 }
@@ -133,6 +136,7 @@ impl ConsumerSession {
             events: VecDeque::new(),
             code: None,
             audit_key: None,
+            notes: None,
             witness: None,
         }
     }
@@ -143,6 +147,13 @@ impl ConsumerSession {
     /// check too. Without a key (a provider that predates witnessing) witnesses are ignored.
     pub fn with_audit_key(mut self, key: Option<Arc<(String, Vec<u8>)>>) -> Self {
         self.audit_key = key;
+        self
+    }
+
+    /// The same session taking a checkpoint's signature as verified when `memo` holds the
+    /// byte-identical note, verified with the same key (the inclusion proof is always checked).
+    pub fn with_note_memo(mut self, memo: Arc<NoteMemo>) -> Self {
+        self.notes = Some(memo);
         self
     }
 
@@ -377,7 +388,11 @@ impl ConsumerSession {
                 None => Ok(()),
             };
         };
-        w.check(&key, cited).map_err(|e| format!("witness does not verify: {e}"))?;
+        let checked = match &self.notes {
+            Some(memo) => w.check_memo(&key, cited, memo),
+            None => w.check(&key, cited),
+        };
+        checked.map_err(|e| format!("witness does not verify: {e}"))?;
         self.witness = Some(*w);
         Ok(())
     }

@@ -120,6 +120,8 @@ pub(crate) struct Run {
     pub(crate) trace: Vec<String>,
     /// Virtual time from start to end.
     pub(crate) elapsed: Duration,
+    /// The frame bodies the consumer received, in order.
+    pub(crate) frames: Vec<Vec<u8>>,
 }
 
 /// A provider node and a consumer node, in memory.
@@ -148,6 +150,8 @@ pub(crate) struct Pair {
     tree: fedgate_audit::merkle::CompactRange,
     /// The provider's audit key as the consumer learnt it from the welcome.
     pub(crate) audit_key: Option<Arc<(String, Vec<u8>)>>,
+    /// The consumer's memo of verified checkpoints, as its connection keeps one.
+    pub(crate) notes: Option<Arc<fedgate_audit::checkpoint::NoteMemo>>,
 }
 
 impl Pair {
@@ -198,6 +202,7 @@ impl Pair {
             audit_signer,
             tree: Default::default(),
             audit_key,
+            notes: None,
         }
     }
 
@@ -280,6 +285,10 @@ impl Pair {
             now,
         )
         .with_audit_key(self.audit_key.clone());
+        if let Some(memo) = &self.notes {
+            c = c.with_note_memo(memo.clone());
+        }
+        let mut received = Vec::new();
         let mut wire_frames: VecDeque<Vec<u8>> = VecDeque::new();
         let mut source: VecDeque<Result<Vec<Record>, SourceError>> = VecDeque::new();
         let (mut trace, mut records, mut appends, mut sent) = (Vec::new(), Vec::new(), 0, 0);
@@ -349,6 +358,7 @@ impl Pair {
                 assert_eq!(u32::from_be_bytes(len.try_into().unwrap()) as usize, body.len());
                 c.handle_ready(now);
                 c.handle_frame(now, body);
+                received.push(body.to_vec());
             }
             if finished && !c.is_over() {
                 c.handle_end();
@@ -380,6 +390,7 @@ impl Pair {
                     receipt: c.receipt(Entry { actor: self.consumer.to_string(), ..Entry::default() }),
                     trace,
                     elapsed: now - start,
+                    frames: received,
                 };
             }
             // Nothing moves: jump virtual time to the consumer's next deadline.
@@ -424,6 +435,7 @@ fn query_message(q: &Query) -> Message {
 mod tests {
     use super::*;
     use crate::wire::{ErrorCode, Truncation};
+    use fedgate_audit::checkpoint::NoteMemo;
 
     fn filtered(dataset: &str, purpose: &str, filters: &[(&str, &str)], limit: Option<u64>) -> Query {
         let filters = filters.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect();
@@ -1015,6 +1027,61 @@ mod tests {
         let r = pair.run(Pair::query("family-disputes", "statistics"));
         assert!(bad_trailer(&r).contains("the refusal's witness does not verify"), "{:?}", r.result);
         assert_eq!(r.receipt.decision.as_deref(), Some("unverified"));
+    }
+
+    /// Feeds `frames` to a fresh consumer session for `query` that keeps `memo`; its end.
+    fn replay(pair: &Pair, query: Query, frames: &[Vec<u8>], memo: &Arc<NoteMemo>) -> Result<(), String> {
+        let now = Instant::now();
+        let mut c = ConsumerSession::new(
+            pair.provider_peer.clone(),
+            pair.consumer.clone(),
+            query,
+            Deadlines::default(),
+            now,
+        )
+        .with_audit_key(pair.audit_key.clone())
+        .with_note_memo(memo.clone());
+        for body in frames {
+            c.handle_frame(now, body);
+        }
+        c.handle_end();
+        while let Some(ev) = c.poll_event() {
+            match ev {
+                ConsumerEvent::Done(_) => return Ok(()),
+                ConsumerEvent::Failed(e) => return Err(e.to_string()),
+                _ => {}
+            }
+        }
+        Err("no end".into())
+    }
+
+    #[test]
+    fn a_checkpoint_verified_on_the_connection_is_taken_from_memory_but_its_proof_is_checked() {
+        let mut pair = Pair::new(CENTRE, 30);
+        let memo = Arc::new(NoteMemo::new(4));
+        pair.notes = Some(memo.clone());
+        let q = family();
+        let r = pair.run(q.clone());
+        assert!(r.result.is_ok(), "{:?}", r.result);
+        assert_eq!(memo.hits(), 0);
+        // The same signed note again, as every exchange of one group commit carries it.
+        replay(&pair, q.clone(), &r.frames, &memo).unwrap();
+        assert_eq!(memo.hits(), 1, "the note was not verified twice");
+        // The remembered note with a proof of another leaf: refused.
+        let mut forged = r.frames.clone();
+        let last = forged.last_mut().unwrap();
+        let mut m = wire::frame::decode_body(last).unwrap();
+        witness_of(&mut m).unwrap().leaf = "22".repeat(32);
+        *last = wire::encode(&m)[4..].to_vec();
+        let e = replay(&pair, q.clone(), &forged, &memo).unwrap_err();
+        assert!(e.contains("does not lead to the checkpoint's root"), "{e}");
+        assert_eq!(memo.hits(), 2);
+        // The same note against another audit key is verified afresh, and refused.
+        let mut other = Pair::new(CENTRE, 30);
+        other.provider_peer = pair.provider_peer.clone();
+        let e = replay(&other, q, &r.frames, &memo).unwrap_err();
+        assert!(e.contains("does not verify with"), "{e}");
+        assert_eq!(memo.hits(), 2);
     }
 
     #[test]

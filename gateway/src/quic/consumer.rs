@@ -72,7 +72,8 @@ impl Transfer {
     ) -> Result<Transfer, ExchangeError> {
         let mut session =
             ConsumerSession::new(pc.peer.clone(), local.clone(), query, deadlines, Instant::now())
-                .with_audit_key(pc.audit_key.clone());
+                .with_audit_key(pc.audit_key.clone())
+                .with_note_memo(pc.notes.clone());
         let who = pc.peer.node().to_string();
         let request = session.request();
         let open = async {
