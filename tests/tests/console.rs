@@ -338,8 +338,15 @@ async fn an_auditor_reads_the_log_but_no_record_through_any_route() {
         "{}",
         verify.body
     );
-    let proof = &bodies.iter().find(|(p, _)| p == "/audit/proof/1").unwrap().1;
-    assert_eq!(proof.status, 200);
+    // A proof needs a signed checkpoint covering the entry; checkpoints come at a bounded interval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut proof = c.get("/audit/proof/1").await;
+    while proof.status != 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proof = c.get("/audit/proof/1").await;
+    }
+    let proof = &proof;
+    assert_eq!(proof.status, 200, "{}", proof.body);
     assert!(proof.header("content-disposition").is_some_and(|v| v.contains("proof-1.json")));
     let p: audit::InclusionProof = serde_json::from_str(&proof.body).unwrap();
     let verifier = audit::read_verifier(&s.provider.config().audit_dir.join("signing.pub")).unwrap();
