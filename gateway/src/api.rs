@@ -439,6 +439,12 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         Ok(Err(e)) => tracing::warn!(error = %e, "sharing request gauges not updated"),
         Err(e) => tracing::warn!(error = %e, "sharing request gauges not updated"),
     }
+    let shared = st.shared.clone();
+    match tokio::task::spawn_blocking(move || crate::stats_cli::governance_rows(&shared, now)).await {
+        Ok(Ok(rows)) => st.shared.metrics.set_governance(&rows),
+        Ok(Err(e)) => tracing::warn!(error = %e, "referral and objection gauges not updated"),
+        Err(e) => tracing::warn!(error = %e, "referral and objection gauges not updated"),
+    }
     let text = st.shared.metrics.render(&files, std::time::SystemTime::now());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -137,7 +137,8 @@ enum Command {
     #[command(subcommand)]
     Objections(fedgate_gateway::objection_cli::ObjectionsCommand),
     /// Usage statistics per dataset and peer: sharing requests (approved, refused, pending,
-    /// overdue, answer times), queries, records sent and received, subscriptions.
+    /// overdue, answer times), queries, records sent and received, subscriptions, referrals and
+    /// objections (open and closed).
     ///
     /// Counted from the node's own audit log and state folder; works with the gateway running
     /// or stopped.

@@ -59,6 +59,14 @@ struct RequestLabels {
     state: String,
 }
 
+/// Long-lived exchanges as labels: which kind, the dataset, the other node, open or closed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExchangeStateLabels {
+    dataset: String,
+    peer: String,
+    status: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -85,6 +93,8 @@ pub struct Metrics {
     checkpoint_age: TimeGauge,
     requests: Family<RequestLabels, Gauge>,
     requests_overdue: Family<RequestLabels, Gauge>,
+    referrals: Family<ExchangeStateLabels, Gauge>,
+    objections: Family<ExchangeStateLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +135,8 @@ impl Metrics {
             checkpoint_age: Gauge::default(),
             requests: Family::default(),
             requests_overdue: Family::default(),
+            referrals: Family::default(),
+            objections: Family::default(),
         };
         let r = &mut m.registry;
         let version = BuildLabels { version: env!("CARGO_PKG_VERSION").into() };
@@ -151,6 +163,16 @@ impl Metrics {
             "sharing_requests_overdue",
             "Sharing requests still unanswered past their deadline.",
             m.requests_overdue.clone(),
+        );
+        r.register(
+            "referrals",
+            "Referrals this node takes part in, per case dataset (- without a case) and peer, open or closed.",
+            m.referrals.clone(),
+        );
+        r.register(
+            "objections",
+            "Objections this node filed or received, per dataset and peer, open or closed.",
+            m.objections.clone(),
         );
         r.register(
             "transfer_duration_seconds",
@@ -270,6 +292,31 @@ impl Metrics {
         }
     }
 
+    /// Sets the referral and objection gauges from the statistics rows counted from the stores
+    /// now (read at each scrape, like the request gauges); at most [`MAX_SERIES`] rows.
+    pub fn set_governance(&self, rows: &[crate::governance::stats::Row]) {
+        self.referrals.clear();
+        self.objections.clear();
+        for r in rows.iter().take(MAX_SERIES) {
+            let labels = |status: &str| ExchangeStateLabels {
+                dataset: r.dataset.clone(),
+                peer: r.peer.clone(),
+                status: status.into(),
+            };
+            let counts = [
+                (&self.referrals, "open", r.referrals_open),
+                (&self.referrals, "closed", r.referrals_closed),
+                (&self.objections, "open", r.objections_open),
+                (&self.objections, "closed", r.objections_closed),
+            ];
+            for (family, status, n) in counts {
+                if n > 0 {
+                    family.get_or_create(&labels(status)).set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    }
+
     /// OpenMetrics text, after reading the gauges from `files` as of `now`.
     pub fn render(&self, files: &Observed<'_>, now: SystemTime) -> String {
         self.cert_expiry.set(cert_expiry(files.cert).unwrap_or(0.0));
@@ -332,6 +379,30 @@ mod tests {
                 prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
                 prometheus_parse::Value::Summary(_) => f64::NAN,
             })
+    }
+
+    #[test]
+    fn referral_and_objection_gauges_count_open_and_closed_per_dataset_and_peer() {
+        let m = Metrics::new();
+        let row = crate::governance::stats::Row {
+            dataset: "petitions".into(),
+            peer: "mediation-center@wuxi".into(),
+            objections_open: 2,
+            objections_closed: 1,
+            referrals_closed: 3,
+            ..Default::default()
+        };
+        m.set_governance(&[row]);
+        let files = Observed { cert: Path::new("/nonexistent"), audit_dir: Path::new("/nonexistent") };
+        let (text, s) = scrape(&m, &files);
+        let at = |status| [("dataset", "petitions"), ("peer", "mediation-center@wuxi"), ("status", status)];
+        assert_eq!(value(&s, "fedgate_objections", &at("open")), Some(2.0), "{text}");
+        assert_eq!(value(&s, "fedgate_objections", &at("closed")), Some(1.0), "{text}");
+        assert_eq!(value(&s, "fedgate_referrals", &at("closed")), Some(3.0), "{text}");
+        assert_eq!(value(&s, "fedgate_referrals", &at("open")), None, "no zero series");
+        m.set_governance(&[]);
+        let (_, s) = scrape(&m, &files);
+        assert_eq!(value(&s, "fedgate_objections", &at("open")), None, "cleared at each scrape");
     }
 
     fn nowhere() -> Observed<'static> {

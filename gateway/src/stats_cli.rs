@@ -1,5 +1,5 @@
 //! `fedgate stats`: usage statistics per dataset and peer, read from the node's own audit log
-//! (with its key) and state folder (sharing requests, subscriptions). Runs beside a running
+//! (with its key) and state folder (sharing requests, subscriptions, referrals, objections). Runs beside a running
 //! gateway or without one: both stores are SQLite files read as they stand.
 
 use std::path::PathBuf;
@@ -57,6 +57,37 @@ pub fn collect(
         for s in crate::subscriptions::SubscriptionStore::open(&subs)?.list()? {
             c.add_subscription(&s.dataset, &s.peer, s.created);
         }
+    }
+    let referrals = cfg.state_dir.join("referrals.db");
+    if referrals.exists() {
+        let store = crate::referrals::ReferralStore::open(&referrals, &cfg.node)?;
+        for r in store.list(now)? {
+            let dataset = store.case(&r.exchange)?.map_or_else(|| "-".to_owned(), |c| c.dataset);
+            c.add_referral(&dataset, &r.peer, r.state.is_open(), r.created);
+        }
+    }
+    let objections = cfg.state_dir.join("objections.db");
+    if objections.exists() {
+        for f in crate::governance::objection_store::ObjectionStore::open(&objections)?.list(None)? {
+            c.add_objection(&f);
+        }
+    }
+    Ok(c.rows())
+}
+
+/// The referral and objection counts of a running node, from its open stores: what /metrics
+/// shows at each scrape.
+pub fn governance_rows(
+    shared: &crate::state::Shared,
+    now: i64,
+) -> Result<Vec<Row>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut c = Counter::new(None);
+    for r in shared.referrals.list(now)? {
+        let dataset = shared.referrals.case(&r.exchange)?.map_or_else(|| "-".to_owned(), |c| c.dataset);
+        c.add_referral(&dataset, &r.peer, r.state.is_open(), r.created);
+    }
+    for f in shared.objections.list(None)? {
+        c.add_objection(&f);
     }
     Ok(c.rows())
 }

@@ -11,7 +11,9 @@
 //! court applies for family-dispute data, the women's federation approves it with a quota, the
 //! court's query succeeds) and of referrals (the hotline hands a ticket to the grid office the
 //! directory names for Chong'an, which passes it to the Guangrui committee; the result comes back
-//! up; another referral runs overdue), and exits (or keeps serving with `--serve`; the two subscriptions
+//! up; another referral runs overdue) and of an objection (the mediation centre objects to a
+//! petition record, the marker shows in its next query, the petition office corrects it and the
+//! marker goes), and exits (or keeps serving with `--serve`; the two subscriptions
 //! stay and resume whenever those nodes run).
 
 mod content;
@@ -826,6 +828,84 @@ async fn showcase_referrals(running: &[RunningNode]) -> Result<Option<String>> {
     Ok(Some(id))
 }
 
+/// An objection (数据异议): the mediation centre finds a petitioner's mobile number wrong and
+/// objects; the marker appears in its next query of the petitions; the petition office's steward
+/// corrects the record at its source, and the marker goes.
+async fn showcase_objections(running: &[RunningNode], records: u64) -> Result<()> {
+    let by_id = |id: &str| running.iter().find(|n| n.config().node.to_string() == id);
+    let (Some(centre), Some(petition)) = (by_id("mediation-center@wuxi"), by_id("petition@wuxi")) else {
+        return Ok(());
+    };
+    let label = CASES.len() + 4;
+    let source = petition
+        .config()
+        .sources
+        .iter()
+        .find(|s| s.dataset == "petitions")
+        .context("petition@wuxi serves no petitions")?;
+    let crate::config::SourceKind::Sqlite(db) = &source.kind else { return Ok(()) };
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let key: String = conn.query_row(
+        &format!(
+            "SELECT petition_id FROM {} ORDER BY petition_id LIMIT 1",
+            crate::source::quote(&source.table)
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    drop(conn);
+    println!("\n[{label}] mediation-center@wuxi objects to petition {key}: its mobile number is wrong");
+    let file = crate::api_objections::FileObjection {
+        peer: petition.config().node.clone(),
+        dataset: "petitions".into(),
+        purpose: "dispute-mediation".into(),
+        key: key.clone(),
+        field: "mobile".into(),
+        reason: "the petitioner gave another number at the mediation session".into(),
+        proposed: Some("13900001111".into()),
+    };
+    let filed =
+        crate::api_objections::file(centre.shared(), file).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::quic::objection::ask(centre.shared(), &filed).await.map_err(anyhow::Error::msg)?;
+    println!(
+        "    signed objection {}… stored and audited by both; the record is marked while it is open",
+        &filed.id[..8]
+    );
+    let case = Case {
+        consumer: "mediation-center@wuxi",
+        provider: "petition@wuxi",
+        dataset: "petitions",
+        purpose: "dispute-mediation",
+        limit: Some(3),
+        show: &["petition_id", "mobile", "@objection"],
+        what: "every delivery of the objected record carries the @objection marker",
+    };
+    run_case(running, &format!("{label}a"), &case, records).await?;
+    let accept = crate::api_objections::AcceptBody {
+        value: Some("13900001111".into()),
+        reason: Some("confirmed with the petitioner".into()),
+    };
+    crate::api_objections::accept_objection(petition.shared(), &filed.id, accept)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "    the petition office's steward accepts: the source is corrected, subscribers get the update"
+    );
+    crate::quic::objection::ask(centre.shared(), &filed).await.map_err(anyhow::Error::msg)?;
+    let seen = centre.shared().objections.get(&filed.id, crate::governance::store::Role::Outgoing)?;
+    println!(
+        "    the centre's gateway verifies the signed answer: {} (corrected: {})",
+        seen.state.as_str(),
+        seen.corrected
+    );
+    let case = Case {
+        what: "the corrected record, and no marker any more",
+        show: &["petition_id", "mobile"],
+        ..case
+    };
+    run_case(running, &format!("{label}b"), &case, records).await
+}
+
 /// Builds the federation, starts it, shows it working, and exits or keeps serving.
 pub async fn run(opts: Options) -> Result<()> {
     let built = build(&opts.dir, opts.records, opts.force)?;
@@ -848,6 +928,7 @@ pub async fn run(opts: Options) -> Result<()> {
     showcase_subscriptions(&running, opts.records).await?;
     showcase_requests(&running, opts.records).await?;
     let referral = showcase_referrals(&running).await?;
+    showcase_objections(&running, opts.records).await?;
     if opts.serve {
         let cfg = opts.dir.join("mediation-center@wuxi/gateway.toml");
         println!("\nfederation running. From another terminal, for example:");

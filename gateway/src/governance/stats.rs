@@ -50,6 +50,14 @@ pub struct Row {
     pub subscriptions_in: u64,
     /// Subscriptions this node holds with the peer.
     pub subscriptions_out: u64,
+    /// Referrals with the peer (either way) that still owe a result.
+    pub referrals_open: u64,
+    /// Referrals with the peer that are resolved or closed.
+    pub referrals_closed: u64,
+    /// Objections (either side) not yet decided: open at the provider, or not yet sent.
+    pub objections_open: u64,
+    /// Objections decided (accepted, rejected) or refused at intake.
+    pub objections_closed: u64,
 }
 
 /// What the counting sees: entries since a moment, requests made or received since then.
@@ -137,6 +145,28 @@ impl Counter {
         }
     }
 
+    /// Counts a referral with `peer` about a case of `dataset` (`-` without a case), open or
+    /// closed.
+    pub fn add_referral(&mut self, dataset: &str, peer: &str, open: bool, created: i64) {
+        if self.since_ms.is_some_and(|s| created.saturating_mul(1000) < s) {
+            return;
+        }
+        let r = self.row(dataset, peer);
+        r.referrals_open += u64::from(open);
+        r.referrals_closed += u64::from(!open);
+    }
+
+    /// Counts one objection as the store holds it.
+    pub fn add_objection(&mut self, f: &super::objection_store::Filed) {
+        if self.since_ms.is_some_and(|s| f.created.saturating_mul(1000) < s) {
+            return;
+        }
+        let r = self.row(&f.dataset, &f.peer);
+        let open = f.state.is_open();
+        r.objections_open += u64::from(open);
+        r.objections_closed += u64::from(!open);
+    }
+
     /// Counts a subscription this node holds with `peer`.
     pub fn add_subscription(&mut self, dataset: &str, peer: &str, created: i64) {
         if self.since_ms.is_some_and(|s| created.saturating_mul(1000) < s) {
@@ -188,6 +218,10 @@ pub fn table(rows: &[Row]) -> String {
         "RECEIVED",
         "SUBS IN",
         "SUBS OUT",
+        "REFERRALS OPEN",
+        "CLOSED",
+        "OBJECTIONS OPEN",
+        "CLOSED",
     ];
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -211,6 +245,10 @@ pub fn table(rows: &[Row]) -> String {
                 n(r.records_received),
                 n(r.subscriptions_in),
                 n(r.subscriptions_out),
+                n(r.referrals_open),
+                n(r.referrals_closed),
+                n(r.objections_open),
+                n(r.objections_closed),
             ]
         })
         .collect();
@@ -316,5 +354,42 @@ mod tests {
         assert_eq!(duration(3_660), "1h 1m");
         assert_eq!(duration(90_000), "1d 1h");
         assert_eq!(duration(40), "40s");
+    }
+
+    #[test]
+    fn referrals_and_objections_are_counted_open_and_closed() {
+        use crate::governance::objection::State as O;
+        let mut c = Counter::new(Some(1_000));
+        c.add_referral("cases", P, true, 2);
+        c.add_referral("cases", P, false, 2);
+        c.add_referral("cases", P, false, 0);
+        let filed = |state, created| crate::governance::objection_store::Filed {
+            id: "a".repeat(32),
+            role: Role::Outgoing,
+            peer: P.into(),
+            dataset: "cases".into(),
+            purpose: "statistics".into(),
+            key: "C1".into(),
+            field: "name".into(),
+            reason: "wrong".into(),
+            proposed: None,
+            created,
+            state,
+            answer_reason: None,
+            corrected: false,
+            answered: None,
+            signature: String::new(),
+            answer_signature: None,
+        };
+        for (state, created) in
+            [(O::Open, 5), (O::Unsent, 5), (O::Accepted, 5), (O::Refused, 5), (O::Open, 0)]
+        {
+            c.add_objection(&filed(state, created));
+        }
+        let rows = c.rows();
+        let r = &rows[0];
+        assert_eq!((r.referrals_open, r.referrals_closed), (1, 1), "the one before --since is not counted");
+        assert_eq!((r.objections_open, r.objections_closed), (2, 2));
+        assert!(table(&rows).lines().next().unwrap().ends_with("OBJECTIONS OPEN  CLOSED"));
     }
 }
