@@ -286,21 +286,49 @@ pub(crate) async fn deliver_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Delivers `steps` to `peer` in order; false at the first that fails.
+/// Referrals whose steps travel to one peer side by side.
+const SIDE_BY_SIDE: usize = 16;
+
+/// Delivers `steps` to `peer`; false if any failed. Each referral's steps go in order, one
+/// acknowledged before the next; different referrals' steps go side by side, since the peer
+/// orders steps per referral only. The first step goes alone, so a peer that is down costs one
+/// attempt, not one per referral.
 async fn deliver_all(shared: &Arc<Shared>, peer: &str, steps: &[StoredStep]) -> bool {
     let Ok(node) = peer.parse::<NodeId>() else {
         tracing::error!(%peer, "a referral's peer is not a node id; its steps stay in the outbox");
         return false;
     };
+    let Some((first, rest)) = steps.split_first() else { return true };
+    if !deliver_in_order(shared, &node, std::slice::from_ref(first)).await {
+        return false;
+    }
+    let mut by_referral: Vec<Vec<StoredStep>> = Vec::new();
+    for s in rest {
+        match by_referral.iter_mut().find(|v| v[0].exchange == s.exchange) {
+            Some(v) => v.push(s.clone()),
+            None => by_referral.push(vec![s.clone()]),
+        }
+    }
+    use futures::StreamExt;
+    let node = &node;
+    futures::stream::iter(by_referral)
+        .map(|v| async move { deliver_in_order(shared, node, &v).await })
+        .buffer_unordered(SIDE_BY_SIDE)
+        .fold(true, |all, ok| async move { all && ok })
+        .await
+}
+
+/// Delivers one referral's `steps` in order; false at the first that fails.
+async fn deliver_in_order(shared: &Arc<Shared>, node: &NodeId, steps: &[StoredStep]) -> bool {
     for s in steps {
-        match tokio::time::timeout(ATTEMPT, deliver(shared, &node, s)).await {
+        match tokio::time::timeout(ATTEMPT, deliver(shared, node, s)).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
-                tracing::info!(%peer, exchange = %s.exchange, seq = s.seq, %why, "referral step not delivered; will resend");
+                tracing::info!(peer = %node, exchange = %s.exchange, seq = s.seq, %why, "referral step not delivered; will resend");
                 return false;
             }
             Err(_) => {
-                tracing::info!(%peer, exchange = %s.exchange, seq = s.seq, "referral step not acknowledged in time; will resend");
+                tracing::info!(peer = %node, exchange = %s.exchange, seq = s.seq, "referral step not acknowledged in time; will resend");
                 return false;
             }
         }
