@@ -46,6 +46,16 @@ impl ApiError {
     }
 }
 
+/// A request the API refuses as malformed (`bad-request`).
+pub(crate) fn bad(m: impl Into<String>) -> ApiError {
+    ApiError::new(ApiCode::BadRequest, m)
+}
+
+/// Refuses `peer` unless this node can reach it (under `[[peers]]` or in the directory).
+pub(crate) fn known_peer(shared: &Shared, peer: &fedgate_catalog::NodeId) -> Result<(), ApiError> {
+    shared.address_of(peer).map(drop).map_err(|e| ApiError::new(ApiCode::UnknownPeer, e.to_string()))
+}
+
 /// `code: message`, as the CLI prints an API error.
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -11,7 +11,7 @@ use axum::Json;
 use fedgate_catalog::{NodeId, Value};
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState};
+use crate::api::{bad, ApiError, ApiState};
 use crate::api_requests::object;
 use crate::api_subscriptions::{require_json, text};
 use crate::error::ApiCode;
@@ -28,10 +28,6 @@ pub const FILE_KEYS: &[&str] = &["peer", "dataset", "purpose", "key", "field", "
 pub const ACCEPT_KEYS: &[&str] = &["value", "reason"];
 /// Keys `POST /v1/objections/{id}/reject` accepts.
 pub const REJECT_KEYS: &[&str] = &["reason"];
-
-fn bad(m: impl Into<String>) -> ApiError {
-    ApiError::new(ApiCode::BadRequest, m)
-}
 
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -120,12 +116,7 @@ pub(crate) async fn create(
 /// Files an objection of this node: signed, audited (`filed`) and stored; the background loop
 /// sends it.
 pub async fn file(shared: &Shared, f: FileObjection) -> Result<Filed, ApiError> {
-    if shared.address_of(&f.peer).is_err() {
-        return Err(ApiError::new(
-            ApiCode::UnknownPeer,
-            format!("{} is neither under [[peers]] in the config nor in the federation directory", f.peer),
-        ));
-    }
+    crate::api::known_peer(shared, &f.peer)?;
     let exchange = crate::exchange::new_exchange_id()
         .ok_or_else(|| ApiError::new(ApiCode::Internal, "no system randomness for an exchange id"))?;
     let o = Objection {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value as Json_};
 
-use crate::api::{ApiError, ApiState, EventsParams};
+use crate::api::{bad, ApiError, ApiState, EventsParams};
 use crate::error::ApiCode;
 use crate::referral_ops::{self, CaseSpec, NewReferral, OpError, Receiver};
 use crate::referrals::{step_json, Referral, ReferralError};
@@ -48,10 +48,6 @@ pub const DEFAULT_WORKING_DAYS: u32 = 5;
 pub const MAX_WAIT_MS: u64 = 60_000;
 /// The most events one read returns.
 pub const MAX_EVENTS: usize = 1000;
-
-fn bad(m: impl Into<String>) -> ApiError {
-    ApiError::new(ApiCode::BadRequest, m)
-}
 
 fn op_error(e: OpError) -> ApiError {
     let code = ApiCode::from(&e);

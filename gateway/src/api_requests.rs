@@ -12,7 +12,7 @@ use axum::Json;
 use fedgate_catalog::NodeId;
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState};
+use crate::api::{bad, ApiError, ApiState};
 use crate::api_subscriptions::{require_json, text};
 use crate::error::ApiCode;
 use crate::governance::request::{check_approval, rfc3339, Approval, SharingRequest};
@@ -25,10 +25,6 @@ pub const CREATE_KEYS: &[&str] = &["peer", "dataset", "purpose", "fields", "unti
 pub const APPROVE_KEYS: &[&str] = &["clearance", "until", "days", "quota", "rows"];
 /// Keys `POST /v1/requests/{id}/refuse` and `…/revoke` accept.
 pub const REASON_KEYS: &[&str] = &["reason"];
-
-fn bad(m: impl Into<String>) -> ApiError {
-    ApiError::new(ApiCode::BadRequest, m)
-}
 
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -157,12 +153,7 @@ pub(crate) async fn create(
 /// Makes a sharing request of this node: signed, audited (`requested`) and stored; the
 /// background loop sends it.
 pub async fn make(shared: &Shared, c: CreateRequest) -> Result<Held, ApiError> {
-    if shared.address_of(&c.peer).is_err() {
-        return Err(ApiError::new(
-            ApiCode::UnknownPeer,
-            format!("{} is neither under [[peers]] in the config nor in the federation directory", c.peer),
-        ));
-    }
+    crate::api::known_peer(shared, &c.peer)?;
     let now = unix_now();
     let exchange = crate::exchange::new_exchange_id()
         .ok_or_else(|| ApiError::new(ApiCode::Internal, "no system randomness for an exchange id"))?;

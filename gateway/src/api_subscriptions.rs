@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fedgate_catalog::NodeId;
 
-use crate::api::{ApiError, ApiState, EventsParams};
+use crate::api::{bad, ApiError, ApiState, EventsParams};
 use crate::error::ApiCode;
 use crate::exchange::subscription::Subscription;
 use crate::subscriptions::{StoreError, SubState};
@@ -35,10 +35,6 @@ pub struct CreateRequest {
     pub purpose: String,
     /// Equality filters; numbers and booleans as their JSON text.
     pub filters: Vec<(String, String)>,
-}
-
-fn bad(m: impl Into<String>) -> ApiError {
-    ApiError::new(ApiCode::BadRequest, m)
 }
 
 pub(crate) fn text<'a>(
@@ -129,12 +125,7 @@ pub(crate) async fn create(
     require_json(&headers)?;
     let req = parse_create_body(&body).map_err(bad)?;
     // A peer is known from `[[peers]]` or from the federation directory, as for queries.
-    if st.shared.address_of(&req.peer).is_err() {
-        return Err(ApiError::new(
-            ApiCode::UnknownPeer,
-            format!("{} is neither under [[peers]] in the config nor in the federation directory", req.peer),
-        ));
-    }
+    crate::api::known_peer(&st.shared, &req.peer)?;
     let sub = Subscription::create(&req.dataset, &req.purpose, req.filters)
         .map_err(|e| ApiError::new(ApiCode::Internal, e))?;
     let subs = st.shared.subscriptions.clone();

@@ -122,11 +122,7 @@ pub fn resolve(shared: &Shared, to: &Receiver) -> Result<NodeId, OpError> {
     if &node == shared.link.local() {
         return Err(OpError::UnknownReceiver(format!("{node} is this node; refer to another one")));
     }
-    if shared.address_of(&node).is_err() {
-        return Err(OpError::UnknownReceiver(format!(
-            "{node} is neither under [[peers]] in the config nor in the federation directory"
-        )));
-    }
+    shared.address_of(&node).map_err(|e| OpError::UnknownReceiver(e.to_string()))?;
     Ok(node)
 }
 
