@@ -247,11 +247,24 @@ impl Link {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Link, LinkError> {
-        let setup = |why: String| LinkError::Setup { addr: listen, why };
+        let socket = std::net::UdpSocket::bind(listen)
+            .map_err(|e| LinkError::Setup { addr: listen, why: e.to_string() })?;
+        Link::on_socket(local, socket, verifier, chain, key)
+    }
+
+    /// [`Link::bind`] on a socket already bound (by whoever chose its port).
+    pub fn on_socket(
+        local: NodeId,
+        socket: std::net::UdpSocket,
+        verifier: Arc<FederationVerifier>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Link, LinkError> {
+        let addr = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let setup = |why: String| LinkError::Setup { addr, why };
         let endpoint_config = stable_endpoint_config(&key);
         let leaf = chain.first().cloned().ok_or_else(|| setup("no certificate".into()))?;
         let (server, client) = tls_configs(&verifier, chain, key).map_err(setup)?;
-        let socket = std::net::UdpSocket::bind(listen).map_err(|e| setup(e.to_string()))?;
         let runtime = quinn::default_runtime().ok_or_else(|| setup("no async runtime".into()))?;
         let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server.clone()), socket, runtime)
             .map_err(|e| setup(e.to_string()))?;

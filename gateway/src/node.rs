@@ -32,9 +32,32 @@ pub struct RunningNode {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Sockets bound before the node starts, used instead of binding the configured addresses.
+/// The demo binds every node's ports while it builds the federation and keeps them: a port
+/// chosen, released and bound again later can be taken in between by any other process.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    /// For `listen`.
+    pub quic: Option<std::net::UdpSocket>,
+    /// For `api`.
+    pub api: Option<std::net::TcpListener>,
+    /// For `console`.
+    pub console: Option<std::net::TcpListener>,
+}
+
+fn into_tokio(l: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
 impl RunningNode {
     /// Loads identity and catalog, binds the QUIC endpoint and the local API, starts serving.
     pub async fn start(cfg: Config) -> Result<RunningNode, NodeError> {
+        RunningNode::start_on(cfg, Prebound::default()).await
+    }
+
+    /// [`RunningNode::start`] serving on sockets already bound where `sockets` has them.
+    pub async fn start_on(cfg: Config, sockets: Prebound) -> Result<RunningNode, NodeError> {
         let id = load_identity(&cfg)?;
         let catalog = load_catalog(&cfg)?;
         // The managed grants file is rewritten from the request store first: a steward's
@@ -101,18 +124,24 @@ impl RunningNode {
             &signer,
         )
         .map_err(|why| file_err(&cfg.audit_dir, format!("cannot sign the audit key statement: {why}")))?;
-        let link = Arc::new(Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?);
+        let link = Arc::new(match sockets.quic {
+            Some(socket) => Link::on_socket(cfg.node.clone(), socket, verifier, id.chain, id.key)?,
+            None => Link::bind(cfg.node.clone(), cfg.listen, verifier, id.chain, id.key)?,
+        });
         // Peers, API clients, sources and audit files all need descriptors; the usual soft
         // limit (1024) is far below the hard one.
         if let Err(e) = crate::api_serve::raise_fd_limit() {
             tracing::warn!(error = %e, "cannot raise the open-file limit");
         }
-        let api_listener = crate::api_serve::bind(cfg.api)
-            .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
+        let api_listener = match sockets.api {
+            Some(l) => into_tokio(l),
+            None => crate::api_serve::bind(cfg.api),
+        }
+        .map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let api_addr =
             api_listener.local_addr().map_err(|e| NodeError::Api { addr: cfg.api, why: e.to_string() })?;
         let console = match cfg.console {
-            Some(addr) => Some(start_console(&cfg, addr).await?),
+            Some(addr) => Some(start_console(&cfg, addr, sockets.console).await?),
             None => None,
         };
         let events =
@@ -263,11 +292,16 @@ impl RunningNode {
 async fn start_console(
     cfg: &Config,
     addr: std::net::SocketAddr,
+    bound: Option<std::net::TcpListener>,
 ) -> Result<(tokio::net::TcpListener, Arc<crate::console::accounts::AccountStore>), NodeError> {
     let err = |why: String| NodeError::Console { addr, why };
     let path = crate::console::accounts::AccountStore::path_in(&cfg.state_dir);
     let accounts = crate::console::accounts::AccountStore::open(&path).map_err(|e| err(e.to_string()))?;
-    let listener = crate::console::bind(addr).await.map_err(|e| err(e.to_string()))?;
+    let listener = match bound {
+        Some(l) => into_tokio(l),
+        None => crate::console::bind(addr).await,
+    }
+    .map_err(|e| err(e.to_string()))?;
     Ok((listener, Arc::new(accounts)))
 }
 

@@ -301,7 +301,8 @@ fn demo_into_a_used_folder_refuses_or_starts_clean_with_force() {
     // r10.10: a second demo run regenerated the keys and kept the old audit logs.
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("demo");
-    assert!(fedgate(&["demo", "--dir", s(&dir), "--records", "10"]).status.success());
+    let o = fedgate(&["demo", "--dir", s(&dir), "--records", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let key = dir.join("pki/root/root.key");
     let before = std::fs::read(&key).unwrap();
     let audit = dir.join("hotline12345@wuxi/audit");
@@ -653,7 +654,8 @@ fn an_auditor_with_an_export_an_auditor_key_and_the_root_verifies_and_reads_with
 fn reconcile_matches_both_sides_of_every_exchange_of_the_demo_federation() {
     let t = tempfile::tempdir().unwrap();
     let demo = t.path().join("demo");
-    assert!(fedgate(&["demo", "--dir", s(&demo), "--records", "30"]).status.success());
+    let o = fedgate(&["demo", "--dir", s(&demo), "--records", "30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let auditor = t.path().join("auditor");
     assert!(fedgate(&["audit", "keygen", "--out", s(&auditor)]).status.success());
     let (key, pubkey) = (auditor.join("auditor.key"), auditor.join("auditor.pub"));

@@ -36,7 +36,7 @@ use fedgate_certs::store;
 use time::OffsetDateTime;
 
 use crate::config;
-use crate::node::RunningNode;
+use crate::node::{Prebound, RunningNode};
 use crate::quic::Transfer;
 
 /// What `fedgate demo` was asked to do.
@@ -70,23 +70,23 @@ pub const DISTRICTS: &[&str] = &["wuxi.liangxi", "wuxi.xinwu"];
 const MARKER: &str = ".fedgate-demo";
 
 /// One node's place in the built federation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BuiltNode {
     /// Its id.
     pub node: NodeId,
     /// Its gateway.toml.
     pub config: PathBuf,
+    /// Its ports, still bound: start it with [`RunningNode::start_on`] so no other process
+    /// (tests and demos run side by side) takes one between building and serving.
+    pub sockets: Prebound,
 }
 
-/// Free ports for a node's QUIC and API; the TCP listener is kept in `held` until every port
-/// is chosen, so no two nodes (or the console) are handed the same port.
-fn free_addr(held: &mut Vec<TcpListener>) -> Result<(SocketAddr, SocketAddr)> {
-    // Ask the OS for ports that are free now; a demo started later re-checks when binding.
-    let udp = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let tcp = listener.local_addr()?;
-    held.push(listener);
-    Ok((udp, tcp))
+/// A node's QUIC and API sockets, bound on ports the OS chooses, and their addresses.
+fn bind_node() -> Result<(Prebound, SocketAddr, SocketAddr)> {
+    let quic = UdpSocket::bind("127.0.0.1:0")?;
+    let api = TcpListener::bind("127.0.0.1:0")?;
+    let addrs = (quic.local_addr()?, api.local_addr()?);
+    Ok((Prebound { quic: Some(quic), api: Some(api), console: None }, addrs.0, addrs.1))
 }
 
 /// Makes `dir` ready for a new federation. A folder that already holds one is refused, because
@@ -137,16 +137,19 @@ pub fn build(dir: &Path, records: u64, force: bool) -> Result<Vec<BuiltNode>> {
     let mut crl_sources = vec![dir.join("pki/root/crl.pem")];
     crl_sources.extend(DISTRICTS.iter().map(|d| dir.join("pki").join(d).join("crl.pem")));
 
+    let mut bound = Vec::new();
     let mut addrs = Vec::new();
-    let mut held = Vec::new();
     for (id, _) in NODES {
-        addrs.push((id.parse::<NodeId>()?, free_addr(&mut held)?));
+        let (mut sockets, quic, api) = bind_node()?;
+        if *id == CONSOLE_NODE {
+            sockets.console = Some(TcpListener::bind("127.0.0.1:0")?);
+        }
+        addrs.push((id.parse::<NodeId>()?, (quic, api)));
+        bound.push(sockets);
     }
-    let console = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    drop(held);
     write_directory(dir, &root, &cas, &addrs, now)?;
     let mut built = Vec::new();
-    for (node, (quic, api)) in &addrs {
+    for ((node, (quic, api)), sockets) in addrs.iter().zip(bound) {
         let issuer = cas.iter().find(|ca| ca.region().covers(node.region())).unwrap_or(&root);
         let ndir = dir.join(node.to_string());
         let issued = issuer.issue_node(node, NodeProfile::gateway(now, NODE_DAYS))?;
@@ -158,8 +161,8 @@ pub fn build(dir: &Path, records: u64, force: bool) -> Result<Vec<BuiltNode>> {
             crls.push(format!("\"tls/{name}\""));
         }
         let (mut top, tables) = node_content(&ndir, node, records)?;
-        if node.to_string() == CONSOLE_NODE {
-            top = format!("console = \"{console}\"\n{top}");
+        if let Some(console) = &sockets.console {
+            top = format!("console = \"{}\"\n{top}", console.local_addr()?);
         }
         // No [[peers]]: every node finds the others in the signed directory.
         let text = format!(
@@ -173,7 +176,7 @@ pub fn build(dir: &Path, records: u64, force: bool) -> Result<Vec<BuiltNode>> {
         if node.to_string() == CONSOLE_NODE {
             console_accounts(&config::load(&path)?)?;
         }
-        built.push(BuiltNode { node: node.clone(), config: path });
+        built.push(BuiltNode { node: node.clone(), config: path, sockets });
     }
     Ok(built)
 }
@@ -916,9 +919,11 @@ pub async fn run(opts: Options) -> Result<()> {
         opts.records
     );
     let mut running = Vec::new();
-    for b in &built {
+    for b in built {
         let cfg = config::load(&b.config)?;
-        running.push(RunningNode::start(cfg).await.with_context(|| format!("starting {}", b.node))?);
+        running.push(
+            RunningNode::start_on(cfg, b.sockets).await.with_context(|| format!("starting {}", b.node))?,
+        );
     }
     println!(
         "gateways listening on 127.0.0.1 (mutual-TLS QUIC); each peer's identity comes from its certificate"

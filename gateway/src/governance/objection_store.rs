@@ -178,7 +178,9 @@ impl ObjectionStore {
 
     /// Stores an objection this node files, signed, before it is sent.
     pub fn create_outgoing(&self, o: &Objection, signature: &str, now: i64) -> Res<Filed> {
-        self.insert(o, Role::Outgoing, &o.provider, signature, now, State::Unsent, None)?;
+        if !self.insert(o, Role::Outgoing, &o.provider, signature, now, State::Unsent, None)? {
+            return Err(ObjectionStoreError::Conflict(o.exchange.clone()));
+        }
         self.bump();
         self.get(&o.exchange, Role::Outgoing)
     }
@@ -187,15 +189,18 @@ impl ObjectionStore {
     /// to as the source held it. Returns it and whether it is new; a resent objection (same id,
     /// same content) is the stored one; the same id with other content is a conflict.
     pub fn receive(&self, o: &Objection, signature: &str, digest: &str, now: i64) -> Res<(Filed, bool)> {
-        if let Some(f) = self.find(&o.exchange, Role::Incoming)? {
-            return match f.objection(&o.provider) {
-                Ok(stored) if &stored == o => Ok((f, false)),
-                _ => Err(ObjectionStoreError::Conflict(o.exchange.clone())),
-            };
+        // One statement decides: two copies arriving at once (a resend racing the original)
+        // must not both pass a check made before the insert.
+        let new = self.insert(o, Role::Incoming, &o.consumer, signature, now, State::Open, Some(digest))?;
+        let f = self.get(&o.exchange, Role::Incoming)?;
+        if new {
+            self.bump();
+            return Ok((f, true));
         }
-        self.insert(o, Role::Incoming, &o.consumer, signature, now, State::Open, Some(digest))?;
-        self.bump();
-        Ok((self.get(&o.exchange, Role::Incoming)?, true))
+        match f.objection(&o.provider) {
+            Ok(stored) if &stored == o => Ok((f, false)),
+            _ => Err(ObjectionStoreError::Conflict(o.exchange.clone())),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -208,11 +213,12 @@ impl ObjectionStore {
         now: i64,
         state: State,
         digest: Option<&str>,
-    ) -> Res<()> {
+    ) -> Res<bool> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO objections (id, role, peer, dataset, purpose, key, field, reason, proposed, created, state, signature, objected_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id, role) DO NOTHING",
                 params![
                     o.exchange,
                     role.as_str(),
@@ -229,8 +235,8 @@ impl ObjectionStore {
                     digest
                 ],
             )
-        })?;
-        Ok(())
+        })
+        .map(|rows| rows == 1)
     }
 
     /// One objection, if this node holds it in `role`.
@@ -368,6 +374,29 @@ mod tests {
             field: "mobile".into(),
             reason: "wrong number".into(),
             proposed: None,
+        }
+    }
+
+    #[test]
+    fn copies_arriving_at_once_are_stored_once_and_none_fails() {
+        // The original and a resend racing it (seen in the demo): each receipt is new or the
+        // stored one, never an error, and exactly one is new.
+        let dir = tempfile::tempdir().unwrap();
+        let s = ObjectionStore::open(&dir.path().join("objections.db")).unwrap();
+        for x in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+            let gate = std::sync::Barrier::new(4);
+            let news: Vec<bool> = std::thread::scope(|t| {
+                let copies: Vec<_> = (0..4)
+                    .map(|_| {
+                        t.spawn(|| {
+                            gate.wait();
+                            s.receive(&objection(x), "sig", "d", 100).map(|(_, new)| new)
+                        })
+                    })
+                    .collect();
+                copies.into_iter().map(|c| c.join().unwrap().unwrap()).collect()
+            });
+            assert_eq!(news.iter().filter(|n| **n).count(), 1, "{x}: {news:?}");
         }
     }
 

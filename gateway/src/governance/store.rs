@@ -227,7 +227,9 @@ impl RequestStore {
         signature: &str,
         now: i64,
     ) -> Result<Held, StoreError> {
-        self.insert(req, Role::Outgoing, &req.provider, signature, now, State::Unsent, None, None)?;
+        if !self.insert(req, Role::Outgoing, &req.provider, signature, now, State::Unsent, None, None)? {
+            return Err(StoreError::Conflict(req.exchange.clone()));
+        }
         self.bump();
         self.get(&req.exchange, Role::Outgoing, now)
     }
@@ -243,14 +245,10 @@ impl RequestStore {
         grade: u8,
         now: i64,
     ) -> Result<(Held, bool), StoreError> {
-        if let Some(held) = self.find(&req.exchange, Role::Incoming, now)? {
-            return match held.request(&req.provider) {
-                Ok(stored) if &stored == req => Ok((held, false)),
-                _ => Err(StoreError::Conflict(req.exchange.clone())),
-            };
-        }
+        // One statement decides: two copies of a request arriving at once (a resend racing the
+        // original) must not both pass a check made before the insert.
         let pending = State::Pending;
-        self.insert(
+        let new = self.insert(
             req,
             Role::Incoming,
             &req.consumer,
@@ -260,8 +258,15 @@ impl RequestStore {
             Some(deadline),
             Some(grade),
         )?;
-        self.bump();
-        Ok((self.get(&req.exchange, Role::Incoming, now)?, true))
+        let held = self.get(&req.exchange, Role::Incoming, now)?;
+        if new {
+            self.bump();
+            return Ok((held, true));
+        }
+        match held.request(&req.provider) {
+            Ok(stored) if &stored == req => Ok((held, false)),
+            _ => Err(StoreError::Conflict(req.exchange.clone())),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -275,12 +280,13 @@ impl RequestStore {
         state: State,
         deadline: Option<i64>,
         grade: Option<u8>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let fields = serde_json::to_string(&req.fields).unwrap_or_else(|_| "[]".into());
         self.with(|c| {
             c.execute(
                 "INSERT INTO requests (id, role, peer, dataset, purpose, fields, until, reason, created, state, deadline, clearance, signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id, role) DO NOTHING",
                 params![
                     req.exchange,
                     role.as_str(),
@@ -297,8 +303,8 @@ impl RequestStore {
                     signature
                 ],
             )
-        })?;
-        Ok(())
+        })
+        .map(|rows| rows == 1)
     }
 
     fn find(&self, id: &str, role: Role, now: i64) -> Result<Option<Held>, StoreError> {
@@ -509,6 +515,29 @@ mod tests {
             fields: vec!["case_id".into(), "party_name".into()],
             until: None,
             reason: "case 17".into(),
+        }
+    }
+
+    #[test]
+    fn copies_arriving_at_once_are_stored_once_and_none_fails() {
+        // The original and a resend racing it: each receipt is new or the stored one, never an
+        // error, and exactly one is new.
+        let dir = tempfile::tempdir().unwrap();
+        let s = RequestStore::open(&dir.path().join("requests.db")).unwrap();
+        for x in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+            let gate = std::sync::Barrier::new(4);
+            let news: Vec<bool> = std::thread::scope(|t| {
+                let copies: Vec<_> = (0..4)
+                    .map(|_| {
+                        t.spawn(|| {
+                            gate.wait();
+                            s.receive(&req(x), "sig", 500, 3, 100).map(|(_, new)| new)
+                        })
+                    })
+                    .collect();
+                copies.into_iter().map(|c| c.join().unwrap().unwrap()).collect()
+            });
+            assert_eq!(news.iter().filter(|n| **n).count(), 1, "{x}: {news:?}");
         }
     }
 
