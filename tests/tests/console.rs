@@ -470,3 +470,24 @@ async fn a_removed_account_is_logged_out_at_its_next_request() {
     accounts.remove("li.operator").unwrap();
     assert_eq!(c.get("/subscriptions").await.status, 303);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_the_login_page_again_keeps_the_form_already_shown_valid() {
+    let s = setup().await;
+    let mut c = s.console();
+    let form = c.get("/login").await;
+    let token = csrf_in(&form.body).unwrap();
+    // What a browser does unprompted: /favicon.ico is no redirect to the login page, and a
+    // second login page (another tab) keeps the token of the first.
+    let icon = c.get("/favicon.ico").await;
+    assert_eq!((icon.status, icon.header("location")), (204, None));
+    let again = c.get("/login").await;
+    assert_eq!(csrf_in(&again.body).as_deref(), Some(token.as_str()));
+    let a = c.post("/login", &[("csrf", &token), ("name", "wang.steward"), ("password", PASSWORD)]).await;
+    assert_eq!(a.status, 303, "the first form still logs in: {}", a.body);
+    // A token the server did not make is not taken over.
+    let mut other = s.console();
+    other.cookies.insert("fedgate_login_csrf".into(), "chosen-by-someone-else".into());
+    let form = other.get("/login").await;
+    assert_ne!(csrf_in(&form.body).as_deref(), Some("chosen-by-someone-else"));
+}

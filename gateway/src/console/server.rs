@@ -21,7 +21,7 @@ use super::accounts::{AccountStore, Role};
 use super::csrf;
 use super::i18n::{self, Lang, Text};
 use super::pages::*;
-use super::sessions::{random_token, Locked, Session, Sessions, Throttle};
+use super::sessions::{Locked, Session, Sessions, Throttle};
 use super::views;
 use crate::state::Shared;
 
@@ -52,6 +52,8 @@ pub fn router(st: ConsoleState) -> Router {
         .route("/logout", post(logout))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
+        // Browsers ask for it unprompted; a redirect to the login page would be wasted.
+        .route("/favicon.ico", get(|| async { harden(StatusCode::NO_CONTENT.into_response()) }))
         .route("/", get(overview))
         .route("/catalog", get(catalog))
         .route("/grants", get(grants))
@@ -302,12 +304,13 @@ async fn record(
 
 fn login_page(
     st: &ConsoleState,
+    headers: &HeaderMap,
     lang: Lang,
     name: String,
     error: Option<&'static str>,
     status: StatusCode,
 ) -> Response {
-    let Some(token) = random_token() else {
+    let Some(token) = csrf::login_token(cookie(headers, csrf::LOGIN_COOKIE)) else {
         return harden((StatusCode::INTERNAL_SERVER_ERROR, "no system randomness").into_response());
     };
     let p =
@@ -320,7 +323,7 @@ fn login_page(
 
 async fn login_form(State(st): State<ConsoleState>, headers: HeaderMap, uri: Uri) -> Response {
     let (lang, _) = lang_of(&headers, &uri);
-    login_page(&st, lang, String::new(), None, StatusCode::OK)
+    login_page(&st, &headers, lang, String::new(), None, StatusCode::OK)
 }
 
 async fn login(
@@ -350,7 +353,8 @@ async fn login(
     let address = from.ip().to_string();
     if let Err(Locked { retry_after_ms }) = st.throttle.check(&name, &address, now_ms()) {
         tracing::warn!(account = %shown, %address, "console login refused: too many failures");
-        let mut r = login_page(&st, lang, shown, Some(t.login_locked), StatusCode::TOO_MANY_REQUESTS);
+        let mut r =
+            login_page(&st, &headers, lang, shown, Some(t.login_locked), StatusCode::TOO_MANY_REQUESTS);
         let secs = (retry_after_ms / 1000).max(1).to_string();
         if let Ok(v) = HeaderValue::from_str(&secs) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -370,7 +374,7 @@ async fn login(
         st.throttle.failed(&name, &address, now_ms());
         let _ =
             record(&st.shared, "console-login-failed", &shown, None, format!("from {address}"), None).await;
-        return login_page(&st, lang, shown, Some(t.login_failed), StatusCode::UNAUTHORIZED);
+        return login_page(&st, &headers, lang, shown, Some(t.login_failed), StatusCode::UNAUTHORIZED);
     };
     st.throttle.succeeded(&name);
     // A login that cannot be audited does not happen.

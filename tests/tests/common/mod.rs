@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod console;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
