@@ -244,6 +244,9 @@ fn routes(id: &str) -> Vec<(&'static str, String, Option<Role>)> {
         ("POST", format!("/requests/{id}/refuse"), Some(Role::Steward)),
         ("POST", format!("/requests/{id}/approve"), Some(Role::Steward)),
         ("POST", format!("/requests/{id}/revoke"), Some(Role::Steward)),
+        ("GET", "/objections".into(), Some(Role::Steward)),
+        ("POST", format!("/objections/{id}/accept"), Some(Role::Steward)),
+        ("POST", format!("/objections/{id}/reject"), Some(Role::Steward)),
         ("GET", "/subscriptions".into(), Some(Role::Operator)),
         ("GET", "/referrals".into(), Some(Role::Operator)),
         ("GET", format!("/referrals/{id}"), Some(Role::Operator)),
@@ -490,4 +493,121 @@ async fn loading_the_login_page_again_keeps_the_form_already_shown_valid() {
     other.cookies.insert("fedgate_login_csrf".into(), "chosen-by-someone-else".into());
     let form = other.get("/login").await;
     assert_ne!(csrf_in(&form.body).as_deref(), Some("chosen-by-someone-else"));
+}
+
+/// The consumer objects to field `party_name` of record `key` (it receives it under the grant
+/// the steward approved); returns the objection's id once the provider holds it open.
+async fn objection(s: &Setup, key: &str, proposed: Option<&str>) -> String {
+    let proposed = proposed.map(|p| format!(r#","proposed":"{p}""#)).unwrap_or_default();
+    let body = format!(
+        r#"{{"peer":"{PROVIDER}","dataset":"cases","purpose":"dispute-mediation","key":"{key}","field":"party_name","reason":"当事人姓名有误 <b>核对</b>"{proposed}}}"#
+    );
+    let (status, v) = api(&s.consumer, "POST", "/v1/objections", &body).await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = api(&s.provider, "GET", &format!("/v1/objections/{id}"), "").await;
+        if status == 200 && v["state"] == "open" {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "the provider never held objection {id}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_steward_accepts_with_a_correction_or_rejects_objections_in_the_console_and_both_are_audited() {
+    let s = setup().await;
+    let db = s._fed.dir.path().join("sources.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("INSERT INTO cases VALUES ('C003', 'wuxi.xinwu', '赵六');")
+        .unwrap();
+    let req = apply(&s).await;
+    let (status, v) =
+        api(&s.provider, "POST", &format!("/v1/requests/{req}/approve"), r#"{"clearance":3,"days":30}"#)
+            .await;
+    assert_eq!(status, 200, "{v}");
+    let to_accept = objection(&s, "C001", Some("王晓明")).await;
+    let to_reject = objection(&s, "C003", None).await;
+
+    // Only the steward sees the inbox or decides.
+    for name in ["li.operator", "zhao.auditor"] {
+        let mut c = s.logged_in(name).await;
+        let token = c.csrf().await;
+        assert_eq!(c.get("/objections").await.status, 403, "{name}");
+        let a =
+            c.post(&format!("/objections/{to_reject}/reject"), &[("csrf", &token), ("reason", "x")]).await;
+        assert_eq!(a.status, 403, "{name}: {}", a.body);
+    }
+    let mut c = s.logged_in("wang.steward").await;
+    let token = c.csrf().await;
+    let inbox = c.get("/objections").await;
+    assert_eq!(inbox.status, 200);
+    for id in [&to_accept, &to_reject] {
+        assert!(inbox.body.contains(&format!("id=\"objection-{id}\"")), "{}", inbox.body);
+        assert!(inbox.body.contains(&format!("action=\"/objections/{id}/accept\"")));
+    }
+    assert!(inbox.body.contains("&#60;b&#62;核对&#60;/b&#62;"), "the reason is escaped: {}", inbox.body);
+    assert!(inbox.body.contains("value=\"王晓明\""), "the proposed value fills the correction");
+    // No token: refused; a rejection needs a reason.
+    let a = c.post(&format!("/objections/{to_reject}/reject"), &[("reason", "stands")]).await;
+    assert_eq!(a.status, 403);
+    let a = c.post(&format!("/objections/{to_reject}/reject"), &[("csrf", &token), ("reason", " ")]).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let (_, v) = api(&s.provider, "GET", &format!("/v1/objections/{to_reject}"), "").await;
+    assert_eq!(v["state"], "open", "nothing decided yet: {v}");
+
+    let a = c
+        .post(
+            &format!("/objections/{to_accept}/accept"),
+            &[("csrf", &token), ("value", "王晓明"), ("reason", "与当事人核实")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("已采纳"), "{}", a.body);
+    assert!(
+        a.body.contains("href=\"/objections?lang=en\""),
+        "the language link leads to the page, not the action"
+    );
+    let name: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT party_name FROM cases WHERE case_id = 'C001'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(name, "王晓明", "the source is corrected by the same path as `fedgate objections accept`");
+    let (_, v) = api(&s.provider, "GET", &format!("/v1/objections/{to_accept}"), "").await;
+    assert_eq!((v["state"].as_str(), v["corrected"].as_bool()), (Some("accepted"), Some(true)), "{v}");
+
+    // Accepting without a value when the source still holds the value objected to is refused.
+    let a = c.post(&format!("/objections/{to_reject}/accept"), &[("csrf", &token)]).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("correct it there first"), "{}", a.body);
+    let a = c
+        .post(
+            &format!("/objections/{to_reject}/reject"),
+            &[("csrf", &token), ("reason", "以签字的申请表为准")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (_, v) = api(&s.provider, "GET", &format!("/v1/objections/{to_reject}"), "").await;
+    assert_eq!(
+        (v["state"].as_str(), v["answer_reason"].as_str()),
+        (Some("rejected"), Some("以签字的申请表为准"))
+    );
+    let a =
+        c.post(&format!("/objections/{to_reject}/reject"), &[("csrf", &token), ("reason", "again")]).await;
+    assert_eq!(a.status, 400, "a decided objection is not decided again: {}", a.body);
+
+    let all = entries(&s.provider);
+    for (id, decision, console) in [
+        (&to_accept, "accept", "console-objection-accept"),
+        (&to_reject, "reject", "console-objection-reject"),
+    ] {
+        let mine: Vec<&Entry> = all.iter().filter(|e| e.exchange.as_deref() == Some(id.as_str())).collect();
+        assert!(mine.iter().any(|e| e.decision.as_deref() == Some(decision)), "{decision} {id}");
+        let by = mine.iter().find(|e| e.decision.as_deref() == Some(console)).expect(console);
+        let detail = by.detail.as_deref().unwrap_or_default();
+        assert!(detail.contains("wang.steward (steward)"), "{detail}");
+    }
 }

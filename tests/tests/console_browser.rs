@@ -163,9 +163,35 @@ async fn each_role_logs_in_visits_its_pages_is_refused_the_others_and_the_stewar
             b.goto(&format!("{base}/")).await;
             assert!(b.text("#volume-chart").await.contains(CONSUMER), "the chart names the court");
             b.screenshot(&shots.join("overview.png")).await;
+            // The court objects to a record it received; the steward accepts by clicking, with
+            // the proposed value as the correction, and the source is corrected.
+            let body = r#"{"peer":"womens-federation@wuxi","dataset":"cases","purpose":"dispute-mediation","key":"C001","field":"party_name","reason":"当事人姓名有误","proposed":"王晓明"}"#;
+            let (status, v) = api(&consumer, "POST", "/v1/objections", body).await;
+            assert_eq!(status, 201, "{v}");
+            let oid = v["id"].as_str().unwrap().to_owned();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while api(&provider, "GET", &format!("/v1/objections/{oid}"), "").await.1["state"] != "open" {
+                assert!(Instant::now() < deadline, "the provider never held the objection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            b.goto(&format!("{base}/objections")).await;
+            b.find(&format!("#objection-{oid} button.accept")).await;
+            b.screenshot(&shots.join("steward-objections-open.png")).await;
+            b.submit_and_wait(&format!("#objection-{oid} button.accept"), "#flash").await;
+            assert!(b.text("#flash").await.contains("已采纳"), "accepted by clicking");
+            let (_, v) = api(&provider, "GET", &format!("/v1/objections/{oid}"), "").await;
+            assert_eq!(
+                (v["state"].as_str(), v["corrected"].as_bool()),
+                (Some("accepted"), Some(true)),
+                "{v}"
+            );
+            let name: String = conn
+                .query_row("SELECT party_name FROM cases WHERE case_id = 'C001'", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(name, "王晓明", "the source is corrected");
             // English, switched by a link and remembered.
             b.click("a.lang").await;
-            b.find("html[lang='en'] #peers").await;
+            b.find("html[lang='en'] #objections").await;
             assert!(b.text("nav").await.contains("Requests"), "English, switched by a link");
             b.goto(&format!("{base}/grants")).await;
             assert!(b.text("#explain").await.contains("Explain"));

@@ -37,6 +37,8 @@ pub struct Chrome {
     pub title: &'static str,
     /// A message after an action.
     pub flash: Option<String>,
+    /// The page the language link reloads (after a POST, the page the action belongs to).
+    pub here: String,
 }
 
 impl Chrome {
@@ -58,6 +60,7 @@ impl Chrome {
                 ("/catalog", t.nav_catalog),
                 ("/grants", t.nav_grants),
                 ("/requests", t.nav_requests),
+                ("/objections", t.nav_objections),
             ]),
             Role::Operator => {
                 items.extend([("/subscriptions", t.nav_subscriptions), ("/referrals", t.nav_referrals)])
@@ -482,4 +485,50 @@ pub struct EntryPage {
     pub seq: u64,
     /// Every field that is set, name and value.
     pub fields: Vec<(String, String)>,
+}
+
+/// An objection to a record (数据异议).
+pub struct ObjectionRow {
+    /// Id (its exchange id).
+    pub id: String,
+    /// Incoming or outgoing, in words.
+    pub direction: &'static str,
+    /// Incoming: this node's record, its steward decides.
+    pub incoming: bool,
+    /// The objector or the provider.
+    pub peer: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Purpose the objector receives the record for.
+    pub purpose: String,
+    /// The record's primary key.
+    pub key: String,
+    /// The field objected to.
+    pub field: String,
+    /// Why it is held wrong.
+    pub reason: String,
+    /// The value the objector proposed, or empty.
+    pub proposed: String,
+    /// When received or filed.
+    pub created: String,
+    /// When the answer is due (incoming, open), or empty.
+    pub deadline: String,
+    /// Open and past due.
+    pub overdue: bool,
+    /// State name.
+    pub state: String,
+    /// Still open: can be decided.
+    pub open: bool,
+    /// The steward's answer: reason or note, and whether the record was corrected.
+    pub answer: String,
+}
+
+/// The objections inbox.
+#[derive(Template)]
+#[template(path = "console/objections.html")]
+pub struct ObjectionsPage {
+    /// Around it.
+    pub c: Chrome,
+    /// Overdue first, then open, then the rest, newest first.
+    pub objections: Vec<ObjectionRow>,
 }

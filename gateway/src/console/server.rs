@@ -60,6 +60,8 @@ pub fn router(st: ConsoleState) -> Router {
         .route("/grants/explain", post(explain))
         .route("/requests", get(requests))
         .route("/requests/{id}/{action}", post(request_action))
+        .route("/objections", get(objections))
+        .route("/objections/{id}/{action}", post(objection_action))
         .route("/subscriptions", get(subscriptions))
         .route("/referrals", get(referrals))
         .route("/referrals/{id}", get(referral))
@@ -152,6 +154,9 @@ struct Ctx {
     session: Session,
     lang: Lang,
     lang_asked: bool,
+    /// The page asked for, where the language link leads back to; empty after a POST, whose
+    /// answer links to the page it belongs to instead (not to the action).
+    here: String,
 }
 
 impl Ctx {
@@ -181,7 +186,7 @@ async fn ctx(st: &ConsoleState, headers: &HeaderMap, uri: &Uri) -> Result<Ctx, R
             return Err(to_login());
         }
     }
-    Ok(Ctx { session, lang, lang_asked })
+    Ok(Ctx { session, lang, lang_asked, here: uri.path().to_owned() })
 }
 
 fn chrome(st: &ConsoleState, cx: &Ctx, title: &'static str, path: &str) -> Chrome {
@@ -196,6 +201,7 @@ fn chrome(st: &ConsoleState, cx: &Ctx, title: &'static str, path: &str) -> Chrom
         nav: Chrome::nav(t, cx.session.role, path),
         title,
         flash: None,
+        here: if cx.here.is_empty() { path.to_owned() } else { cx.here.clone() },
     }
 }
 
@@ -265,7 +271,8 @@ async fn post_ctx(
     uri: &Uri,
     body: &[u8],
 ) -> Result<(Ctx, Form), Response> {
-    let cx = ctx(st, headers, uri).await?;
+    let mut cx = ctx(st, headers, uri).await?;
+    cx.here.clear();
     let form = Form::parse(body);
     if !csrf::matches(&cx.session.csrf, form.get(csrf::FIELD)) {
         let t = cx.t();
@@ -614,6 +621,88 @@ async fn approve(st: &ConsoleState, id: &str, form: &Form) -> Result<(), String>
     .await?;
     let a = crate::api_requests::parse_approval(&body, &held, now)?;
     crate::api_requests::approve_request(&st.shared, id, a).await.map(drop).map_err(|e| e.to_string())
+}
+
+async fn objections_page(st: &ConsoleState, cx: &Ctx, flash: Option<String>, status: StatusCode) -> Response {
+    let store = st.shared.objections.clone();
+    let held = blocking(move || store.list(None).map_err(|e| e.to_string())).await;
+    let mut c = chrome(st, cx, cx.t().nav_objections, "/objections");
+    let shared = st.shared.clone();
+    let due = move |received| {
+        crate::governance::answer_deadline(&shared.calendar, received, shared.cfg.answer_days)
+    };
+    let objections = match held {
+        Ok(h) => views::objections(cx.t(), h, due, now_s()),
+        Err(e) => {
+            c.flash = Some(e);
+            Vec::new()
+        }
+    };
+    if flash.is_some() {
+        c.flash = flash;
+    }
+    page(cx, status, &ObjectionsPage { c, objections })
+}
+
+async fn objections(State(st): State<ConsoleState>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = try_page!(ctx(&st, &headers, &uri).await);
+    require!(&st, &cx, Role::Steward);
+    objections_page(&st, &cx, None, StatusCode::OK).await
+}
+
+/// The steward accepts (correcting the record: the value given is written to the source, or
+/// the source is checked to have been corrected) or rejects an objection, through the same
+/// functions as `POST /v1/objections/{id}/accept|reject` and `fedgate objections`.
+async fn objection_action(
+    State(st): State<ConsoleState>,
+    UrlPath((id, action)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (cx, form) = try_page!(post_ctx(&st, &headers, &uri, &body).await);
+    require!(&st, &cx, Role::Steward);
+    let t = cx.t();
+    let given = |k: &str| form.get(k).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let checked = crate::api::checked_exchange_id(id.clone(), "objection").map_err(|e| e.to_string());
+    let outcome = match (checked, action.as_str()) {
+        (Err(e), _) => Err(e),
+        (Ok(_), "accept") => {
+            let b = crate::api_objections::AcceptBody { value: given("value"), reason: given("reason") };
+            match crate::governance::objection::check_reason(b.reason.as_deref(), false) {
+                Err(e) => Err(e),
+                Ok(()) => crate::api_objections::accept_objection(&st.shared, &id, b)
+                    .await
+                    .map(|_| t.accepted_msg)
+                    .map_err(|e| e.to_string()),
+            }
+        }
+        (Ok(_), "reject") => {
+            let reason = form.text("reason").trim().to_owned();
+            match crate::governance::objection::check_reason(Some(&reason), true) {
+                Err(e) => Err(e),
+                Ok(()) => crate::api_objections::reject_objection(&st.shared, &id, reason)
+                    .await
+                    .map(|_| t.rejected_msg)
+                    .map_err(|e| e.to_string()),
+            }
+        }
+        _ => return refusal(&st, &cx, StatusCode::NOT_FOUND, t.not_found, uri.path().to_owned()),
+    };
+    match outcome {
+        Ok(msg) => {
+            let detail = format!("{action} objection {id}");
+            let decision = format!("console-objection-{action}");
+            let who = (&cx.session.user, Some(cx.session.role));
+            if let Err(e) = record(&st.shared, &decision, who.0, who.1, detail, Some(id)).await {
+                return objections_page(&st, &cx, Some(e), StatusCode::INTERNAL_SERVER_ERROR).await;
+            }
+            objections_page(&st, &cx, Some(msg.to_owned()), StatusCode::OK).await
+        }
+        Err(e) => {
+            objections_page(&st, &cx, Some(format!("{}: {e}", t.bad_form)), StatusCode::BAD_REQUEST).await
+        }
+    }
 }
 
 async fn subscriptions(State(st): State<ConsoleState>, headers: HeaderMap, uri: Uri) -> Response {

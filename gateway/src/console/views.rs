@@ -532,3 +532,112 @@ pub fn proof(shared: &Shared, seq: u64) -> Result<String, String> {
     let p = audit::prove(dir, &verifier, seq).map_err(|e| e.to_string())?;
     serde_json::to_string_pretty(&p).map_err(|e| e.to_string())
 }
+
+/// This node's objections for the inbox: incoming ones past their answer deadline first, then
+/// the open ones, then the rest, newest first. An objection's answer is due after the same
+/// working days (`[requests] answer_days`, in the node's calendar) as a sharing request's.
+pub fn objections(
+    t: &Text,
+    filed: Vec<crate::governance::objection_store::Filed>,
+    due: impl Fn(i64) -> i64,
+    now: i64,
+) -> Vec<ObjectionRow> {
+    use crate::governance::store::Role;
+    let mut rows: Vec<(u8, i64, ObjectionRow)> = filed
+        .into_iter()
+        .map(|f| {
+            let incoming = f.role == Role::Incoming;
+            let open = f.state.is_open();
+            let deadline = (incoming && open).then(|| due(f.created));
+            let overdue = deadline.is_some_and(|d| now > d);
+            let rank = if overdue {
+                0
+            } else if open {
+                1
+            } else {
+                2
+            };
+            let mut answer =
+                f.answer_reason.clone().map(|r| format!("{}: {r}", t.reason)).unwrap_or_default();
+            if f.corrected {
+                answer = if answer.is_empty() {
+                    t.record_corrected.to_owned()
+                } else {
+                    format!("{} · {answer}", t.record_corrected)
+                };
+            }
+            let row = ObjectionRow {
+                direction: if incoming { t.incoming } else { t.outgoing },
+                incoming,
+                peer: f.peer,
+                dataset: f.dataset,
+                purpose: f.purpose,
+                key: f.key,
+                field: f.field,
+                reason: f.reason,
+                proposed: f.proposed.unwrap_or_default(),
+                created: when(f.created),
+                deadline: deadline.map(when).unwrap_or_default(),
+                overdue,
+                state: f.state.as_str().to_owned(),
+                open,
+                answer,
+                id: f.id,
+            };
+            (rank, -f.created, row)
+        })
+        .collect();
+    rows.sort_by_key(|(rank, newest, _)| (*rank, *newest));
+    rows.into_iter().map(|(_, _, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governance::objection::State;
+    use crate::governance::objection_store::Filed;
+    use crate::governance::store::Role;
+
+    fn filed(id: &str, role: Role, state: State, created: i64) -> Filed {
+        Filed {
+            id: id.into(),
+            role,
+            peer: "mediation-center@wuxi".into(),
+            dataset: "petitions".into(),
+            purpose: "dispute-mediation".into(),
+            key: "XF-1".into(),
+            field: "mobile".into(),
+            reason: "wrong".into(),
+            proposed: None,
+            created,
+            state,
+            answer_reason: (state == State::Rejected).then(|| "stands".into()),
+            corrected: state == State::Accepted,
+            answered: None,
+            signature: String::new(),
+            answer_signature: None,
+        }
+    }
+
+    #[test]
+    fn the_objections_inbox_lists_overdue_then_open_then_the_rest_newest_first() {
+        let t = super::super::i18n::Lang::En.text();
+        let all = vec![
+            filed("decided", Role::Incoming, State::Accepted, 50),
+            filed("open-new", Role::Incoming, State::Open, 90),
+            filed("overdue", Role::Incoming, State::Open, 10),
+            filed("mine", Role::Outgoing, State::Open, 5),
+            filed("rejected", Role::Incoming, State::Rejected, 60),
+        ];
+        // Due 30 s after receipt; now is 100: only the one received at 10 is late. The
+        // objection this node filed has no deadline here (its provider's steward answers).
+        let rows = objections(t, all, |received| received + 30, 100);
+        let order: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["overdue", "open-new", "mine", "rejected", "decided"]);
+        assert!(rows[0].overdue && !rows[1].overdue && !rows[2].overdue);
+        assert!(rows[0].incoming && rows[0].open && !rows[2].incoming);
+        assert_eq!(rows[2].deadline, "", "no deadline for our own objection");
+        assert_eq!(rows[3].answer, "Reason: stands");
+        assert_eq!(rows[4].answer, "record corrected");
+    }
+}
