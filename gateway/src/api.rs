@@ -56,6 +56,18 @@ pub(crate) fn known_peer(shared: &Shared, peer: &fedgate_catalog::NodeId) -> Res
     shared.address_of(peer).map(drop).map_err(|e| ApiError::new(ApiCode::UnknownPeer, e.to_string()))
 }
 
+/// Runs a store call on the blocking pool; the store's error becomes the API's answer.
+pub(crate) async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ApiCode::Internal, format!("internal error: {e}")))?
+        .map_err(Into::into)
+}
+
 /// `code: message`, as the CLI prints an API error.
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

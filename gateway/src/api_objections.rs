@@ -11,7 +11,7 @@ use axum::Json;
 use fedgate_catalog::{NodeId, Value};
 use serde::Deserialize;
 
-use crate::api::{bad, ApiError, ApiState};
+use crate::api::{bad, blocking, ApiError, ApiState};
 use crate::api_requests::object;
 use crate::api_subscriptions::{require_json, text};
 use crate::error::ApiCode;
@@ -75,25 +75,18 @@ pub fn parse_file_body(bytes: &[u8]) -> Result<FileObjection, String> {
     })
 }
 
-fn store_error(e: ObjectionStoreError) -> ApiError {
-    match e {
-        ObjectionStoreError::Unknown { .. } => ApiError::new(ApiCode::NotFound, e.to_string()),
-        ObjectionStoreError::Decided { .. } => ApiError::new(ApiCode::Conflict, e.to_string()),
-        ObjectionStoreError::Conflict(_) => bad(e.to_string()),
-        other => {
-            tracing::error!(error = %other, "objection store failed");
-            ApiError::new(ApiCode::Internal, "the objection store failed; see the gateway's log")
+impl From<ObjectionStoreError> for ApiError {
+    fn from(e: ObjectionStoreError) -> ApiError {
+        match e {
+            ObjectionStoreError::Unknown { .. } => ApiError::new(ApiCode::NotFound, e.to_string()),
+            ObjectionStoreError::Decided { .. } => ApiError::new(ApiCode::Conflict, e.to_string()),
+            ObjectionStoreError::Conflict(_) => bad(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "objection store failed");
+                ApiError::new(ApiCode::Internal, "the objection store failed; see the gateway's log")
+            }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ObjectionStoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ApiCode::Internal, format!("internal error: {e}")))?
-        .map_err(store_error)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -234,7 +227,10 @@ pub async fn accept_objection(shared: &Shared, id: &str, b: AcceptBody) -> Resul
     let (store, rid) = (shared.objections.clone(), id.to_owned());
     let f = blocking(move || store.get(&rid, Role::Incoming)).await?;
     if f.state != Stage::Open {
-        return Err(store_error(ObjectionStoreError::Decided { id: id.to_owned(), state: f.state.as_str() }));
+        return Err(ApiError::from(ObjectionStoreError::Decided {
+            id: id.to_owned(),
+            state: f.state.as_str(),
+        }));
     }
     let catalog = shared.catalog();
     let ds = catalog
@@ -373,7 +369,10 @@ pub async fn reject_objection(shared: &Shared, id: &str, reason: String) -> Resu
     let (store, rid) = (shared.objections.clone(), id.to_owned());
     let f = blocking(move || store.get(&rid, Role::Incoming)).await?;
     if f.state != Stage::Open {
-        return Err(store_error(ObjectionStoreError::Decided { id: id.to_owned(), state: f.state.as_str() }));
+        return Err(ApiError::from(ObjectionStoreError::Decided {
+            id: id.to_owned(),
+            state: f.state.as_str(),
+        }));
     }
     let answer =
         Answer { state: Stage::Rejected, reason: Some(reason), corrected: false, answered: Some(unix_now()) };

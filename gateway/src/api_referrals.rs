@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value as Json_};
 
-use crate::api::{bad, ApiError, ApiState, EventsParams};
+use crate::api::{bad, blocking, ApiError, ApiState, EventsParams};
 use crate::error::ApiCode;
 use crate::referral_ops::{self, CaseSpec, NewReferral, OpError, Receiver};
 use crate::referrals::{step_json, Referral, ReferralError};
@@ -256,15 +256,6 @@ pub(crate) async fn send(
     Ok((StatusCode::CREATED, Json(referral_json(&r, t.unix_timestamp()))).into_response())
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ReferralError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ApiCode::Internal, format!("internal error: {e}")))?
-        .map_err(|e| op_error(OpError::Store(e)))
-}
-
 /// `GET /v1/referrals`: every referral this node sends or receives, overdue first.
 pub(crate) async fn list(State(st): State<ApiState>) -> Result<Response, ApiError> {
     let t = now().unix_timestamp();
@@ -377,6 +368,12 @@ pub(crate) async fn events(
             out.push('\n');
         }
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response());
+    }
+}
+
+impl From<ReferralError> for ApiError {
+    fn from(e: ReferralError) -> ApiError {
+        op_error(OpError::Store(e))
     }
 }
 

@@ -12,7 +12,7 @@ use axum::Json;
 use fedgate_catalog::NodeId;
 use serde::Deserialize;
 
-use crate::api::{bad, ApiError, ApiState};
+use crate::api::{bad, blocking, ApiError, ApiState};
 use crate::api_subscriptions::{require_json, text};
 use crate::error::ApiCode;
 use crate::governance::request::{check_approval, rfc3339, Approval, SharingRequest};
@@ -117,24 +117,17 @@ pub fn parse_create_body(bytes: &[u8]) -> Result<CreateRequest, String> {
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Unknown { .. } => ApiError::new(ApiCode::NotFound, e.to_string()),
-        StoreError::State { .. } | StoreError::Conflict(_) => bad(e.to_string()),
-        other => {
-            tracing::error!(error = %other, "request store failed");
-            ApiError::new(ApiCode::Internal, "the request store failed; see the gateway's log")
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unknown { .. } => ApiError::new(ApiCode::NotFound, e.to_string()),
+            StoreError::State { .. } | StoreError::Conflict(_) => bad(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "request store failed");
+                ApiError::new(ApiCode::Internal, "the request store failed; see the gateway's log")
+            }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ApiCode::Internal, format!("internal error: {e}")))?
-        .map_err(store_error)
 }
 
 /// `POST /v1/requests`: a sharing request signed by this node, stored, then sent to the

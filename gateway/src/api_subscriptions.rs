@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use fedgate_catalog::NodeId;
 
-use crate::api::{bad, ApiError, ApiState, EventsParams};
+use crate::api::{bad, blocking, ApiError, ApiState, EventsParams};
 use crate::error::ApiCode;
 use crate::exchange::subscription::Subscription;
 use crate::subscriptions::{StoreError, SubState};
@@ -84,23 +84,16 @@ pub fn parse_create_body(bytes: &[u8]) -> Result<CreateRequest, String> {
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Unknown(_) => ApiError::new(ApiCode::NotFound, e.to_string()),
-        other => {
-            tracing::error!(error = %other, "subscription store failed");
-            ApiError::new(ApiCode::Internal, "the subscription store failed; see the gateway's log")
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unknown(_) => ApiError::new(ApiCode::NotFound, e.to_string()),
+            other => {
+                tracing::error!(error = %other, "subscription store failed");
+                ApiError::new(ApiCode::Internal, "the subscription store failed; see the gateway's log")
+            }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ApiCode::Internal, format!("internal error: {e}")))?
-        .map_err(store_error)
 }
 
 pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -196,7 +189,8 @@ pub(crate) async fn events(
     loop {
         changes.borrow_and_update();
         let (subs, sid) = (st.shared.subscriptions.clone(), id.clone());
-        let (held, items) = blocking(move || Ok((subs.get(&sid)?, subs.items(&sid, after, limit)?))).await?;
+        let (held, items) =
+            blocking(move || Ok::<_, StoreError>((subs.get(&sid)?, subs.items(&sid, after, limit)?))).await?;
         let active = held.state == SubState::Active;
         if items.is_empty() && active && tokio::time::timeout_at(deadline, changes.changed()).await.is_ok() {
             continue;

@@ -10,8 +10,8 @@
 //! cursor: the provider advances it only on the subscriber's acknowledgement.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
+use crate::state_db::StateDb;
 use fedgate_catalog::{Dataset, FieldType, Record, Region, Value};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -150,12 +150,9 @@ pub struct RecordError {
 
 /// The provider's event log: one SQLite file.
 pub struct EventLog {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    /// Bumped after every commit that added events.
+    state: StateDb,
     backlog: Backlog,
-    /// Bumped after every commit that added events, so waiting subscriptions wake at once
-    /// instead of polling the database.
-    changed: tokio::sync::watch::Sender<u64>,
 }
 
 const SCHEMA: &str = "
@@ -182,24 +179,23 @@ impl EventLog {
     pub fn open(path: &Path, backlog: Backlog) -> Result<EventLog, EventError> {
         // WAL with full sync: a published event or an acknowledged cursor survives SIGKILL and
         // power loss once the call returns.
-        let conn = crate::state_db::open(
+        let state = StateDb::open(
             path,
             SCHEMA,
             |path, source| EventError::Folder { path, source },
             |source| EventError::Db { path: path.to_owned(), source },
         )?;
-        let changed = tokio::sync::watch::Sender::new(0);
-        Ok(EventLog { path: path.to_owned(), conn: Mutex::new(conn), backlog, changed })
+        Ok(EventLog { state, backlog })
     }
 
     /// A receiver that sees a change after every commit that added events.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.state.changes()
     }
 
     fn committed(&self, ids: Option<(u64, u64)>) -> Option<(u64, u64)> {
         if ids.is_some() {
-            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+            self.state.bump();
         }
         ids
     }
@@ -210,11 +206,11 @@ impl EventLog {
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> EventError + '_ {
-        |source| EventError::Db { path: self.path.clone(), source }
+        |source| EventError::Db { path: self.state.path().to_owned(), source }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Appends `records` to `dataset` as `op` events at unix time `now`; returns the ids given
@@ -316,7 +312,7 @@ impl EventLog {
         // A damaged cursor must stop the poller: guessing would repeat or skip changes.
         blob.map(|b| {
             ciborium::from_reader(b.as_slice()).map_err(|e| EventError::Damaged {
-                path: self.path.clone(),
+                path: self.state.path().to_owned(),
                 dataset: dataset.to_owned(),
                 id: 0,
                 why: format!("poll cursor: {e}"),
@@ -356,7 +352,7 @@ impl EventLog {
         for row in rows {
             let (id, op, time, blob) = row.map_err(self.db())?;
             let damaged = |why: String| EventError::Damaged {
-                path: self.path.clone(),
+                path: self.state.path().to_owned(),
                 dataset: dataset.to_owned(),
                 id,
                 why,

@@ -13,7 +13,6 @@
 //! what applications long-poll (`GET /v1/referrals/events?after=`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use fedgate_catalog::{NodeId, Value};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -21,6 +20,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::exchange::referral::{self as rules, Admit, Held, Party, State, StepError};
+use crate::state_db::StateDb;
 use crate::wire::referral::{Case, Step};
 use crate::wire::ErrorCode;
 
@@ -172,40 +172,37 @@ const STEP_COLUMNS: &str =
 
 /// The node's referrals: one SQLite file.
 pub struct ReferralStore {
-    path: PathBuf,
+    state: StateDb,
     local: NodeId,
-    conn: Mutex<Connection>,
-    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReferralStore {
     /// Opens (creating) the store of node `local` at `path`.
     pub fn open(path: &Path, local: &NodeId) -> Result<ReferralStore, ReferralError> {
-        let conn = crate::state_db::open(
+        let state = StateDb::open(
             path,
             SCHEMA,
             |path, source| ReferralError::Folder { path, source },
             |source| ReferralError::Db { path: path.to_owned(), source },
         )?;
-        let changed = tokio::sync::watch::Sender::new(0);
-        Ok(ReferralStore { path: path.to_owned(), local: local.clone(), conn: Mutex::new(conn), changed })
+        Ok(ReferralStore { state, local: local.clone() })
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> ReferralError + '_ {
-        |source| ReferralError::Db { path: self.path.clone(), source }
+        |source| ReferralError::Db { path: self.state.path().to_owned(), source }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn bump(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.state.bump();
     }
 
     /// A receiver that sees a change after every stored step and every acknowledgement.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.state.changes()
     }
 
     /// Sends a new referral `exchange` to `to` (this node's step 1), as one transaction.

@@ -9,7 +9,6 @@
 //! by what the application has not yet taken.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use fedgate_catalog::NodeId;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -17,6 +16,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::exchange::subscription::{Subscription, VerifiedBatch};
+use crate::state_db::StateDb;
 
 /// Why the subscription store failed.
 #[derive(Debug, Error)]
@@ -143,39 +143,36 @@ CREATE TABLE IF NOT EXISTS inbox (
 
 /// The subscriber's store: one SQLite file.
 pub struct SubscriptionStore {
-    path: PathBuf,
-    conn: Mutex<Connection>,
-    changed: tokio::sync::watch::Sender<u64>,
+    state: StateDb,
 }
 
 impl SubscriptionStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<SubscriptionStore, StoreError> {
-        let conn = crate::state_db::open(
+        let state = StateDb::open(
             path,
             SCHEMA,
             |path, source| StoreError::Folder { path, source },
             |source| StoreError::Db { path: path.to_owned(), source },
         )?;
-        let changed = tokio::sync::watch::Sender::new(0);
-        Ok(SubscriptionStore { path: path.to_owned(), conn: Mutex::new(conn), changed })
+        Ok(SubscriptionStore { state })
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Db { path: self.path.clone(), source }
+        |source| StoreError::Db { path: self.state.path().to_owned(), source }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn bump(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.state.bump();
     }
 
     /// A receiver that sees a change after every stored batch and every state change.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.state.changes()
     }
 
     /// Records a new active subscription of `sub` from `peer`.

@@ -1,16 +1,12 @@
 //! The `fedgate` binary from the outside: exit codes, messages, files and modes.
 
+mod served;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn fedgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fedgate")).args(args).output().expect("run fedgate")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use served::{fedgate, s, serve};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -140,35 +136,6 @@ fn catalog_check_reports_located_errors_and_exit_codes() {
     let err = stderr(&o);
     assert!(err.contains("bad.toml:8:10: `dataset.update`: unknown update frequency \"often\""), "{err}");
     assert!(err.contains("junk.toml:1:"), "{err}");
-}
-
-/// A `fedgate serve` child that is killed when dropped.
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(cfg: &Path) -> Served {
-    // Wrapped at once so the child is killed and reaped on every path, panics included.
-    let served = Served(
-        Command::new(env!("CARGO_BIN_EXE_fedgate"))
-            .args(["serve", "--config", s(cfg)])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let api = fedgate_gateway::config::load(cfg).unwrap().api;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(api).is_ok() {
-            return served;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("gateway for {} did not start", cfg.display());
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //! `FEDGATE_FLOOD=10000 FEDGATE_BIN=target/release/fedgate cargo test -p fedgate-gateway --test
 //! flood -- --nocapture` prints the figures of BENCHMARKS.md.
 
+mod served;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fedgate_audit::{self as audit, AuditKeys, Kind};
 use fedgate_catalog::NodeId;
@@ -19,15 +20,6 @@ use fedgate_certs::TrustStore;
 use fedgate_gateway::link::Link;
 
 const PROVIDER: &str = "hotline12345@wuxi";
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn cfg(dir: &Path, node: &str) -> PathBuf {
     dir.join(node).join("gateway.toml")
@@ -67,20 +59,9 @@ async fn a_handshake_flood_costs_a_few_entries_and_is_refused_early() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     fedgate_gateway::demo::build(dir, 10, false).unwrap();
-    let log_path = dir.join("provider.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut served = Served(
-        // FEDGATE_BIN picks another build (the release binary, for figures).
-        Command::new(std::env::var("FEDGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fedgate").into()))
-            .args(["serve", "--config", cfg(dir, PROVIDER).to_str().unwrap()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
+    let served = served::serve(&cfg(dir, PROVIDER));
+    let log_path = cfg(dir, PROVIDER).with_file_name("serve.stderr.log");
     let c = fedgate_gateway::config::load(&cfg(dir, PROVIDER)).unwrap();
-    while std::net::TcpStream::connect(c.api).is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let provider = id(PROVIDER);
 
     // The flood: a member-looking node id under a CA this federation never heard of.
@@ -115,9 +96,7 @@ async fn a_handshake_flood_costs_a_few_entries_and_is_refused_early() {
     );
     honest.connection(&provider, c.listen).await.expect("an honest peer is still served");
 
-    let pid = served.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    served.0.wait().unwrap();
+    served.stop();
 
     let sealer = AuditKeys::load_reader(&c.audit_key).unwrap();
     let mut entries = Vec::new();

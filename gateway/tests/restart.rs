@@ -1,70 +1,21 @@
 //! A provider process killed with SIGKILL: its consumer's next query after the restart reaches
 //! it at once, and the provider's audit log holds the decision of the transfer it died in.
 
+mod served;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
+use served::{exe, serve};
 
 const PROVIDER: &str = "hotline12345@wuxi";
 const CONSUMER: &str = "mediation-center@wuxi";
 
-/// A `fedgate serve` child that is killed when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Served {
-    /// SIGKILL: no close frames, no final audit entry, nothing flushed that was not already.
-    fn crash(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-
-    /// SIGTERM, and wait for the gateway to record its stop.
-    fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// The binary under test; FEDGATE_BIN picks another build (the release binary, for figures).
-fn exe() -> String {
-    std::env::var("FEDGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fedgate").into())
-}
-
 fn cfg(dir: &Path, node: &str) -> PathBuf {
     dir.join(node).join("gateway.toml")
-}
-
-fn serve(cfg: &Path) -> Served {
-    let served = Served(
-        Command::new(exe())
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let api = fedgate_gateway::config::load(cfg).unwrap().api;
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(api).is_ok() {
-            return served;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("gateway for {} did not start", cfg.display());
 }
 
 fn query_cmd(dir: &Path, extra: &[&str]) -> Command {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,15 +14,23 @@ use fedgate_audit::{self as audit, AuditKeys, Entry};
 use fedgate_certs::authority::Authority;
 use fedgate_certs::directory::{self, Bundle, Directory, Entry as DirEntry, View};
 use fedgate_gateway::config;
-use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::node::{Prebound, RunningNode};
 
 const A: &str = "womens-federation@wuxi";
 const B: &str = "grid@wuxi.liangxi.chongan";
 
-/// A UDP port free right now on 127.0.0.1: the directory must name addresses before the
-/// gateways bind them.
-fn free_port() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// A UDP socket bound on 127.0.0.1 and its address: the directory names addresses before the
+/// gateways start, and the gateway that serves on it gets the socket itself (a port released
+/// and bound again could be taken in between by a test running beside this one).
+fn bound() -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
+/// An address nothing here serves on: named in a directory, never dialled.
+fn unused_port() -> SocketAddr {
+    bound().1
 }
 
 fn directory_of(version: u64, nodes: &[(&str, SocketAddr)]) -> Directory {
@@ -39,8 +47,9 @@ fn write_signed(path: &Path, dir: &Directory, ca: &Authority) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Starts `node` listening on `addr`, with its own directory file and no `[[peers]]`.
-async fn start(fed: &Federation, node: &str, addr: SocketAddr, extra: &str) -> (RunningNode, PathBuf) {
+/// Starts `node` serving on `socket`, with its own directory file and no `[[peers]]`.
+async fn start(fed: &Federation, node: &str, socket: UdpSocket, extra: &str) -> (RunningNode, PathBuf) {
+    let addr = socket.local_addr().unwrap();
     let file = fed.dir.path().join(format!("{node}.directory.cbor"));
     let extra = format!("directory = {:?}\n{extra}", path_str(&file));
     let path = fed.node_folder_with(node, &fed.issue(node), &extra);
@@ -49,7 +58,7 @@ async fn start(fed: &Federation, node: &str, addr: SocketAddr, extra: &str) -> (
     std::fs::write(&path, text).unwrap();
     let cfg = config::load(&path).unwrap();
     assert!(cfg.peers.is_empty());
-    (RunningNode::start(cfg).await.unwrap(), file)
+    (RunningNode::start_on(cfg, Prebound { quic: Some(socket), ..Prebound::default() }).await.unwrap(), file)
 }
 
 fn versions(n: &RunningNode) -> Vec<(String, u64)> {
@@ -87,7 +96,8 @@ struct Pair {
 /// Two gateways that know each other only from directory v1, signed by the root.
 async fn pair() -> Pair {
     let fed = Federation::new();
-    let addrs = [free_port(), free_port()];
+    let ((sa, a_addr), (sb, b_addr)) = (bound(), bound());
+    let addrs = [a_addr, b_addr];
     let v1 = directory_of(1, &[(A, addrs[0]), (B, addrs[1])]);
     let a_path = fed.dir.path().join(format!("{A}.directory.cbor"));
     let b_path = fed.dir.path().join(format!("{B}.directory.cbor"));
@@ -96,8 +106,8 @@ async fn pair() -> Pair {
     let catalog = fed.file("a.catalog.toml", &dataset("family-disputes", A, "conditional"));
     let sources = fed.sqlite_sources(&["family-disputes"]);
     let extra = format!("catalog = [{:?}]\n{sources}", path_str(&catalog));
-    let (a, a_file) = start(&fed, A, addrs[0], &extra).await;
-    let (b, _) = start(&fed, B, addrs[1], "").await;
+    let (a, a_file) = start(&fed, A, sa, &extra).await;
+    let (b, _) = start(&fed, B, sb, "").await;
     Pair { fed, a, b, a_file, addrs }
 }
 
@@ -130,7 +140,7 @@ async fn gateways_with_only_a_directory_find_and_query_each_other() {
 async fn a_newer_directory_given_to_one_node_reaches_the_other_over_the_link() {
     let p = pair().await;
     assert_eq!(versions(&p.b), vec![("wuxi".to_owned(), 1)]);
-    let police = free_port();
+    let police = unused_port();
     let v2 = directory_of(2, &[(A, p.addrs[0]), (B, p.addrs[1]), ("police@wuxi.liangxi", police)]);
     write_signed(&p.a_file, &v2, &p.fed.root);
     wait_for("B to hold v2", || versions(&p.b) == vec![("wuxi".to_owned(), 2)]).await;
@@ -201,13 +211,15 @@ async fn a_forged_directory_from_a_peer_is_refused_and_the_current_one_kept() {
     use fedgate_gateway::link::{self, Link};
     use fedgate_gateway::wire::Message;
     let fed = Federation::new();
-    let addrs = [free_port(), free_port()];
+    let ((rogue_socket, rogue_addr), (sb, b_addr)) = (bound(), bound());
+    let addrs = [rogue_addr, b_addr];
     // A peer with a valid certificate that answers every directory offer with a "newer"
     // directory signed by the liangxi CA for the whole federation.
     const ROGUE: &str = "rogue@wuxi.liangxi";
     let issued = fed.issue(ROGUE);
     let verifier = FederationVerifier::new(TrustStore::new(fed.root.root().clone(), &[]).unwrap());
-    let link = Link::bind(id(ROGUE), addrs[0], verifier, issued.chain.clone(), key_of(&issued)).unwrap();
+    let link =
+        Link::on_socket(id(ROGUE), rogue_socket, verifier, issued.chain.clone(), key_of(&issued)).unwrap();
     let body = directory_of(7, &[(ROGUE, addrs[0])]).encode();
     let sig = fed.liangxi.sign_message(&[b"fedgate directory v1\0".as_slice(), &body].concat()).unwrap();
     // The liangxi CA's own signature and chain, over a directory for the whole federation.
@@ -239,7 +251,7 @@ async fn a_forged_directory_from_a_peer_is_refused_and_the_current_one_kept() {
     });
     let v1 = directory_of(1, &[(ROGUE, addrs[0]), (B, addrs[1])]);
     write_signed(&fed.dir.path().join(format!("{B}.directory.cbor")), &v1, &fed.root);
-    let (b, _) = start(&fed, B, addrs[1], "").await;
+    let (b, _) = start(&fed, B, sb, "").await;
     // Connecting makes the two exchange directories; the rogue's is refused.
     b.shared().peer(&id(ROGUE)).await.unwrap();
     let refused = || {
@@ -262,7 +274,8 @@ async fn a_region_ca_revoked_by_the_root_loses_its_directories_at_the_next_crl_r
     use fedgate_certs::store;
     let fed = Federation::new();
     const COURT: &str = "court@wuxi.xinwu";
-    let addrs = [free_port(), free_port()];
+    let (sa, a_addr) = bound();
+    let addrs = [a_addr, unused_port()];
     let city = directory_of(1, &[(A, addrs[0])]);
     let xinwu = Directory::new(
         region("wuxi"),
@@ -276,7 +289,7 @@ async fn a_region_ca_revoked_by_the_root_loses_its_directories_at_the_next_crl_r
         docs: vec![directory::sign(&city, &fed.root).unwrap(), directory::sign(&xinwu, &fed.xinwu).unwrap()],
     };
     std::fs::write(fed.dir.path().join(format!("{A}.directory.cbor")), bundle.encode()).unwrap();
-    let (a, _) = start(&fed, A, addrs[0], "").await;
+    let (a, _) = start(&fed, A, sa, "").await;
     assert_eq!(versions(&a), vec![("wuxi".to_owned(), 1), ("wuxi.xinwu".to_owned(), 1)]);
     assert_eq!(a.shared().address_of(&id(COURT)).unwrap(), addrs[1]);
     // The root revokes the Xinwu CA and publishes its CRL; the node re-reads its CRLs.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::api::{api, http, token};
 use common::*;
 use fedgate_audit::{self as audit, AuditKeys, Entry};
-use fedgate_gateway::node::RunningNode;
+use fedgate_gateway::node::{Prebound, RunningNode};
 use serde_json::Value;
 
 const HOTLINE: &str = "hotline12345@wuxi";
@@ -61,9 +61,10 @@ fn audit_entries(node: &RunningNode) -> Vec<Entry> {
     out
 }
 
-/// A UDP port free right now on loopback, so three nodes can name each other before starting.
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A UDP socket bound on loopback, so three nodes can name each other before starting; each
+/// node serves on its socket (a port released and bound again could be taken in between).
+fn bound() -> std::net::UdpSocket {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
 }
 
 struct Three {
@@ -83,18 +84,22 @@ async fn three() -> Three {
     .unwrap();
     let cat = fed.file("cases.catalog.toml", &dataset("cases", HOTLINE, "conditional"));
     let grants = fed.file("cases.grants.toml", GRANTS);
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let sockets: Vec<_> = (0..3).map(|_| bound()).collect();
+    let ports: Vec<u16> = sockets.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    let mut sockets: Vec<Option<_>> = sockets.into_iter().map(Some).collect();
     let peer =
         |node: &str, port: u16| format!("\n[[peers]]\nnode = \"{node}\"\naddress = \"127.0.0.1:{port}\"\n");
     let listen = |port: u16| format!("listen = \"127.0.0.1:{port}\"");
-    let start = |node: &'static str, i: usize, extra: String| {
+    let mut start = |node: &'static str, i: usize, extra: String| {
         let fed = &fed;
         let listen = listen(ports[i]);
+        let socket = sockets[i].take().unwrap();
         async move {
             let path = fed.node_folder_with(node, &fed.issue(node), &extra);
             let text = std::fs::read_to_string(&path).unwrap().replace("listen = \"127.0.0.1:0\"", &listen);
             std::fs::write(&path, text).unwrap();
-            RunningNode::start(fedgate_gateway::config::load(&path).unwrap()).await.unwrap()
+            let cfg = fedgate_gateway::config::load(&path).unwrap();
+            RunningNode::start_on(cfg, Prebound { quic: Some(socket), ..Prebound::default() }).await.unwrap()
         }
     };
     let hotline_extra = format!(

@@ -4,8 +4,8 @@
 //! consumer chose, so a resent objection is recognised, never stored twice.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
+use crate::state_db::StateDb;
 use fedgate_catalog::NodeId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -99,11 +99,7 @@ pub struct Filed {
 impl Filed {
     /// The objection as signed.
     pub fn objection(&self, local: &NodeId) -> Result<Objection, String> {
-        let peer: NodeId = self.peer.parse().map_err(|e| format!("objection {}: peer: {e}", self.id))?;
-        let (consumer, provider) = match self.role {
-            Role::Outgoing => (local.clone(), peer),
-            Role::Incoming => (peer, local.clone()),
-        };
+        let (consumer, provider) = self.role.parties(local, &self.peer, "objection", &self.id)?;
         Ok(Objection {
             exchange: self.id.clone(),
             consumer,
@@ -143,9 +139,7 @@ const COLUMNS: &str = "id, role, peer, dataset, purpose, key, field, reason, pro
 
 /// Both sides' objections.
 pub struct ObjectionStore {
-    path: PathBuf,
-    conn: Mutex<Connection>,
-    changed: tokio::sync::watch::Sender<u64>,
+    state: StateDb,
 }
 
 type Res<T> = Result<T, ObjectionStoreError>;
@@ -153,27 +147,27 @@ type Res<T> = Result<T, ObjectionStoreError>;
 impl ObjectionStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Res<ObjectionStore> {
-        let conn = crate::state_db::open(
+        let state = StateDb::open(
             path,
             SCHEMA,
             |path, source| ObjectionStoreError::Folder { path, source },
             |source| ObjectionStoreError::Db { path: path.to_owned(), source },
         )?;
-        Ok(ObjectionStore { path: path.to_owned(), conn: Mutex::new(conn), changed: Default::default() })
+        Ok(ObjectionStore { state })
     }
 
     /// Notified whenever an objection is filed, received, answered or decided here.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.state.changes()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Res<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| ObjectionStoreError::Db { path: self.path.clone(), source })
+        f(&mut self.state.lock())
+            .map_err(|source| ObjectionStoreError::Db { path: self.state.path().to_owned(), source })
     }
 
     fn bump(&self) {
-        self.changed.send_modify(|n| *n += 1);
+        self.state.bump();
     }
 
     /// Stores an objection this node files, signed, before it is sent.

@@ -8,8 +8,8 @@
 //! ([`RequestStore::approved_grants`], written by [`write_grants_file`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
+use crate::state_db::StateDb;
 use fedgate_catalog::NodeId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -78,6 +78,22 @@ impl Role {
             Role::Incoming => "incoming",
         }
     }
+
+    /// (consumer, provider) of an exchange held in this role by `local` with `peer` (a stored
+    /// peer id, named in the error as `what` `id`'s).
+    pub fn parties(
+        self,
+        local: &NodeId,
+        peer: &str,
+        what: &str,
+        id: &str,
+    ) -> Result<(NodeId, NodeId), String> {
+        let peer: NodeId = peer.parse().map_err(|e| format!("{what} {id}: peer: {e}"))?;
+        Ok(match self {
+            Role::Outgoing => (local.clone(), peer),
+            Role::Incoming => (peer, local.clone()),
+        })
+    }
 }
 
 /// A request as this node holds it.
@@ -142,11 +158,7 @@ pub struct Held {
 impl Held {
     /// The request as signed.
     pub fn request(&self, local: &NodeId) -> Result<SharingRequest, String> {
-        let peer: NodeId = self.peer.parse().map_err(|e| format!("request {}: peer: {e}", self.id))?;
-        let (consumer, provider) = match self.role {
-            Role::Outgoing => (local.clone(), peer),
-            Role::Incoming => (peer, local.clone()),
-        };
+        let (consumer, provider) = self.role.parties(local, &self.peer, "request", &self.id)?;
         Ok(SharingRequest {
             exchange: self.id.clone(),
             consumer,
@@ -189,35 +201,33 @@ const COLUMNS: &str = "id, role, peer, dataset, purpose, fields, until, reason, 
 
 /// Both sides' requests.
 pub struct RequestStore {
-    path: PathBuf,
-    conn: Mutex<Connection>,
-    changed: tokio::sync::watch::Sender<u64>,
+    state: StateDb,
 }
 
 impl RequestStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<RequestStore, StoreError> {
-        let conn = crate::state_db::open(
+        let state = StateDb::open(
             path,
             SCHEMA,
             |path, source| StoreError::File { path, source },
             |source| StoreError::Db { path: path.to_owned(), source },
         )?;
-        Ok(RequestStore { path: path.to_owned(), conn: Mutex::new(conn), changed: Default::default() })
+        Ok(RequestStore { state })
     }
 
     /// Notified whenever a request is made, answered or revoked here.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.state.changes()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError::Db { path: self.path.clone(), source })
+        f(&mut self.state.lock())
+            .map_err(|source| StoreError::Db { path: self.state.path().to_owned(), source })
     }
 
     fn bump(&self) {
-        self.changed.send_modify(|n| *n += 1);
+        self.state.bump();
     }
 
     /// Stores a request this node makes, signed, before it is sent.

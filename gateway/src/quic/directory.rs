@@ -9,7 +9,7 @@
 //! anyone pushing unverified bytes; a node the epidemic missed catches up on its next new
 //! connection to any peer, or at the latest at its periodic offer to one random node.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,9 +33,10 @@ pub const GOSSIP_FANOUT: usize = 8;
 pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Runs the exchanges the node queues, one at a time per peer, until the queue closes; and the
-/// periodic offer to one random node.
+/// periodic offer to one random node. A peer queued again while its exchange runs gets one
+/// more exchange after it: what it offered may be newer than what that exchange saw.
 pub(crate) async fn sync_loop(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<NodeId>) {
-    let busy: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
+    let running: Arc<Mutex<Running>> = Arc::default();
     let mut round = tokio::time::interval_at(tokio::time::Instant::now() + GOSSIP_INTERVAL, GOSSIP_INTERVAL);
     loop {
         let peer = tokio::select! {
@@ -48,17 +49,59 @@ pub(crate) async fn sync_loop(shared: Arc<Shared>, mut queue: mpsc::UnboundedRec
                 continue;
             }
         };
-        if peer == shared.cfg.node || !busy.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone()) {
+        if peer == shared.cfg.node || !lock(&running).start(&peer) {
             continue;
         }
-        let (shared, busy) = (shared.clone(), busy.clone());
+        let (shared, running) = (shared.clone(), running.clone());
         tokio::spawn(async move {
-            if let Err(e) = sync_with(&shared, &peer).await {
-                tracing::debug!(peer = %peer, error = %e, "directory exchange failed");
+            loop {
+                if let Err(e) = sync_with(&shared, &peer).await {
+                    tracing::debug!(peer = %peer, error = %e, "directory exchange failed");
+                }
+                if !lock(&running).again(&peer) {
+                    break;
+                }
             }
-            busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
         });
     }
+}
+
+/// The peers with an exchange under way, each with whether it was queued again meanwhile.
+#[derive(Debug, Default)]
+struct Running(HashMap<NodeId, bool>);
+
+impl Running {
+    /// True if an exchange with `peer` should start now; false if one runs (it will run again).
+    fn start(&mut self, peer: &NodeId) -> bool {
+        match self.0.get_mut(peer) {
+            Some(again) => {
+                *again = true;
+                false
+            }
+            None => {
+                self.0.insert(peer.clone(), false);
+                true
+            }
+        }
+    }
+
+    /// After an exchange with `peer`: true if it should run once more, else it is done.
+    fn again(&mut self, peer: &NodeId) -> bool {
+        match self.0.get_mut(peer) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                self.0.remove(peer);
+                false
+            }
+        }
+    }
+}
+
+fn lock(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    running.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Tells `peer` what this node holds and takes in anything newer it answers with.
@@ -160,7 +203,22 @@ fn pick<T>(mut items: Vec<T>, n: usize, rng: &dyn ring::rand::SecureRandom) -> V
 
 #[cfg(test)]
 mod tests {
-    use super::pick;
+    use super::{pick, Running};
+
+    #[test]
+    fn a_peer_queued_while_its_exchange_runs_gets_one_more_not_none() {
+        // The lost wake-up this prevents: B's start-up exchange with A still running when A
+        // offers a newer directory; B dropped that want and stayed behind for minutes.
+        let (a, b) = ("a@wuxi".parse().unwrap(), "b@wuxi".parse().unwrap());
+        let mut r = Running::default();
+        assert!(r.start(&a), "nothing runs: start");
+        assert!(!r.start(&a) && !r.start(&a), "runs: queued again, once");
+        assert!(r.start(&b), "another peer is independent");
+        assert!(r.again(&a), "one more exchange with a");
+        assert!(!r.again(&a), "then done");
+        assert!(r.start(&a), "and a later want starts afresh");
+        assert!(!r.again(&b) && !r.again(&a));
+    }
 
     #[test]
     fn pick_takes_a_uniform_sample_of_distinct_items() {

@@ -3,11 +3,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+/// The binary under test; FEDGATE_BIN picks another build (the release binary, for figures).
+pub fn exe() -> String {
+    std::env::var("FEDGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fedgate").into())
+}
+
 pub fn fedgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fedgate")).args(args).output().expect("run fedgate")
+    Command::new(exe()).args(args).output().expect("run fedgate")
 }
 
 pub fn s(p: &Path) -> &str {
@@ -22,6 +27,23 @@ impl Served {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// SIGKILL: no close frames, no final audit entry, nothing flushed that was not already.
+    pub fn crash(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait for the gateway to record its stop.
+    pub fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "gateway did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Served {
@@ -31,22 +53,41 @@ impl Drop for Served {
     }
 }
 
+/// Starts `fedgate serve` on `cfg` and waits until its local API answers; its stderr goes to
+/// `serve.stderr.log` beside `cfg`. The demo chose the
+/// node's ports and released them; if another process took one since (tests run side by side
+/// and every outgoing connection takes a port), the gateway exits with "Address already in
+/// use", and it is started again once that process lets go.
 pub fn serve(cfg: &Path) -> Served {
-    let served = Served(
-        Command::new(env!("CARGO_BIN_EXE_fedgate"))
-            .args(["serve", "--config", s(cfg)])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let log = cfg.with_file_name("serve.stderr.log");
     let api = fedgate_gateway::config::load(cfg).unwrap().api;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(api).is_ok() {
+    for _ in 0..30 {
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut served =
+            Served(Command::new(exe()).args(["serve", "--config", s(cfg)]).stderr(stderr).spawn().unwrap());
+        if wait_for_api(&mut served, api) {
             return served;
+        }
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(said.contains("Address already in use"), "gateway for {} exited: {said}", cfg.display());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("gateway for {}: its ports stayed taken for 30 s", cfg.display());
+}
+
+/// True once the API accepts a connection; false if the process exits first.
+fn wait_for_api(p: &mut Served, api: std::net::SocketAddr) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = p.0.try_wait() {
+            return false;
+        }
+        if std::net::TcpStream::connect(api).is_ok() {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("gateway for {} did not start", cfg.display());
+    panic!("gateway on {api} did not start within 60 s");
 }
 
 /// SIGKILL, then a fresh process on the same folder.
