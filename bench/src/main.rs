@@ -415,7 +415,7 @@ async fn run(o: Opts) -> Result<()> {
     let idle = (provider.rss().0, consumer.rss().0);
 
     let token = std::fs::read_to_string(&cc.api_token)?.trim().to_owned();
-    let raw_client = raw::Client::new(&cc, pc.listen)?;
+    let raw_client = raw::Client::connect(&cc, raw::raw_addr(pc.listen), raw::IDLE_TIMEOUT).await?;
     let base_client = baseline::Client::new(&pc, baseline_addr)?;
 
     let procs = Procs {
@@ -657,21 +657,24 @@ mod http {
 mod raw {
     use super::*;
 
-    fn endpoint(
+    pub(crate) fn endpoint(
         cfg: &config::Config,
         listen: Option<SocketAddr>,
+        idle: Duration,
     ) -> Result<(quinn::Endpoint, quinn::ClientConfig)> {
         let id = fedgate_gateway::node::load_identity(cfg)?;
         let verifier = FederationVerifier::new(
             TrustStore::new(id.trust.root().clone(), &[]).map_err(anyhow::Error::msg)?,
         );
         let tls = TlsBuilder::new(verifier).identity(id.chain, id.key);
-        let server = quinn::ServerConfig::with_crypto(Arc::new(
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(tls.server()?)?,
         ));
-        let client = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(
-            tls.client()?,
-        )?));
+        server.transport_config(Arc::new(transport(idle)));
+        let mut client = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls.client()?)?,
+        ));
+        client.transport_config(Arc::new(transport(idle)));
         let ep = match listen {
             Some(addr) => quinn::Endpoint::server(server, addr)?,
             None => quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
@@ -679,11 +682,29 @@ mod raw {
         Ok((ep, client))
     }
 
+    /// quinn's default idle timeout (30 s): the one connection of the raw client sits idle while the
+    /// fedgate and baseline phases run, which on a loaded 2-core machine take longer than that for
+    /// 1M records, and the next raw phase then failed with "timed out".
+    pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Keep-alives a third of the idle timeout apart keep the connection open however long the
+    /// other phases take; the idle timeout still catches a server that has gone away.
+    pub(crate) fn transport(idle: Duration) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        t.max_idle_timeout(idle.try_into().ok());
+        t.keep_alive_interval(Some(idle / 3));
+        t
+    }
+
     /// Serves on the provider's QUIC address + 1000 (UDP): each stream asks for N bytes.
     pub(crate) async fn serve(pcfg: &Path) -> Result<()> {
         let cfg = config::load(pcfg)?;
-        let addr = raw_addr(cfg.listen);
-        let (ep, _) = endpoint(&cfg, Some(addr))?;
+        let (ep, _) = endpoint(&cfg, Some(raw_addr(cfg.listen)), IDLE_TIMEOUT)?;
+        answer(ep).await;
+        Ok(())
+    }
+
+    pub(crate) async fn answer(ep: quinn::Endpoint) {
         let chunk = Arc::new(vec![0x5au8; 64 * 1024]);
         while let Some(inc) = ep.accept().await {
             let chunk = chunk.clone();
@@ -706,7 +727,6 @@ mod raw {
                 }
             });
         }
-        Ok(())
     }
 
     pub(crate) fn raw_addr(listen: SocketAddr) -> SocketAddr {
@@ -720,23 +740,24 @@ mod raw {
     }
 
     impl Client {
-        pub(crate) fn new(ccfg: &config::Config, provider_listen: SocketAddr) -> Result<Client> {
-            let (ep, client) = endpoint(ccfg, None)?;
+        /// Retries for a few seconds: the server is a child process that may still be starting.
+        pub(crate) async fn connect(
+            ccfg: &config::Config,
+            addr: SocketAddr,
+            idle: Duration,
+        ) -> Result<Client> {
+            let (ep, client) = endpoint(ccfg, None, idle)?;
             let server_name = PROVIDER.parse::<NodeId>()?.to_server_name();
-            let addr = raw_addr(provider_listen);
-            let conn = futures::executor::block_on(async {
-                for _ in 0..100 {
-                    if let Ok(c) = ep.connect_with(client.clone(), addr, &server_name)?.await {
-                        return Ok(c);
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            for _ in 0..100 {
+                if let Ok(conn) = ep.connect_with(client.clone(), addr, &server_name)?.await {
+                    return Ok(Client { conn });
                 }
-                bail!("raw server not reachable at {addr}")
-            })?;
-            Ok(Client { conn })
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            bail!("raw server not reachable at {addr}")
         }
 
-        async fn fetch(&self, bytes: u64) -> Result<u64> {
+        pub(crate) async fn fetch(&self, bytes: u64) -> Result<u64> {
             let (mut send, mut recv) = self.conn.open_bi().await?;
             send.write_all(&bytes.to_be_bytes()).await?;
             send.finish()?;
@@ -1003,5 +1024,23 @@ mod tests {
             }
         }
         assert!(cpu_secs("/proc/self/stat") - before >= 0.05, "{x}");
+    }
+
+    /// The default run failed with "timed out" in its first raw phase: the raw client's one
+    /// connection sat idle through the fedgate phase, longer than quinn's idle timeout under load.
+    /// Here the idle timeout is short and the connection idles four times as long.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raw_connection_left_idle_past_its_idle_timeout_still_answers() {
+        let dir = std::env::temp_dir().join(format!("fedgate-bench-idle-{}", std::process::id()));
+        let _cleanup = Cleanup(dir.clone());
+        let (pcfg, ccfg, _) = setup(&dir, 1).unwrap();
+        let (pc, cc) = (config::load(&pcfg).unwrap(), config::load(&ccfg).unwrap());
+        let idle = Duration::from_millis(600);
+        let (ep, _) = raw::endpoint(&pc, Some("127.0.0.1:0".parse().unwrap()), idle).unwrap();
+        let addr = ep.local_addr().unwrap();
+        tokio::spawn(raw::answer(ep));
+        let client = raw::Client::connect(&cc, addr, idle).await.unwrap();
+        tokio::time::sleep(idle * 4).await;
+        assert_eq!(client.fetch(100_000).await.unwrap(), 100_000);
     }
 }
