@@ -393,55 +393,84 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
     let keys = crate::render::json_keys(transfer.fields());
     let stream = futures::stream::unfold(Some((transfer, shared, keys, t0)), |state| async move {
         let (mut t, shared, keys, t0) = state?;
-        let metrics = shared.metrics.clone();
-        let chunk = match t.next_batch().await {
+        let mut text = Vec::new();
+        match t.next_batch().await {
             Ok(Some(records)) => {
-                metrics.records_received(
-                    &t.peer().to_string(),
-                    t.dataset(),
-                    t.purpose(),
-                    records.len() as u64,
-                );
-                let mut text = Vec::with_capacity(records.len() * 600);
-                let marked =
-                    t.fields().last().is_some_and(|f| f == crate::governance::objection::MARKER_FIELD);
-                for r in &records {
-                    if marked {
-                        crate::render::json_line_marked(&keys, r, &mut text);
-                    } else {
-                        crate::render::json_line(&keys, r, &mut text);
-                    }
+                render_batch(&t, &shared, &keys, &records, &mut text);
+                if !t.reached_limit() {
+                    return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, keys, t0))));
                 }
-                return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, keys, t0))));
-            }
-            Ok(None) => {
-                metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), "ok", t0);
-                match shared
-                    .audit
-                    .append(t.receipt(shared.audit_entry(fedgate_audit::Kind::RequestOut)))
-                    .await
-                {
-                    Ok(_) => serde_json::json!({ "@end": t.summary() }).to_string(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "recording a receipt failed");
-                        error_line(
-                            ApiCode::Internal,
-                            "received, but recording the receipt failed; see the gateway's log",
-                        )
+                // The provider stops at the limit: the trailer comes next, and the records go out
+                // with `@end` in one write (one TCP segment for a one-record answer, not two).
+                match t.next_batch().await {
+                    Ok(Some(more)) => {
+                        render_batch(&t, &shared, &keys, &more, &mut text);
+                        return Some((Ok(text), Some((t, shared, keys, t0))));
                     }
+                    end => end_line(&mut t, &shared, t0, end.map(|_| ()), &mut text).await,
                 }
             }
-            Err(e) => {
-                metrics.transfer_ended(&t.peer().to_string(), t.dataset(), t.purpose(), failure_code(&e), t0);
-                let _ =
-                    shared.audit.append(t.receipt(shared.audit_entry(fedgate_audit::Kind::RequestOut))).await;
-                error_line(ApiCode::from(&e), &e.to_string())
-            }
-        };
-        Some((Ok((chunk + "\n").into_bytes()), None))
+            end => end_line(&mut t, &shared, t0, end.map(|_| ()), &mut text).await,
+        }
+        Some((Ok(text), None))
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
         .into_response())
+}
+
+/// Records as JSON Lines onto `text`, counted in the metrics.
+fn render_batch(
+    t: &crate::quic::Transfer,
+    shared: &Shared,
+    keys: &[String],
+    records: &[fedgate_catalog::Record],
+    text: &mut Vec<u8>,
+) {
+    shared.metrics.records_received(&t.peer().to_string(), t.dataset(), t.purpose(), records.len() as u64);
+    text.reserve(records.len() * 600);
+    let marked = t.fields().last().is_some_and(|f| f == crate::governance::objection::MARKER_FIELD);
+    for r in records {
+        if marked {
+            crate::render::json_line_marked(keys, r, text);
+        } else {
+            crate::render::json_line(keys, r, text);
+        }
+    }
+}
+
+/// The transfer ended (`Ok`: its trailer verified): records the receipt durably, then writes
+/// `@end` onto `text`, or `@error` if it failed or the receipt could not be recorded.
+async fn end_line(
+    t: &mut crate::quic::Transfer,
+    shared: &Shared,
+    t0: std::time::Instant,
+    end: Result<(), crate::exchange::ExchangeError>,
+    text: &mut Vec<u8>,
+) {
+    let (peer, metrics) = (t.peer().to_string(), &shared.metrics);
+    let receipt = t.receipt(shared.audit_entry(fedgate_audit::Kind::RequestOut));
+    let line = match end {
+        Ok(()) => {
+            metrics.transfer_ended(&peer, t.dataset(), t.purpose(), "ok", t0);
+            match shared.audit.append(receipt).await {
+                Ok(_) => serde_json::json!({ "@end": t.summary() }).to_string(),
+                Err(e) => {
+                    tracing::error!(error = %e, "recording a receipt failed");
+                    error_line(
+                        ApiCode::Internal,
+                        "received, but recording the receipt failed; see the gateway's log",
+                    )
+                }
+            }
+        }
+        Err(e) => {
+            metrics.transfer_ended(&peer, t.dataset(), t.purpose(), failure_code(&e), t0);
+            let _ = shared.audit.append(receipt).await;
+            error_line(ApiCode::from(&e), &e.to_string())
+        }
+    };
+    text.extend_from_slice(line.as_bytes());
+    text.push(b'\n');
 }
 
 /// The control line that ends a streamed answer that failed after its 200: the reason and its

@@ -107,6 +107,61 @@ async fn post_query(p: &Pair, body: &str) -> (u16, String, String) {
     http(p.consumer.api_addr(), &head, body.as_bytes()).await
 }
 
+/// The chunks of a chunked HTTP/1.1 body, each as the gateway wrote it.
+fn chunks(mut rest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push(after[..n].to_owned());
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_reaches_its_limit_goes_out_with_its_end_in_one_chunk() {
+    let p = pair("", "").await;
+    let api = p.consumer.api_addr();
+    let raw = |limit: u32| {
+        let head = format!("POST /v1/query HTTP/1.1{}\r\nContent-Type: application/json", auth(&p.token));
+        let body = format!(r#"{{{GOOD},"limit":{limit}}}"#);
+        async move {
+            let mut s = TcpStream::connect(api).await.unwrap();
+            let req = format!(
+                "{head}\r\nHost: api\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.unwrap();
+            let text = String::from_utf8(raw).unwrap();
+            chunks(text.split_once("\r\n\r\n").unwrap().1)
+        }
+    };
+    // Two of 20 rows: the records and the verified `@end` are one write, after the receipt.
+    let got = raw(2).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let lines: Vec<serde_json::Value> = got[0].lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{got:?}");
+    assert!(lines[0]["case_id"].is_string() && lines[1]["case_id"].is_string(), "{got:?}");
+    let end = &lines[2]["@end"];
+    assert_eq!(end["count"], 2, "{got:?}");
+    assert!(end["signature"].as_str().is_some_and(|s| !s.is_empty()), "{got:?}");
+    assert!(end["truncated"].is_string(), "a limit that cut the answer says so: {got:?}");
+    // A limit above what matched: the records still go out as they come, then `@end`.
+    let got = raw(50).await;
+    let all: String = got.concat();
+    assert_eq!(all.lines().count(), 21, "{got:?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(all.lines().last().unwrap()).unwrap()["@end"]["count"],
+        20
+    );
+    assert!(got.len() >= 2, "{got:?}");
+}
+
 /// The documented Error JSON: `{"error": "...", "code": "..."}`, nothing else.
 fn error_body(ctype: &str, body: &str) -> (String, String) {
     assert_eq!(ctype, "application/json", "{body}");

@@ -200,6 +200,12 @@ impl Transfer {
         }
     }
 
+    /// True once as many records arrived as the query's limit: the provider sends nothing
+    /// but its trailer (or an error) after them.
+    pub fn reached_limit(&self) -> bool {
+        self.session.query().limit.is_some_and(|l| self.session.count() >= l)
+    }
+
     /// The consumer's audit entry for this transfer, from `template` (this node and the digests
     /// in force): what was asked and what arrived.
     pub fn receipt(&self, template: Entry) -> Entry {
