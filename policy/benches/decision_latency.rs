@@ -54,6 +54,11 @@ fn main() {
                 .unwrap_or(0);
             intrinsic.push(best);
         }
+        // The control: a fixed computation as long as the median miss, timed the same way,
+        // 20 000 times. Its tail is the environment's (preemption, interrupts, the other
+        // core's traffic): what of the miss tail it accounts for is not the decision's.
+        let (m50_now, _, _) = percentiles(miss.clone());
+        let control = control_tail(m50_now);
         let (i50, i99, i999) = percentiles(intrinsic);
         let (h50, h99, h999) = percentiles(hit);
         let (m50, m99, m999) = percentiles(miss);
@@ -78,5 +83,46 @@ fn main() {
             us(i99),
             us(i999)
         );
+        let (c50, c99, c999) = control;
+        println!(
+            "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   (control: fixed work as long as the miss p50)",
+            "",
+            "",
+            "",
+            "",
+            us(c50),
+            us(c99),
+            us(c999)
+        );
     }
+}
+
+/// Percentiles of 20 000 timings of a fixed loop calibrated to take about `target_ns`.
+fn control_tail(target_ns: u64) -> (u64, u64, u64) {
+    let work = |n: u64| {
+        let mut x = 0u64;
+        for i in 0..n {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        x
+    };
+    let mut n = 1_000u64;
+    loop {
+        let t = Instant::now();
+        std::hint::black_box(work(n));
+        let took = t.elapsed().as_nanos() as u64;
+        if took >= 1_000_000 {
+            n = (n as u128 * target_ns.max(1) as u128 / took as u128).max(1) as u64;
+            break;
+        }
+        n *= 2;
+    }
+    let timings = (0..20_000)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(work(n));
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    percentiles(timings)
 }
