@@ -151,6 +151,20 @@ async fn an_answer_that_reaches_its_limit_goes_out_with_its_end_in_one_chunk() {
     assert_eq!(end["count"], 2, "{got:?}");
     assert!(end["signature"].as_str().is_some_and(|s| !s.is_empty()), "{got:?}");
     assert!(end["truncated"].is_string(), "a limit that cut the answer says so: {got:?}");
+    // The receipt was durable before `@end` was written: it is on disk now, citing this answer.
+    let cfg = p.consumer.config();
+    let reader = fedgate_audit::AuditKeys::load_reader(&cfg.audit_key).unwrap();
+    let mut receipts = Vec::new();
+    fedgate_audit::entries(&cfg.audit_dir, &reader, |e| {
+        if e.kind == Some(fedgate_audit::Kind::RequestOut) {
+            receipts.push(e);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let receipt = receipts.last().expect("a receipt on disk before @end");
+    assert_eq!(receipt.records, Some(2));
+    assert_eq!(receipt.signature.as_deref(), end["signature"].as_str());
     // A limit above what matched: the records still go out as they come, then `@end`.
     let got = raw(50).await;
     let all: String = got.concat();
