@@ -400,14 +400,14 @@ async fn query(State(st): State<ApiState>, QueryJson(body): QueryJson) -> Result
                 if !t.reached_limit() {
                     return Some((Ok::<_, std::convert::Infallible>(text), Some((t, shared, keys, t0))));
                 }
-                // The provider stops at the limit: the trailer comes next, and the records go out
-                // with `@end` in one write (one TCP segment for a one-record answer, not two).
-                match t.next_batch().await {
-                    Ok(Some(more)) => {
-                        render_batch(&t, &shared, &keys, &more, &mut text);
-                        return Some((Ok(text), Some((t, shared, keys, t0))));
+                // The provider stops at the limit: only batches already counted (read in the
+                // same frames) and the trailer come next, and the records go out with `@end`
+                // in one write (one TCP segment for a one-record answer, not two).
+                loop {
+                    match t.next_batch().await {
+                        Ok(Some(more)) => render_batch(&t, &shared, &keys, &more, &mut text),
+                        end => break end_line(&mut t, &shared, t0, end.map(|_| ()), &mut text).await,
                     }
-                    end => end_line(&mut t, &shared, t0, end.map(|_| ()), &mut text).await,
                 }
             }
             end => end_line(&mut t, &shared, t0, end.map(|_| ()), &mut text).await,

@@ -402,11 +402,14 @@ impl ReferralStore {
             why: e.to_string(),
         })?;
         let event: u64 = tx
-            .query_row("SELECT COALESCE(MAX(event), 0) + 1 FROM steps", [], |r| r.get(0))
+            .prepare_cached("SELECT COALESCE(MAX(event), 0) + 1 FROM steps")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
             .map_err(self.db())?;
-        tx.execute(
-            &format!("INSERT INTO steps ({STEP_COLUMNS}, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11)"),
-            params![
+        tx.prepare_cached(&format!(
+            "INSERT INTO steps ({STEP_COLUMNS}, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, ?10, ?11)"
+        ))
+        .and_then(|mut q| {
+            q.execute(params![
                 exchange,
                 seq,
                 author.to_string(),
@@ -418,14 +421,12 @@ impl ReferralStore {
                 outgoing,
                 event,
                 rules::step_digest(step)
-            ],
-        )
+            ])
+        })
         .map_err(self.db())?;
-        tx.execute(
-            "UPDATE referrals SET state = ?2, seq = ?3, updated = ?4 WHERE exchange = ?1",
-            params![exchange, state.as_str(), seq, at],
-        )
-        .map_err(self.db())?;
+        tx.prepare_cached("UPDATE referrals SET state = ?2, seq = ?3, updated = ?4 WHERE exchange = ?1")
+            .and_then(|mut q| q.execute(params![exchange, state.as_str(), seq, at]))
+            .map_err(self.db())?;
         Ok(StoredStep {
             exchange: exchange.into(),
             seq,
@@ -445,7 +446,8 @@ impl ReferralStore {
     /// Marks a step as recorded in the audit log (which makes an own step ready to send).
     pub fn mark_audited(&self, exchange: &str, seq: u64) -> Result<(), ReferralError> {
         self.lock()
-            .execute("UPDATE steps SET audited = 1 WHERE exchange = ?1 AND seq = ?2", params![exchange, seq])
+            .prepare_cached("UPDATE steps SET audited = 1 WHERE exchange = ?1 AND seq = ?2")
+            .and_then(|mut q| q.execute(params![exchange, seq]))
             .map_err(self.db())?;
         self.bump();
         Ok(())
@@ -454,10 +456,10 @@ impl ReferralStore {
     /// Marks one of this node's steps as acknowledged by the peer.
     pub fn mark_delivered(&self, exchange: &str, seq: u64) -> Result<(), ReferralError> {
         self.lock()
-            .execute(
+            .prepare_cached(
                 "UPDATE steps SET delivered = 1 WHERE exchange = ?1 AND seq = ?2 AND outgoing = 1",
-                params![exchange, seq],
             )
+            .and_then(|mut q| q.execute(params![exchange, seq]))
             .map_err(self.db())?;
         self.bump();
         Ok(())
@@ -587,12 +589,9 @@ fn insert_referral(
 }
 
 fn referral_in(conn: &Connection, exchange: &str) -> rusqlite::Result<Option<Referral>> {
-    conn.query_row(
-        &format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE exchange = ?1"),
-        params![exchange],
-        referral_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE exchange = ?1"))?
+        .query_row(params![exchange], referral_row)
+        .optional()
 }
 
 fn referral_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Referral> {
@@ -656,11 +655,8 @@ fn decode_step(raw: RawStep) -> Result<StoredStep, ReferralError> {
 
 fn step_in(conn: &Connection, exchange: &str, seq: u64) -> Result<Option<StoredStep>, rusqlite::Error> {
     let raw = conn
-        .query_row(
-            &format!("SELECT {STEP_COLUMNS} FROM steps WHERE exchange = ?1 AND seq = ?2"),
-            params![exchange, seq],
-            raw_step,
-        )
+        .prepare_cached(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE exchange = ?1 AND seq = ?2"))?
+        .query_row(params![exchange, seq], raw_step)
         .optional()?;
     // A damaged row cannot be compared with a resend: treat it as a different step.
     Ok(raw.and_then(|r| decode_step(r).ok()))

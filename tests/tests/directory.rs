@@ -155,10 +155,13 @@ async fn a_newer_directory_given_to_one_node_reaches_the_other_over_the_link() {
     .unwrap();
     assert_eq!(state.summary(), vec![("wuxi".to_owned(), 2)]);
     // Both sides audited it: A from its file, B from A.
-    let from_a = audit_entries(&p.b).into_iter().any(|e| {
-        e.counterpart.as_deref() == Some(A) && e.reason.as_deref() == Some("directory accepted: wuxi v2")
-    });
-    assert!(from_a, "B's audit log records the directory it took from A");
+    // The directory is in force a moment before its audit entry is written.
+    wait_for("B's audit log to record the directory it took from A", || {
+        audit_entries(&p.b).into_iter().any(|e| {
+            e.counterpart.as_deref() == Some(A) && e.reason.as_deref() == Some("directory accepted: wuxi v2")
+        })
+    })
+    .await;
     // What B loads when it restarts: v2 from its state folder, though its own file says v1.
     let cfg = p.b.config();
     let (held, _) = fedgate_gateway::directory::NodeDirectory::load(

@@ -202,6 +202,11 @@ async fn a_case_goes_down_three_levels_and_the_result_comes_back_to_the_hotline(
             .collect()
     };
     let want = ["send", "receive", "accept", "forward", "resolve", "close"].map(|s| format!("referral-{s}"));
+    // A step is stored (and its state shown) before its audit entry is written: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (steps_of(&hotline) != want || steps_of(&grid) != want) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(steps_of(&hotline), want);
     assert_eq!(steps_of(&grid), want);
     drop((committee, fed));
