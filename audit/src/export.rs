@@ -19,6 +19,15 @@ pub fn export_for(dir: &Path, out: &Path, add: Option<(&[u8; 32], &[[u8; 32]])>)
         move |source| AuditError::Io { path: p, source }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
+    // The checkpoints before the segments: a log being written to may grow while it is copied,
+    // and segments copied after hold every entry the copied checkpoints cover (the other way
+    // round, a checkpoint made meanwhile would cover entries the copy lacks).
+    for f in ["checkpoints", "signing.pub", crate::keybind::STATEMENTS] {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::copy(&p, out.join(f)).map_err(io(&p))?;
+        }
+    }
     let mut n = 0;
     for (first, seg) in log::segments(dir)? {
         let name = seg.file_name().map(PathBuf::from).unwrap_or_default();
@@ -35,12 +44,6 @@ pub fn export_for(dir: &Path, out: &Path, add: Option<(&[u8; 32], &[[u8; 32]])>)
             keys::write(out, &k)?;
         }
         n += 1;
-    }
-    for f in ["checkpoints", "signing.pub", crate::keybind::STATEMENTS] {
-        let p = dir.join(f);
-        if p.exists() {
-            std::fs::copy(&p, out.join(f)).map_err(io(&p))?;
-        }
     }
     std::fs::write(
         out.join("README.txt"),

@@ -136,6 +136,17 @@ pub fn generate_auditor() -> Result<([u8; 32], [u8; 32]), WrapError> {
     Ok((secret.to_bytes(), PublicKey::from(&secret).to_bytes()))
 }
 
+/// The public half of auditor secret key `secret`.
+pub fn auditor_public(secret: &[u8; 32]) -> [u8; 32] {
+    PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
+}
+
+/// An auditor secret key as `audit keygen` writes it: 64 hex digits (surrounding white space
+/// allowed).
+pub fn parse_auditor_secret(text: &str) -> Option<[u8; 32]> {
+    fedgate_catalog::unhex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok())
+}
+
 /// Wraps `dk` for the node's audit key.
 fn wrap_for_node(master: &[u8; 32], aad: &[u8], dk: &DataKey) -> Result<Wrap, WrapError> {
     let nonce = random::<12>()?;
@@ -350,6 +361,16 @@ pub fn add_auditor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_auditor_secret_gives_its_public_half_and_parses_from_its_file_text() {
+        let (secret, public) = generate_auditor().unwrap();
+        assert_eq!(auditor_public(&secret), public);
+        let text = format!("{}\n", fedgate_catalog::hex(&secret));
+        assert_eq!(parse_auditor_secret(&text), Some(secret));
+        assert_eq!(parse_auditor_secret(&text[..62]), None, "too short");
+        assert_eq!(parse_auditor_secret(&public_text(&public)), None, "a public key is no secret");
+    }
 
     #[test]
     fn the_node_and_each_auditor_unwrap_the_same_key_and_no_one_else() {

@@ -534,8 +534,8 @@ fn auditor_reader(path: &std::path::Path) -> Result<audit::Reader, CliError> {
         return Err(bad(format!("readable by others (mode {mode:o}); run chmod 600")));
     }
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let key = fedgate_catalog::unhex(text.trim()).and_then(|k| <[u8; 32]>::try_from(k).ok());
-    key.map(audit::Reader::auditor)
+    audit::keys::parse_auditor_secret(&text)
+        .map(audit::Reader::auditor)
         .ok_or_else(|| bad("not an auditor secret key (64 hex digits from `audit keygen`)".into()))
 }
 

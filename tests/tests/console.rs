@@ -611,3 +611,148 @@ async fn the_steward_accepts_with_a_correction_or_rejects_objections_in_the_cons
         assert!(detail.contains("wang.steward (steward)"), "{detail}");
     }
 }
+
+/// The consumer's log exported for an auditor key, as `fedgate audit export --auditor-key`
+/// writes it: every file of the folder, by name.
+fn consumer_export(s: &Setup, auditor: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
+    let cfg = s.consumer.config();
+    let master = match AuditKeys::load_reader(&cfg.audit_key).unwrap() {
+        audit::Reader::Node(k) => k,
+        audit::Reader::Auditor(_) => unreachable!("a node key"),
+    };
+    let out = tempfile::tempdir().unwrap();
+    audit::export_for(&cfg.audit_dir, out.path(), Some((&master, std::slice::from_ref(auditor)))).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn upload(c: &mut Client, files: &[(String, Vec<u8>)], key: &[u8]) -> common::console::Answer {
+    let token = c.csrf().await;
+    let mut fields: Vec<(&str, Option<&str>, &[u8])> = vec![("csrf", None, token.as_bytes())];
+    fields.extend(files.iter().map(|(n, d)| ("export", Some(n.as_str()), d.as_slice())));
+    fields.push(("key", Some("city-audit.key"), key));
+    c.upload("/audit/reconcile", &fields).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_reconciles_the_nodes_log_with_an_uploaded_peer_export() {
+    let s = setup().await;
+    let id = apply(&s).await;
+    let (status, v) =
+        api(&s.provider, "POST", &format!("/v1/requests/{id}/approve"), r#"{"clearance":3,"days":30}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let (secret, public) = audit::keys::generate_auditor().unwrap();
+    let key_file = format!("{}\n", fedgate_catalog::hex(&secret));
+    // An export the court made before its query, and one after.
+    let before = consumer_export(&s, &public);
+    let (status, v) = query(&s.consumer).await;
+    assert_eq!(status, 200, "{v}");
+    let after = consumer_export(&s, &public);
+
+    let mut c = s.logged_in("zhao.auditor").await;
+    let form = c.get("/audit/reconcile").await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("enctype=\"multipart/form-data\""), "{}", form.body);
+
+    let a = upload(&mut c, &after, key_file.as_bytes()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("id=\"reconcile-verdict\"") && a.body.contains("对账一致"), "{}", a.body);
+    assert!(
+        a.body.contains(CONSUMER) && a.body.contains("<td>cases</td>"),
+        "the query is listed: {}",
+        a.body
+    );
+
+    // The export from before the query lacks the court's side of it: named, not reconciled.
+    let a = upload(&mut c, &before, key_file.as_bytes()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("对账不一致") && a.body.contains("class=\"warn\""), "{}", a.body);
+
+    // Bad uploads get a clear answer naming what is wrong.
+    let mut stray = after.clone();
+    stray.push(("gateway.toml".into(), b"node = 'x'".to_vec()));
+    let a = upload(&mut c, &stray, key_file.as_bytes()).await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("&#34;gateway.toml&#34; is not a file of an audit export"), "{}", a.body);
+    let partial: Vec<_> = after.iter().filter(|(n, _)| n != "signing.pub").cloned().collect();
+    let a = upload(&mut c, &partial, key_file.as_bytes()).await;
+    assert!(a.status == 400 && a.body.contains("not a whole export"), "{}", a.body);
+    let (stranger, _) = audit::keys::generate_auditor().unwrap();
+    let a = upload(&mut c, &after, fedgate_catalog::hex(&stranger).as_bytes()).await;
+    assert!(a.status == 400 && a.body.contains("not wrapped for this auditor key"), "{}", a.body);
+    let mut cut = after.clone();
+    for (_, data) in cut.iter_mut().filter(|(n, _)| n.ends_with(".log")) {
+        let n = data.len();
+        data[n / 2] ^= 1;
+    }
+    let a = upload(&mut c, &cut, key_file.as_bytes()).await;
+    assert!(a.status == 400 && a.body.contains("does not verify"), "a damaged export: {}", a.body);
+    let a = upload(&mut c, &after, b"not a key").await;
+    assert!(a.status == 400 && a.body.contains("is not an auditor secret key"), "{}", a.body);
+    let mut own = Vec::new();
+    let pcfg = s.provider.config();
+    let master = match AuditKeys::load_reader(&pcfg.audit_key).unwrap() {
+        audit::Reader::Node(k) => k,
+        audit::Reader::Auditor(_) => unreachable!("a node key"),
+    };
+    let out = tempfile::tempdir().unwrap();
+    audit::export_for(&pcfg.audit_dir, out.path(), Some((&master, &[public]))).unwrap();
+    for e in std::fs::read_dir(out.path()).unwrap() {
+        let e = e.unwrap();
+        own.push((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()));
+    }
+    let a = upload(&mut c, &own, key_file.as_bytes()).await;
+    assert!(a.status == 400 && a.body.contains("own log"), "{}", a.body);
+    let token = c.csrf().await;
+    let a = c.post("/audit/reconcile", &[("csrf", &token)]).await;
+    assert!(a.status == 400 && a.body.contains("not a file upload"), "{}", a.body);
+    let a = c.upload("/audit/reconcile", &[("key", Some("k"), key_file.as_bytes())]).await;
+    assert_eq!(a.status, 403, "no CSRF token in the upload: {}", a.body);
+
+    // Too large: refused from its declared length, before it is read.
+    let cookie: Vec<String> = c.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut raw = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    let head = format!(
+        "POST /audit/reconcile HTTP/1.1\r\nHost: console\r\nCookie: {}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        cookie.join("; "),
+        fedgate_gateway::console::reconcile::MAX_UPLOAD + 1
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("fedgate audit reconcile"), "{answer}");
+
+    // Other roles: 403, before anything is read.
+    for name in ["wang.steward", "li.operator"] {
+        let mut other = s.logged_in(name).await;
+        assert_eq!(other.get("/audit/reconcile").await.status, 403, "{name}");
+        assert_eq!(upload(&mut other, &after, key_file.as_bytes()).await.status, 403, "{name}");
+    }
+
+    // Audited with the account, the key never; nothing is left in the state folder.
+    let all = entries(&s.provider);
+    let done: Vec<&Entry> =
+        all.iter().filter(|e| e.decision.as_deref() == Some("console-reconcile")).collect();
+    assert!(done.len() >= 9, "every attempt is audited: {}", done.len());
+    let first = done[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        first.contains("zhao.auditor (auditor)") && first.contains("court@wuxi.xinwu's uploaded export"),
+        "{first}"
+    );
+    assert!(first.ends_with(": reconciled"), "{first}");
+    let hex = fedgate_catalog::hex(&secret);
+    assert!(all.iter().all(|e| !format!("{e:?}").contains(&hex)), "the auditor's key is in no entry");
+    let left: Vec<_> = std::fs::read_dir(&s.provider.config().state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("console-reconcile"))
+        .collect();
+    assert!(left.is_empty(), "scratch folders left: {left:?}");
+}

@@ -7,13 +7,15 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::api::api;
 use common::webdriver::{browser_present, Driver, Session};
 use common::*;
+use fedgate_audit::{self as audit, AuditKeys};
 use fedgate_gateway::console::accounts::{AccountStore, Role};
+use fedgate_gateway::node::RunningNode;
 use serde_json::json;
 
 const PROVIDER: &str = "womens-federation@wuxi";
@@ -38,7 +40,11 @@ fn pages(role: Role) -> &'static [(&'static str, &'static str)] {
             &[("/catalog", "#dataset-cases"), ("/grants", "#explain-form"), ("/requests", "section.request")]
         }
         Role::Operator => &[("/subscriptions", "main h1"), ("/referrals", "main h1")],
-        Role::Auditor => &[("/audit", "#audit-entries"), ("/audit/entry/1", "#entry")],
+        Role::Auditor => &[
+            ("/audit", "#audit-entries"),
+            ("/audit/entry/1", "#entry"),
+            ("/audit/reconcile", "#reconcile-form"),
+        ],
     }
 }
 
@@ -88,6 +94,11 @@ async fn each_role_logs_in_visits_its_pages_is_refused_the_others_and_the_stewar
     if !browser_present() {
         return;
     }
+    // On the heap: the whole walk through the console is one large future.
+    Box::pin(walk_through()).await;
+}
+
+async fn walk_through() {
     let started = Instant::now();
     let fed = Federation::new();
     let sources = fed.sqlite_sources(&["cases"]);
@@ -150,6 +161,9 @@ async fn each_role_logs_in_visits_its_pages_is_refused_the_others_and_the_stewar
             post_form(&b, &path, &fields).await;
             assert!(b.text("#error").await.contains(FORBIDDEN), "{name} must not post {path}");
         }
+        if role == Role::Auditor {
+            Box::pin(reconcile_by_upload(&b, &base, &consumer, &shots)).await;
+        }
         if role == Role::Steward {
             let (_, held) = api(&provider, "GET", &format!("/v1/requests/{id}"), "").await;
             assert_eq!(held["state"], "pending", "the other roles' approvals were refused: {held}");
@@ -204,4 +218,26 @@ async fn each_role_logs_in_visits_its_pages_is_refused_the_others_and_the_stewar
     b.quit().await;
     drop(fed);
     assert!(started.elapsed() < Duration::from_secs(90), "the browser test took {:?}", started.elapsed());
+}
+
+/// The auditor reconciles this node's log with the court's export (wrapped for the auditor's
+/// key), choosing the files in the upload form.
+async fn reconcile_by_upload(b: &Session, base: &str, consumer: &RunningNode, shots: &Path) {
+    // The court's export, wrapped for the auditor's key, reconciled with this log.
+    let (secret, public) = audit::keys::generate_auditor().unwrap();
+    let cfg = consumer.config();
+    let audit::Reader::Node(master) = AuditKeys::load_reader(&cfg.audit_key).unwrap() else {
+        panic!("a node key")
+    };
+    let export = tempfile::tempdir().unwrap();
+    audit::export_for(&cfg.audit_dir, export.path(), Some((&master, &[public]))).unwrap();
+    let key = export.path().join("city-audit.key");
+    let files: Vec<PathBuf> = std::fs::read_dir(export.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    std::fs::write(&key, fedgate_catalog::hex(&secret)).unwrap();
+    b.goto(&format!("{base}/audit/reconcile")).await;
+    b.attach("#export-files", &files.iter().map(PathBuf::as_path).collect::<Vec<_>>()).await;
+    b.attach("#auditor-key", &[&key]).await;
+    b.submit_and_wait("#reconcile", "#reconcile-verdict").await;
+    assert!(b.text("#reconcile-verdict").await.contains("对账一致"), "reconciled with the court");
+    b.screenshot(&shots.join("auditor-audit-reconciled.png")).await;
 }

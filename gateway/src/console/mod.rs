@@ -7,6 +7,8 @@
 //! - [`i18n`]: the strings, one table per language (zh-CN by default, English).
 //! - [`chart`]: the overview's volume chart as inline SVG, pure.
 //! - [`pages`]: the askama templates' structs; [`views`] fills them from the node's state.
+//! - [`upload`]: `multipart/form-data` bodies (file uploads), pure; [`reconcile`]: a peer's
+//!   uploaded audit export reconciled with this node's log, as `fedgate audit reconcile` does.
 //! - [`server`]: routes, login, the role each page and action needs, audit entries.
 //!
 //! Every asset is compiled in; the console loads nothing from anywhere else.
@@ -16,8 +18,10 @@ pub mod chart;
 pub mod csrf;
 pub mod i18n;
 pub mod pages;
+pub mod reconcile;
 pub mod server;
 pub mod sessions;
+pub mod upload;
 pub mod views;
 
 use std::net::SocketAddr;

@@ -65,7 +65,7 @@ impl Chrome {
             Role::Operator => {
                 items.extend([("/subscriptions", t.nav_subscriptions), ("/referrals", t.nav_referrals)])
             }
-            Role::Auditor => items.push(("/audit", t.nav_audit)),
+            Role::Auditor => items.extend([("/audit", t.nav_audit), ("/audit/reconcile", t.nav_reconcile)]),
         }
         items.into_iter().map(|(href, label)| NavItem { href, label, current: href == current }).collect()
     }
@@ -531,4 +531,50 @@ pub struct ObjectionsPage {
     pub c: Chrome,
     /// Overdue first, then open, then the rest, newest first.
     pub objections: Vec<ObjectionRow>,
+}
+
+/// One exchange of a reconciliation.
+pub struct ReconcileRow {
+    /// Exchange id (shortened), with the batch or step if any.
+    pub exchange: String,
+    /// The provider.
+    pub provider: String,
+    /// The consumer.
+    pub consumer: String,
+    /// The dataset.
+    pub dataset: String,
+    /// What the provider's log says.
+    pub provider_says: String,
+    /// What the consumer's log says.
+    pub consumer_says: String,
+    /// What disagrees; empty when both agree.
+    pub disagreements: String,
+}
+
+/// A reconciliation's outcome.
+pub struct ReconcileView {
+    /// The peer whose export was uploaded.
+    pub peer: String,
+    /// Nothing between the two disagrees and every witnessed checkpoint holds.
+    pub reconciled: bool,
+    /// The exchanges between the two nodes, disagreements first.
+    pub rows: Vec<ReconcileRow>,
+    /// Exchanges with nodes whose log was not given (not judged).
+    pub one_sided: usize,
+    /// Witnessed checkpoints checked.
+    pub checked: usize,
+    /// Witnessed checkpoints a log contradicts, each said in full.
+    pub inconsistent: Vec<String>,
+}
+
+/// The reconcile form and its outcome.
+#[derive(Template)]
+#[template(path = "console/reconcile.html")]
+pub struct ReconcilePage {
+    /// Around it.
+    pub c: Chrome,
+    /// The largest upload, in MiB.
+    pub max_mib: usize,
+    /// The outcome, or why there is none.
+    pub result: Option<Result<ReconcileView, String>>,
 }

@@ -69,6 +69,7 @@ pub fn router(st: ConsoleState) -> Router {
         .route("/audit/entry/{seq}", get(audit_entry))
         .route("/audit/proof/{seq}", get(audit_proof))
         .route("/audit/verify", post(audit_verify))
+        .route("/audit/reconcile", get(reconcile_form).post(reconcile_upload))
         .fallback(not_found)
         .with_state(st)
 }
@@ -850,4 +851,145 @@ async fn audit_proof(
         }
         Err(e) => refusal(&st, &cx, StatusCode::NOT_FOUND, t.not_found, e),
     }
+}
+
+fn reconcile_page(
+    st: &ConsoleState,
+    cx: &Ctx,
+    status: StatusCode,
+    result: Option<Result<ReconcileView, String>>,
+) -> Response {
+    let c = chrome(st, cx, cx.t().nav_reconcile, "/audit/reconcile");
+    let max_mib = super::reconcile::MAX_UPLOAD >> 20;
+    page(cx, status, &ReconcilePage { c, max_mib, result })
+}
+
+async fn reconcile_form(State(st): State<ConsoleState>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = try_page!(ctx(&st, &headers, &uri).await);
+    require!(&st, &cx, Role::Auditor);
+    reconcile_page(&st, &cx, StatusCode::OK, None)
+}
+
+/// Why an upload form was not taken.
+enum UploadRefused {
+    /// Missing or wrong CSRF token.
+    Csrf,
+    /// Anything else, said for the page.
+    Bad(String),
+}
+
+/// An export's files, by name, as uploaded.
+type ExportFiles<'a> = Vec<(String, &'a [u8])>;
+
+/// The reconcile form's fields: the export's files and the auditor's secret key; the CSRF
+/// token checked first.
+fn reconcile_fields<'a>(
+    body: &'a [u8],
+    content_type: &str,
+    csrf_expected: &str,
+) -> Result<(ExportFiles<'a>, [u8; 32]), UploadRefused> {
+    let bad = |e: super::upload::UploadError| UploadRefused::Bad(e.to_string());
+    let parts =
+        super::upload::parse(body, super::upload::boundary(content_type).map_err(bad)?).map_err(bad)?;
+    let token = parts.iter().find(|p| p.name == csrf::FIELD).and_then(|p| std::str::from_utf8(p.data).ok());
+    if !csrf::matches(csrf_expected, token) {
+        return Err(UploadRefused::Csrf);
+    }
+    let key = parts
+        .iter()
+        .find(|p| p.name == "key" && p.file.is_some())
+        .ok_or_else(|| UploadRefused::Bad("no auditor key file in the upload".into()))?;
+    let key = std::str::from_utf8(key.data)
+        .ok()
+        .and_then(fedgate_audit::keys::parse_auditor_secret)
+        .ok_or_else(|| {
+            UploadRefused::Bad(format!(
+                "{:?} is not an auditor secret key (64 hex digits, the .key file of `fedgate audit keygen`)",
+                key.file.as_deref().unwrap_or_default()
+            ))
+        })?;
+    let files: Vec<(String, &[u8])> = parts
+        .iter()
+        .filter(|p| p.name == "export")
+        .filter_map(|p| p.file.clone().filter(|f| !f.is_empty()).map(|f| (f, p.data)))
+        .collect();
+    if files.is_empty() {
+        return Err(UploadRefused::Bad("no export file in the upload".into()));
+    }
+    Ok((files, key))
+}
+
+/// Reconciles this node's log with an uploaded peer export (auditor only); the attempt and its
+/// outcome are audited, the key never.
+async fn reconcile_upload(
+    State(st): State<ConsoleState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: axum::body::Body,
+) -> Response {
+    let mut cx = try_page!(ctx(&st, &headers, &uri).await);
+    cx.here.clear();
+    require!(&st, &cx, Role::Auditor);
+    let max = super::reconcile::MAX_UPLOAD;
+    let too_large = |cx: &Ctx, why: String| {
+        let msg = format!(
+            "{why}: at most {} MiB; reconcile larger exports with `fedgate audit reconcile`",
+            max >> 20
+        );
+        reconcile_page(&st, cx, StatusCode::PAYLOAD_TOO_LARGE, Some(Err(msg)))
+    };
+    // A declared length over the bound is refused before anything is read.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large(&cx, format!("the upload is {} bytes", declared.unwrap_or_default()));
+    }
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) => return too_large(&cx, format!("the upload was not read ({e})")),
+    };
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (shared, expected) = (st.shared.clone(), cx.session.csrf.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let (files, key) = reconcile_fields(&body, &content_type, &expected)?;
+        super::reconcile::run(&shared, &files, key).map_err(UploadRefused::Bad)
+    })
+    .await
+    .unwrap_or_else(|e| Err(UploadRefused::Bad(format!("internal error: {e}"))));
+    let own = st.shared.cfg.node.to_string();
+    let (status, result, detail) = match outcome {
+        Err(UploadRefused::Csrf) => {
+            let t = cx.t();
+            return refusal(
+                &st,
+                &cx,
+                StatusCode::FORBIDDEN,
+                t.forbidden,
+                "missing or wrong CSRF token".into(),
+            );
+        }
+        Err(UploadRefused::Bad(e)) => (
+            StatusCode::BAD_REQUEST,
+            Err(e.clone()),
+            format!("reconciliation with an uploaded export failed: {e}"),
+        ),
+        Ok((peer, report)) => {
+            let v = views::reconcile_view(&own, peer, &report);
+            let detail = format!(
+                "reconciled with {}'s uploaded export: {} exchange(s) between the two, {} disagree; {} witnessed checkpoint(s) checked, {} inconsistent: {}",
+                v.peer,
+                v.rows.len(),
+                v.rows.iter().filter(|r| !r.disagreements.is_empty()).count(),
+                v.checked,
+                v.inconsistent.len(),
+                if v.reconciled { "reconciled" } else { "NOT reconciled" }
+            );
+            (StatusCode::OK, Ok(v), detail)
+        }
+    };
+    let who = (&cx.session.user, Some(cx.session.role));
+    if let Err(e) = record(&st.shared, "console-reconcile", who.0, who.1, detail, None).await {
+        return reconcile_page(&st, &cx, StatusCode::INTERNAL_SERVER_ERROR, Some(Err(e)));
+    }
+    reconcile_page(&st, &cx, status, Some(result))
 }

@@ -591,6 +591,50 @@ pub fn objections(
     rows.into_iter().map(|(_, _, r)| r).collect()
 }
 
+/// A reconciliation of this node (`own`) with `peer` for the page: the exchanges between the
+/// two (disagreements first), how many involve nodes not given, and the witnessed checkpoints.
+pub fn reconcile_view(own: &str, peer: String, r: &fedgate_audit::reconcile::Report) -> ReconcileView {
+    let between = |x: &fedgate_audit::reconcile::Exchange| {
+        !x.one_sided
+            && [own, peer.as_str()].contains(&x.provider.as_str())
+            && [own, peer.as_str()].contains(&x.consumer.as_str())
+    };
+    let mut rows: Vec<(bool, ReconcileRow)> = r
+        .exchanges
+        .iter()
+        .filter(|x| between(x))
+        .map(|x| {
+            let id: String = x.exchange.chars().take(8).collect();
+            let row = ReconcileRow {
+                exchange: x.batch.as_ref().map_or_else(|| id.clone(), |b| format!("{id} {b}")),
+                provider: x.provider.clone(),
+                consumer: x.consumer.clone(),
+                dataset: x.dataset.clone().unwrap_or_default(),
+                provider_says: x.provider_says.clone().unwrap_or_else(|| "-".into()),
+                consumer_says: x.consumer_says.clone().unwrap_or_else(|| "-".into()),
+                disagreements: x.disagreements.join("; "),
+            };
+            (x.disagreements.is_empty(), row)
+        })
+        .collect();
+    rows.sort_by_key(|(agrees, _)| *agrees);
+    ReconcileView {
+        peer,
+        reconciled: r.reconciled,
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+        one_sided: r.exchanges.iter().filter(|x| x.one_sided).count(),
+        checked: r.witnessed.iter().filter(|w| w.consistent.is_some()).count(),
+        inconsistent: r
+            .witnessed
+            .iter()
+            .filter(|w| w.consistent == Some(false))
+            .map(|w| {
+                w.problem.clone().unwrap_or_else(|| format!("{} entry {}", w.consumer, w.consumer_entry))
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

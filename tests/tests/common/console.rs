@@ -56,15 +56,44 @@ impl Client {
     }
 
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> Answer {
+        self.send(method, path, "application/x-www-form-urlencoded", body.as_bytes()).await
+    }
+
+    /// Posts a `multipart/form-data` form as a browser uploads files: each field is (name,
+    /// file name if it is a file, content).
+    pub async fn upload(&mut self, path: &str, fields: &[(&str, Option<&str>, &[u8])]) -> Answer {
+        let boundary = "----fedgateTestBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (name, file, data) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+            );
+            if let Some(f) = file {
+                body.extend_from_slice(
+                    format!("; filename=\"{f}\"\r\nContent-Type: application/octet-stream").as_bytes(),
+                );
+            }
+            body.extend_from_slice(b"\r\n\r\n");
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.send("POST", path, &format!("multipart/form-data; boundary={boundary}"), &body).await
+    }
+
+    /// Sends one request with `body` of `content_type`, keeping the cookies the answer sets.
+    pub async fn send(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
         let mut s = TcpStream::connect(self.addr).await.unwrap();
         let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let cookie =
             if cookie.is_empty() { String::new() } else { format!("Cookie: {}\r\n", cookie.join("; ")) };
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: console\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: console\r\n{cookie}Content-Type: {content_type}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         s.write_all(req.as_bytes()).await.unwrap();
+        // A server refusing a large body may close before reading it all.
+        let _ = s.write_all(body).await;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.unwrap();
         let text = String::from_utf8_lossy(&raw).into_owned();

@@ -217,6 +217,15 @@ impl Session {
         self.cmd("POST", &format!("/element/{el}/value"), Some(json!({"text": text}))).await.unwrap();
     }
 
+    /// Chooses `files` in the file input `css` selects (several for a `multiple` one).
+    pub async fn attach(&self, css: &str, files: &[&Path]) {
+        let el = self.find(css).await;
+        let text: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        self.cmd("POST", &format!("/element/{el}/value"), Some(json!({"text": text.join("\n")})))
+            .await
+            .unwrap();
+    }
+
     /// Clicks the element `css` selects.
     pub async fn click(&self, css: &str) {
         let el = self.find(css).await;
