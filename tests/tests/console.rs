@@ -756,3 +756,76 @@ async fn an_auditor_reconciles_the_nodes_log_with_an_uploaded_peer_export() {
         .collect();
     assert!(left.is_empty(), "scratch folders left: {left:?}");
 }
+
+/// Waits until the provider's log holds a governance entry `decision` about `account` whose
+/// detail has `says`.
+async fn account_entry(s: &Setup, decision: &str, account: &str, says: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = entries(&s.provider).into_iter().find_map(|e| {
+            let d = e.detail.unwrap_or_default();
+            (e.decision.as_deref() == Some(decision)
+                && d.starts_with(&format!("console account {account} "))
+                && d.contains(says))
+            .then_some(d)
+        });
+        if let Some(d) = found {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "no {decision} entry for {account} with {says:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_changes_are_audited_and_a_new_password_or_removal_ends_the_accounts_sessions() {
+    let s = setup().await;
+    let mut steward = s.logged_in("wang.steward").await;
+    let mut operator = s.logged_in("li.operator").await;
+    assert_eq!(steward.get("/requests").await.status, 200);
+    // What `fedgate user passwd|add|remove` do, from another process's view of console.db.
+    let cli = AccountStore::open(&AccountStore::path_in(&s.provider.config().state_dir)).unwrap();
+    cli.passwd("wang.steward", "a brand new password", 0).unwrap();
+    cli.add("sun.new", Role::Auditor, "another password", 0).unwrap();
+    cli.remove("li.operator").unwrap();
+    assert_eq!(steward.get("/requests").await.status, 303, "the old password's session ended");
+    assert_eq!(operator.get("/subscriptions").await.status, 303, "the removed account's session ended");
+    assert_eq!(s.console().login("wang.steward", PASSWORD).await.status, 401);
+    assert_eq!(s.console().login("wang.steward", "a brand new password").await.status, 303);
+    let d = account_entry(&s, "account-passwd", "wang.steward", "by fedgate user").await;
+    assert!(d.contains("(steward)") && d.contains("sessions ended"), "{d}");
+    account_entry(&s, "account-add", "sun.new", "by fedgate user").await;
+    account_entry(&s, "account-add", "zhao.auditor", "account added").await;
+    account_entry(&s, "account-remove", "li.operator", "account removed").await;
+
+    // In the console: the current password is checked, the new one asked twice; then every
+    // session of the account ends, the one that changed it too.
+    let mut first = s.logged_in("zhao.auditor").await;
+    let mut second = s.logged_in("zhao.auditor").await;
+    assert_eq!(first.get("/password").await.status, 200);
+    let token = first.csrf().await;
+    let change = |current: &'static str, repeat: &'static str| {
+        [("current", current), ("new", "the auditor's new password"), ("repeat", repeat)]
+    };
+    let mut form = change("wrong password", "the auditor's new password").to_vec();
+    form.push(("csrf", &token));
+    assert_eq!(first.post("/password", &form).await.status, 403, "wrong current password");
+    let mut form = change(PASSWORD, "something else entirely").to_vec();
+    form.push(("csrf", &token));
+    assert_eq!(first.post("/password", &form).await.status, 400, "the new password twice");
+    let mut form = change(PASSWORD, "the auditor's new password").to_vec();
+    assert_eq!(first.post("/password", &form).await.status, 403, "no CSRF token");
+    form.push(("csrf", &token));
+    let a = first.post("/password", &form).await;
+    assert_eq!((a.status, a.header("location")), (303, Some("/login")), "{}", a.body);
+    assert_eq!(first.get("/audit").await.status, 303);
+    assert_eq!(second.get("/audit").await.status, 303, "the account's other session ended too");
+    assert_eq!(s.console().login("zhao.auditor", "the auditor's new password").await.status, 303);
+    account_entry(&s, "account-passwd", "zhao.auditor", "by console").await;
+    let pending = AccountStore::open(&AccountStore::path_in(&s.provider.config().state_dir)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pending.pending().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "changes audited are marked so");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

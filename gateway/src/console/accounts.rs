@@ -122,7 +122,40 @@ pub fn password_matches(password: &str, hash: &str) -> bool {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, updated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, action TEXT NOT NULL,
+    name TEXT NOT NULL, role TEXT NOT NULL, via TEXT NOT NULL);
 ";
+
+/// An account change not yet in the node's audit log. `fedgate user` runs while the gateway
+/// may be running, and only the gateway writes the log, so each change is written next to
+/// the account in one transaction, and the gateway's console moves it into the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Order of the changes.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// `add`, `passwd` or `remove`.
+    pub action: String,
+    /// The account.
+    pub name: String,
+    /// Its role (when removed: the role it had).
+    pub role: String,
+    /// What made it: `fedgate user` or `console`.
+    pub via: String,
+}
+
+/// What made a change: the CLI.
+pub const VIA_CLI: &str = "fedgate user";
+/// What made a change: the account itself in the console.
+pub const VIA_CONSOLE: &str = "console";
+
+/// A short digest of a password hash: sessions remember it at login and end when it changes
+/// (the hash has a fresh salt at every `add` and `passwd`, so any new password changes it).
+pub fn stamp(hash: &str) -> String {
+    fedgate_catalog::hex(&ring::digest::digest(&ring::digest::SHA256, hash.as_bytes()).as_ref()[..16])
+}
 
 /// The console's accounts.
 pub struct AccountStore {
@@ -157,31 +190,66 @@ impl AccountStore {
         f(&conn).map_err(|source| AccountError::Db { path: self.path.clone(), source })
     }
 
+    /// Runs `f` in one transaction; if it changed an account (`Some(role)`), records the
+    /// change for the audit log in the same transaction.
+    fn change(
+        &self,
+        action: &str,
+        name: &str,
+        via: &str,
+        now: i64,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<Option<String>>,
+    ) -> Result<bool, AccountError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let Some(role) = f(&tx)? else { return Ok(false) };
+            tx.execute(
+                "INSERT INTO changes (at, action, name, role, via) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now, action, name, role, via],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
     /// Adds account `name` with `role`; refused if the name exists.
     pub fn add(&self, name: &str, role: Role, password: &str, now: i64) -> Result<(), AccountError> {
         check_name(name)?;
         check_password(password)?;
         let hash = hash_password(password)?;
-        let added = self.with(|c| {
-            c.execute(
+        let added = self.change("add", name, VIA_CLI, now, |c| {
+            let n = c.execute(
                 "INSERT OR IGNORE INTO accounts (name, role, hash, updated) VALUES (?1, ?2, ?3, ?4)",
                 params![name, role.as_str(), hash, now],
-            )
+            )?;
+            Ok((n > 0).then(|| role.as_str().to_owned()))
         })?;
-        if added == 0 {
+        if !added {
             return Err(AccountError::Exists(name.to_owned()));
         }
         Ok(())
     }
 
-    /// Sets a new password for `name`.
+    /// Sets a new password for `name` (by `fedgate user passwd`).
     pub fn passwd(&self, name: &str, password: &str, now: i64) -> Result<(), AccountError> {
+        self.passwd_via(name, password, now, VIA_CLI)
+    }
+
+    /// Sets a new password for `name`, the change made `via` the CLI or the console.
+    pub fn passwd_via(&self, name: &str, password: &str, now: i64, via: &str) -> Result<(), AccountError> {
         check_password(password)?;
         let hash = hash_password(password)?;
-        let n = self.with(|c| {
-            c.execute("UPDATE accounts SET hash = ?2, updated = ?3 WHERE name = ?1", params![name, hash, now])
+        let changed = self.change("passwd", name, via, now, |c| {
+            let role = role_in(c, name)?;
+            if role.is_some() {
+                c.execute(
+                    "UPDATE accounts SET hash = ?2, updated = ?3 WHERE name = ?1",
+                    params![name, hash, now],
+                )?;
+            }
+            Ok(role)
         })?;
-        if n == 0 {
+        if !changed {
             return Err(AccountError::Unknown(name.to_owned()));
         }
         Ok(())
@@ -189,11 +257,50 @@ impl AccountStore {
 
     /// Removes `name`.
     pub fn remove(&self, name: &str) -> Result<(), AccountError> {
-        let n = self.with(|c| c.execute("DELETE FROM accounts WHERE name = ?1", params![name]))?;
-        if n == 0 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let removed = self.change("remove", name, VIA_CLI, now, |c| {
+            let role = role_in(c, name)?;
+            c.execute("DELETE FROM accounts WHERE name = ?1", params![name])?;
+            Ok(role)
+        })?;
+        if !removed {
             return Err(AccountError::Unknown(name.to_owned()));
         }
         Ok(())
+    }
+
+    /// The changes not yet in the audit log, oldest first.
+    pub fn pending(&self) -> Result<Vec<Change>, AccountError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT seq, at, action, name, role, via FROM changes ORDER BY seq")?;
+            let rows = st.query_map([], |r| {
+                Ok(Change {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    action: r.get(2)?,
+                    name: r.get(3)?,
+                    role: r.get(4)?,
+                    via: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Change `seq` is in the audit log.
+    pub fn done(&self, seq: i64) -> Result<(), AccountError> {
+        self.with(|c| c.execute("DELETE FROM changes WHERE seq = ?1", params![seq])).map(drop)
+    }
+
+    /// The role of `name` and the [`stamp`] of its password, if the account exists.
+    pub fn current(&self, name: &str) -> Result<Option<(Role, String)>, AccountError> {
+        let row: Option<(String, String)> = self.with(|c| {
+            c.query_row("SELECT role, hash FROM accounts WHERE name = ?1", params![name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })?;
+        Ok(row.and_then(|(role, hash)| Some((Role::parse(&role)?, stamp(&hash)))))
     }
 
     /// The role of `name`, if the account exists (sessions are re-checked against it, so a
@@ -218,6 +325,12 @@ impl AccountStore {
     /// The role of `name` if `password` is its password. Slow on purpose (Argon2id): call it
     /// off the async threads.
     pub fn verify(&self, name: &str, password: &str) -> Result<Option<Role>, AccountError> {
+        Ok(self.login(name, password)?.map(|(role, _)| role))
+    }
+
+    /// The role of `name` and the [`stamp`] of its password, if `password` is its password.
+    /// Slow on purpose (Argon2id): call it off the async threads.
+    pub fn login(&self, name: &str, password: &str) -> Result<Option<(Role, String)>, AccountError> {
         if password.len() > MAX_PASSWORD {
             return Ok(None);
         }
@@ -228,7 +341,9 @@ impl AccountStore {
             .optional()
         })?;
         match row {
-            Some((role, hash)) if password_matches(password, &hash) => Ok(Role::parse(&role)),
+            Some((role, hash)) if password_matches(password, &hash) => {
+                Ok(Role::parse(&role).map(|r| (r, stamp(&hash))))
+            }
             Some(_) => Ok(None),
             None => {
                 let _ = password_matches(password, &self.decoy);
@@ -236,6 +351,10 @@ impl AccountStore {
             }
         }
     }
+}
+
+fn role_in(c: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    c.query_row("SELECT role FROM accounts WHERE name = ?1", params![name], |r| r.get(0)).optional()
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist (SQLite gives its journal files
@@ -289,6 +408,29 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn every_change_is_kept_for_the_audit_log_and_a_new_password_has_a_new_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AccountStore::open(&dir.path().join("c.db")).unwrap();
+        s.add("wang.li", Role::Steward, "first password", 1).unwrap();
+        let (role, first) = s.current("wang.li").unwrap().unwrap();
+        assert_eq!(s.login("wang.li", "first password").unwrap(), Some((role, first.clone())));
+        s.passwd_via("wang.li", "second password", 2, VIA_CONSOLE).unwrap();
+        let (_, second) = s.current("wang.li").unwrap().unwrap();
+        assert_ne!(first, second, "sessions made with the old password end");
+        assert!(s.add("wang.li", Role::Auditor, "third password", 3).is_err());
+        assert!(s.passwd("nobody", "some password", 3).is_err());
+        s.remove("wang.li").unwrap();
+        let got: Vec<(String, String, String, String)> =
+            s.pending().unwrap().into_iter().map(|c| (c.action, c.name, c.role, c.via)).collect();
+        let want = [("add", VIA_CLI), ("passwd", VIA_CONSOLE), ("remove", VIA_CLI)]
+            .map(|(a, v)| (a.to_owned(), "wang.li".to_owned(), "steward".to_owned(), v.to_owned()));
+        assert_eq!(got, want, "refused changes leave nothing");
+        let first = s.pending().unwrap()[0].seq;
+        s.done(first).unwrap();
+        assert_eq!(s.pending().unwrap().len(), 2);
     }
 
     #[test]

@@ -42,8 +42,12 @@ pub async fn serve(
     accounts: Arc<accounts::AccountStore>,
 ) {
     let st = server::ConsoleState { shared, accounts, sessions: Arc::default(), throttle: Arc::default() };
+    let changes = server::audit_account_changes(st.clone());
     let app = server::router(st).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "console stopped");
+    tokio::select! {
+        r = axum::serve(listener, app) => if let Err(e) = r {
+            tracing::error!(error = %e, "console stopped");
+        },
+        () = changes => {}
     }
 }

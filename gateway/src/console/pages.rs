@@ -578,3 +578,13 @@ pub struct ReconcilePage {
     /// The outcome, or why there is none.
     pub result: Option<Result<ReconcileView, String>>,
 }
+
+/// Changing one's own password.
+#[derive(Template)]
+#[template(path = "console/password.html")]
+pub struct PasswordPage {
+    /// Around it.
+    pub c: Chrome,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}

@@ -50,6 +50,7 @@ pub fn router(st: ConsoleState) -> Router {
     Router::new()
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
+        .route("/password", get(password_form).post(password_change))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
         // Browsers ask for it unprompted; a redirect to the login page would be wasted.
@@ -180,8 +181,9 @@ async fn ctx(st: &ConsoleState, headers: &HeaderMap, uri: &Uri) -> Result<Ctx, R
     let Some(id) = cookie(headers, SESSION_COOKIE) else { return Err(to_login()) };
     let Some(mut session) = st.sessions.touch(id, now_ms()) else { return Err(to_login()) };
     let (accounts, user) = (st.accounts.clone(), session.user.clone());
-    match tokio::task::spawn_blocking(move || accounts.role_of(&user)).await {
-        Ok(Ok(Some(role))) => session.role = role,
+    match tokio::task::spawn_blocking(move || accounts.current(&user)).await {
+        // A changed password ends the sessions made with the old one.
+        Ok(Ok(Some((role, stamp)))) if stamp == session.stamp => session.role = role,
         _ => {
             st.sessions.remove(id);
             return Err(to_login());
@@ -370,7 +372,7 @@ async fn login(
         return r;
     }
     let (accounts, n, p) = (st.accounts.clone(), name.clone(), password);
-    let role = match tokio::task::spawn_blocking(move || accounts.verify(&n, &p)).await {
+    let role = match tokio::task::spawn_blocking(move || accounts.login(&n, &p)).await {
         Ok(Ok(role)) => role,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "console: the account store failed");
@@ -378,7 +380,7 @@ async fn login(
         }
         Err(_) => None,
     };
-    let Some(role) = role else {
+    let Some((role, stamp)) = role else {
         st.throttle.failed(&name, &address, now_ms());
         let _ =
             record(&st.shared, "console-login-failed", &shown, None, format!("from {address}"), None).await;
@@ -393,7 +395,7 @@ async fn login(
                 .into_response(),
         );
     }
-    let Some((id, _)) = st.sessions.create(&name, role, now_ms()) else {
+    let Some((id, _)) = st.sessions.create(&name, role, &stamp, now_ms()) else {
         return harden((StatusCode::INTERNAL_SERVER_ERROR, "no system randomness").into_response());
     };
     let mut r = redirect("/");
@@ -992,4 +994,98 @@ async fn reconcile_upload(
         return reconcile_page(&st, &cx, StatusCode::INTERNAL_SERVER_ERROR, Some(Err(e)));
     }
     reconcile_page(&st, &cx, status, Some(result))
+}
+
+/// How often account changes made by `fedgate user` are looked for.
+const CHANGES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Moves account changes (`fedgate user add|passwd|remove`, a password changed in the console)
+/// into the node's audit log, oldest first, each once it is written; a changed password or a
+/// removed account ends that account's sessions here too. Runs until aborted.
+pub async fn audit_account_changes(st: ConsoleState) {
+    let mut tick = tokio::time::interval(CHANGES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let accounts = st.accounts.clone();
+        let pending = match tokio::task::spawn_blocking(move || accounts.pending()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "console: account changes cannot be read");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for c in pending {
+            if c.action != "add" {
+                st.sessions.remove_user(&c.name);
+            }
+            let what = match c.action.as_str() {
+                "add" => "account added",
+                "passwd" => "password changed; its sessions ended",
+                _ => "account removed; its sessions ended",
+            };
+            let detail = format!("{what} (by {}, at {})", c.via, views::when(c.at));
+            let role = Role::parse(&c.role);
+            let decision = format!("account-{}", c.action);
+            // Written before it is marked done: a crash in between writes it twice, never not.
+            if record(&st.shared, &decision, &c.name, role, detail, None).await.is_err() {
+                break;
+            }
+            let (accounts, seq) = (st.accounts.clone(), c.seq);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || accounts.done(seq)).await {
+                tracing::error!(error = %e, "console: an account change cannot be marked audited");
+                break;
+            }
+        }
+    }
+}
+
+async fn password_form(State(st): State<ConsoleState>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = try_page!(ctx(&st, &headers, &uri).await);
+    let c = chrome(&st, &cx, cx.t().change_password, "/password");
+    page(&cx, StatusCode::OK, &PasswordPage { c, error: None })
+}
+
+/// Any account changes its own password: the current one checked (a wrong one counts as a
+/// failed login), the new one twice; then every session of the account ends, this one too.
+async fn password_change(
+    State(st): State<ConsoleState>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (cx, form) = try_page!(post_ctx(&st, &headers, &uri, &body).await);
+    let t = cx.t();
+    let fail = |cx: &Ctx, status, error: String| {
+        let c = chrome(&st, cx, t.change_password, "/password");
+        page(cx, status, &PasswordPage { c, error: Some(error) })
+    };
+    let (current, new) = (form.text("current"), form.text("new"));
+    if new != form.text("repeat") {
+        return fail(&cx, StatusCode::BAD_REQUEST, t.password_mismatch.into());
+    }
+    let (name, address) = (cx.session.user.clone(), from.ip().to_string());
+    if let Err(Locked { .. }) = st.throttle.check(&name, &address, now_ms()) {
+        return fail(&cx, StatusCode::TOO_MANY_REQUESTS, t.login_locked.into());
+    }
+    let (accounts, n) = (st.accounts.clone(), name.clone());
+    let changed = tokio::task::spawn_blocking(move || match accounts.verify(&n, &current)? {
+        Some(_) => accounts.passwd_via(&n, &new, now_s(), super::accounts::VIA_CONSOLE).map(|()| true),
+        None => Ok(false),
+    })
+    .await;
+    match changed {
+        Ok(Ok(true)) => {
+            st.sessions.remove_user(&name);
+            redirect("/login")
+        }
+        Ok(Ok(false)) => {
+            st.throttle.failed(&name, &address, now_ms());
+            fail(&cx, StatusCode::FORBIDDEN, t.password_wrong.into())
+        }
+        Ok(Err(e)) => fail(&cx, StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => fail(&cx, StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}")),
+    }
 }

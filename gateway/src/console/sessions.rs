@@ -31,6 +31,8 @@ pub struct Session {
     pub role: Role,
     /// The token every form of this session carries.
     pub csrf: String,
+    /// The account's password [`super::accounts::stamp`] at login: another one ends the session.
+    pub stamp: String,
     last_used: i64,
 }
 
@@ -42,9 +44,15 @@ pub struct Sessions {
 
 impl Sessions {
     /// A new session for `user`: its id (the cookie value) and the session.
-    pub fn create(&self, user: &str, role: Role, now: i64) -> Option<(String, Session)> {
+    pub fn create(&self, user: &str, role: Role, stamp: &str, now: i64) -> Option<(String, Session)> {
         let id = random_token()?;
-        let s = Session { user: user.to_owned(), role, csrf: random_token()?, last_used: now };
+        let s = Session {
+            user: user.to_owned(),
+            role,
+            csrf: random_token()?,
+            stamp: stamp.to_owned(),
+            last_used: now,
+        };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, s| now - s.last_used < IDLE_MS);
         if map.len() >= MAX_SESSIONS {
@@ -167,14 +175,14 @@ mod tests {
     #[test]
     fn sessions_idle_out_and_are_random() {
         let s = Sessions::default();
-        let (id, sess) = s.create("li", Role::Auditor, 0).unwrap();
+        let (id, sess) = s.create("li", Role::Auditor, "stamp", 0).unwrap();
         assert_eq!(id.len(), 64);
         assert_ne!(id, sess.csrf);
         assert!(s.touch(&id, IDLE_MS - 1).is_some(), "used just before expiry");
         assert!(s.touch(&id, 2 * IDLE_MS - 2).is_some(), "use extends the session");
         assert!(s.touch(&id, 3 * IDLE_MS).is_none(), "idle past the limit");
         assert!(s.touch(&id, 3 * IDLE_MS).is_none(), "and gone");
-        let (id2, _) = s.create("li", Role::Auditor, 0).unwrap();
+        let (id2, _) = s.create("li", Role::Auditor, "stamp", 0).unwrap();
         s.remove_user("li");
         assert!(s.touch(&id2, 1).is_none());
     }
