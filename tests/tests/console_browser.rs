@@ -143,6 +143,9 @@ async fn walk_through() {
         assert_eq!(session["sameSite"], "Strict", "{session}");
         b.find("#peers").await;
         b.screenshot(&shots.join(format!("{}-overview.png", role.as_str()))).await;
+        // Every account's own page: its password, reached from its name in the header.
+        b.submit_and_wait("#who", "#password-form").await;
+        b.screenshot(&shots.join(format!("{}-password.png", role.as_str()))).await;
         for (path, must) in pages(role) {
             b.goto(&format!("{base}{path}")).await;
             b.find(must).await;

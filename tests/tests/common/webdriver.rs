@@ -232,7 +232,7 @@ impl Session {
         self.cmd("POST", &format!("/element/{el}/click"), Some(json!({}))).await.unwrap();
     }
 
-    /// Clicks `css`, which submits a form, and waits until the page that answers has replaced
+    /// Clicks `css` (a submit button or a link) and waits until the page that answers has replaced
     /// this one (its `marker` element, absent before, is there).
     pub async fn submit_and_wait(&self, css: &str, marker: &str) {
         self.click(css).await;
