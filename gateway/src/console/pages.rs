@@ -42,6 +42,15 @@ pub struct Chrome {
 }
 
 impl Chrome {
+    /// A page's content read from a store, or nothing with the store's error as the page's
+    /// message.
+    pub fn or_flash<T: Default>(&mut self, read: Result<T, String>) -> T {
+        read.unwrap_or_else(|e| {
+            self.flash = Some(e);
+            T::default()
+        })
+    }
+
     /// A role's name in `t`.
     pub fn role_name(t: &'static Text, role: Role) -> &'static str {
         match role {

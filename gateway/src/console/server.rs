@@ -533,13 +533,7 @@ async fn requests_page(st: &ConsoleState, cx: &Ctx, flash: Option<String>, statu
     let store = st.shared.requests.clone();
     let held = blocking(move || store.list(None, now_s()).map_err(|e| e.to_string())).await;
     let mut c = chrome(st, cx, cx.t().nav_requests, "/requests");
-    let requests = match held {
-        Ok(h) => views::requests(cx.t(), h),
-        Err(e) => {
-            c.flash = Some(e);
-            Vec::new()
-        }
-    };
+    let requests = c.or_flash(held.map(|h| views::requests(cx.t(), h)));
     if flash.is_some() {
         c.flash = flash;
     }
@@ -634,13 +628,7 @@ async fn objections_page(st: &ConsoleState, cx: &Ctx, flash: Option<String>, sta
     let due = move |received| {
         crate::governance::answer_deadline(&shared.calendar, received, shared.cfg.answer_days)
     };
-    let objections = match held {
-        Ok(h) => views::objections(cx.t(), h, due, now_s()),
-        Err(e) => {
-            c.flash = Some(e);
-            Vec::new()
-        }
-    };
+    let objections = c.or_flash(held.map(|h| views::objections(cx.t(), h, due, now_s())));
     if flash.is_some() {
         c.flash = flash;
     }
@@ -714,10 +702,7 @@ async fn subscriptions(State(st): State<ConsoleState>, headers: HeaderMap, uri: 
     let store = st.shared.subscriptions.clone();
     let held = blocking(move || store.list().map_err(|e| e.to_string())).await;
     let mut c = chrome(&st, &cx, cx.t().nav_subscriptions, "/subscriptions");
-    let subscriptions = held.map(views::subscriptions).unwrap_or_else(|e| {
-        c.flash = Some(e);
-        Vec::new()
-    });
+    let subscriptions = c.or_flash(held.map(views::subscriptions));
     page(&cx, StatusCode::OK, &SubscriptionsPage { c, subscriptions })
 }
 
@@ -732,10 +717,7 @@ async fn referrals_page(st: &ConsoleState, cx: &Ctx, id: Option<String>) -> Resp
     })
     .await;
     let mut c = chrome(st, cx, cx.t().nav_referrals, "/referrals");
-    let (referrals, detail) = found.unwrap_or_else(|e| {
-        c.flash = Some(e);
-        (Vec::new(), None)
-    });
+    let (referrals, detail) = c.or_flash(found);
     page(cx, StatusCode::OK, &ReferralsPage { c, referrals, detail })
 }
 
@@ -780,10 +762,7 @@ async fn audit_page(
     let (shared, f) = (st.shared.clone(), filter.clone());
     let found = blocking(move || views::search(&shared, &f, AUDIT_ROWS)).await;
     let mut c = chrome(st, cx, cx.t().nav_audit, "/audit");
-    let (entries, matched) = found.unwrap_or_else(|e| {
-        c.flash = Some(e);
-        (Vec::new(), 0)
-    });
+    let (entries, matched) = c.or_flash(found);
     page(cx, StatusCode::OK, &AuditPage { c, filter, kinds: views::kinds(), entries, matched, verify })
 }
 
