@@ -73,20 +73,8 @@ async fn setup() -> Setup {
     Setup { _fed: fed, provider, consumer }
 }
 
-fn entries(node: &RunningNode) -> Vec<Entry> {
-    let cfg = node.config();
-    let reader = AuditKeys::load_reader(&cfg.audit_key).unwrap();
-    let mut out = Vec::new();
-    audit::entries(&cfg.audit_dir, &reader, |e| {
-        out.push(e);
-        Ok(())
-    })
-    .unwrap();
-    out
-}
-
 fn console_entries(node: &RunningNode) -> Vec<(String, String)> {
-    entries(node)
+    audit_entries(node)
         .into_iter()
         .filter(|e| {
             e.kind == Some(Kind::Governance)
@@ -305,7 +293,7 @@ async fn an_auditor_reads_the_log_but_no_record_through_any_route() {
     let mut c = s.logged_in("zhao.auditor").await;
     let token = c.csrf().await;
     let mut bodies = Vec::new();
-    let n = entries(&s.provider).len();
+    let n = audit_entries(&s.provider).len();
     for path in [
         "/",
         "/audit",
@@ -438,8 +426,10 @@ async fn a_request_approved_in_the_console_is_a_grant_in_force_for_a_real_query_
         "{logged:?}"
     );
     assert!(by("console-revoke").contains("wang.steward"), "{logged:?}");
-    let approve =
-        entries(&s.provider).into_iter().find(|e| e.decision.as_deref() == Some("console-approve")).unwrap();
+    let approve = audit_entries(&s.provider)
+        .into_iter()
+        .find(|e| e.decision.as_deref() == Some("console-approve"))
+        .unwrap();
     assert_eq!(approve.exchange.as_deref(), Some(id.as_str()), "paired with the request by its id");
 }
 
@@ -599,7 +589,7 @@ async fn the_steward_accepts_with_a_correction_or_rejects_objections_in_the_cons
         c.post(&format!("/objections/{to_reject}/reject"), &[("csrf", &token), ("reason", "again")]).await;
     assert_eq!(a.status, 400, "a decided objection is not decided again: {}", a.body);
 
-    let all = entries(&s.provider);
+    let all = audit_entries(&s.provider);
     for (id, decision, console) in [
         (&to_accept, "accept", "console-objection-accept"),
         (&to_reject, "reject", "console-objection-reject"),
@@ -737,7 +727,7 @@ async fn an_auditor_reconciles_the_nodes_log_with_an_uploaded_peer_export() {
     }
 
     // Audited with the account, the key never; nothing is left in the state folder.
-    let all = entries(&s.provider);
+    let all = audit_entries(&s.provider);
     let done: Vec<&Entry> =
         all.iter().filter(|e| e.decision.as_deref() == Some("console-reconcile")).collect();
     assert!(done.len() >= 9, "every attempt is audited: {}", done.len());
@@ -762,7 +752,7 @@ async fn an_auditor_reconciles_the_nodes_log_with_an_uploaded_peer_export() {
 async fn account_entry(s: &Setup, decision: &str, account: &str, says: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found = entries(&s.provider).into_iter().find_map(|e| {
+        let found = audit_entries(&s.provider).into_iter().find_map(|e| {
             let d = e.detail.unwrap_or_default();
             (e.decision.as_deref() == Some(decision)
                 && d.starts_with(&format!("console account {account} "))

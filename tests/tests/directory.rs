@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use fedgate_audit::{self as audit, AuditKeys, Entry};
 use fedgate_certs::authority::Authority;
 use fedgate_certs::directory::{self, Bundle, Directory, Entry as DirEntry, View};
 use fedgate_gateway::config;
@@ -71,18 +70,6 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn audit_entries(node: &RunningNode) -> Vec<Entry> {
-    let cfg = node.config();
-    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
-    let mut out = Vec::new();
-    audit::entries(&cfg.audit_dir, &sealer, |e| {
-        out.push(e);
-        Ok(())
-    })
-    .unwrap();
-    out
 }
 
 struct Pair {

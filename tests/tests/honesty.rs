@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
+use fedgate_audit::{Entry, Kind};
 use fedgate_gateway::client::{Client, ClientError};
 use fedgate_gateway::exchange::ExchangeError;
 use fedgate_gateway::node::RunningNode;
@@ -118,18 +118,6 @@ async fn api_query(c: &RunningNode, body: serde_json::Value) -> Result<Vec<Strin
     })
     .await
     .unwrap()
-}
-
-fn audit_entries(node: &RunningNode) -> Vec<Entry> {
-    let cfg = node.config();
-    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
-    let mut out = Vec::new();
-    audit::entries(&cfg.audit_dir, &sealer, |e| {
-        out.push(e);
-        Ok(())
-    })
-    .unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::api::{api, http, token};
 use common::*;
-use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
+use fedgate_audit::Kind;
 use fedgate_gateway::config;
 use fedgate_gateway::node::RunningNode;
 use serde_json::Value;
@@ -32,21 +32,9 @@ clearance = 3
 rows = "wuxi.liangxi"
 "#;
 
-fn entries(node: &RunningNode) -> Vec<Entry> {
-    let cfg = node.config();
-    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
-    let mut out = Vec::new();
-    audit::entries(&cfg.audit_dir, &sealer, |e| {
-        out.push(e);
-        Ok(())
-    })
-    .unwrap();
-    out
-}
-
 /// The governance entries about objection `id`, as `decision` in order.
 fn decisions(node: &RunningNode, id: &str) -> Vec<String> {
-    entries(node)
+    audit_entries(node)
         .into_iter()
         .filter(|e| e.kind == Some(Kind::Governance) && e.exchange.as_deref() == Some(id))
         .map(|e| e.decision.unwrap_or_default())
@@ -226,7 +214,8 @@ async fn an_objection_marks_the_record_until_accepted_and_the_correction_reaches
     // Both logs have every step under the objection's id.
     assert_eq!(decisions(&provider, &id), ["received", "accept"]);
     assert_eq!(decisions(&consumer, &id), ["filed", "open", "accepted"]);
-    let accept = entries(&provider).into_iter().find(|e| e.decision.as_deref() == Some("accept")).unwrap();
+    let accept =
+        audit_entries(&provider).into_iter().find(|e| e.decision.as_deref() == Some("accept")).unwrap();
     assert_eq!(accept.counterpart.as_deref(), Some(CONSUMER));
     assert!(accept.detail.unwrap_or_default().contains("corrected by the gateway"));
 }

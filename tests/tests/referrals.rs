@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::api::{api, http, token};
 use common::*;
-use fedgate_audit::{self as audit, AuditKeys, Entry};
 use fedgate_gateway::node::{Prebound, RunningNode};
 use serde_json::Value;
 
@@ -47,18 +46,6 @@ async fn wait_state(n: &RunningNode, id: &str, state: &str) -> Value {
         assert!(Instant::now() < deadline, "{} never saw {id} {state}: {status} {v}", n.config().node);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn audit_entries(node: &RunningNode) -> Vec<Entry> {
-    let cfg = node.config();
-    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
-    let mut out = Vec::new();
-    audit::entries(&cfg.audit_dir, &sealer, |e| {
-        out.push(e);
-        Ok(())
-    })
-    .unwrap();
-    out
 }
 
 /// A UDP socket bound on loopback, so three nodes can name each other before starting; each

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::api::{api, http, token};
 use common::*;
-use fedgate_audit::{self as audit, AuditKeys, Entry, Kind};
+use fedgate_audit::Kind;
 use fedgate_gateway::config;
 use fedgate_gateway::node::RunningNode;
 use serde_json::Value;
@@ -28,21 +28,9 @@ purposes = ["law-enforcement"]
 clearance = 2
 "#;
 
-fn entries(node: &RunningNode) -> Vec<Entry> {
-    let cfg = node.config();
-    let sealer = AuditKeys::load_reader(&cfg.audit_key).unwrap();
-    let mut out = Vec::new();
-    audit::entries(&cfg.audit_dir, &sealer, |e| {
-        out.push(e);
-        Ok(())
-    })
-    .unwrap();
-    out
-}
-
 /// The governance entries about request `id`, as `decision` in order.
 fn decisions(node: &RunningNode, id: &str) -> Vec<String> {
-    entries(node)
+    audit_entries(node)
         .into_iter()
         .filter(|e| e.kind == Some(Kind::Governance) && e.exchange.as_deref() == Some(id))
         .map(|e| e.decision.unwrap_or_default())
@@ -161,11 +149,11 @@ async fn an_approved_request_is_a_grant_in_force_at_once_and_both_logs_pair_by_i
     assert_eq!(decisions(&consumer, &id), ["requested", "pending", "approved"]);
     assert_eq!(decisions(&provider, &id), ["received", "approve"]);
     let approved =
-        entries(&consumer).into_iter().find(|e| e.decision.as_deref() == Some("approved")).unwrap();
+        audit_entries(&consumer).into_iter().find(|e| e.decision.as_deref() == Some("approved")).unwrap();
     assert_eq!(approved.grant.as_deref(), Some(&*format!("request-{id}")));
     assert!(approved.signature.is_some());
     // The provider's entry for the query names the grant the request became.
-    let served = entries(&provider)
+    let served = audit_entries(&provider)
         .into_iter()
         .any(|e| e.kind == Some(Kind::RequestIn) && e.grant.as_deref() == Some(&*format!("request-{id}")));
     assert!(served, "the query was allowed by the approved grant");

@@ -179,3 +179,16 @@ primary_key = "case_id"
 "#
     )
 }
+
+/// Every entry of `node`'s audit log, decrypted with its own key.
+pub fn audit_entries(node: &RunningNode) -> Vec<fedgate_audit::Entry> {
+    let cfg = node.config();
+    let reader = fedgate_audit::AuditKeys::load_reader(&cfg.audit_key).unwrap();
+    let mut out = Vec::new();
+    fedgate_audit::entries(&cfg.audit_dir, &reader, |e| {
+        out.push(e);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
